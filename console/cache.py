@@ -1,0 +1,355 @@
+"""The SQLite cache of what discovery found: disposable, rebuildable, never authoritative.
+
+The console paints from here at once; every refresh re-derives it from disk, and every
+action re-probes the volume before acting. Deleted, it is rebuilt on the next refresh;
+corrupt, it is moved aside with a warning and rebuilt; of another schema version, it is
+dropped and rebuilt.
+
+sqlite-utils owns the schema; the pool refresh writes with ``executemany`` inside one
+explicit transaction, because sqlite-utils' ``upsert_all`` commits per batch and a
+refresh must replace a pool's rows all at once or not at all.
+
+Each thread gets its own connection (WAL lets the UI read while a worker writes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from backends.model import Health, PoolScan, Volume
+
+SCHEMA_VERSION = 1
+
+# Columns the volume table can sort by; each has an index (host, pool, column, name).
+SORTABLE = ("name", "format", "capacity", "allocation", "backing", "health", "last_seen",
+            "chain_depth")
+
+
+def display_text(text: str) -> str:
+    """``text`` with undecodable bytes shown as ``\\xNN`` (SQLite TEXT must be UTF-8)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class HostRow:
+    name: str
+    uri: str
+    state: str
+    error: str | None
+    last_seen: float | None
+
+
+@dataclass(frozen=True)
+class PoolRow:
+    host: str
+    name: str
+    kind: str
+    path: str
+    capacity: int
+    allocation: int
+    available: int
+    committed: int
+    volumes: int
+    last_seen: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class LinkRow:
+    path: str
+    format: str
+    capacity: int
+
+
+@dataclass(frozen=True)
+class VolumeRow:
+    """A cached volume; ``path`` is the exact file system path (non-UTF-8 preserved)."""
+
+    host: str
+    pool: str
+    name: str
+    path: str
+    format: str
+    capacity: int
+    allocation: int
+    backing: str | None
+    backing_format: str | None
+    chain_depth: int
+    health: str
+    reasons: tuple[str, ...]
+    readonly: bool
+    chain: tuple[LinkRow, ...]
+    chain_problem: str | None
+    chain_problem_path: str | None
+    mtime: float
+    last_seen: float
+
+
+_VOLUME_COLUMNS = ("host", "pool", "name", "path", "format", "capacity", "allocation",
+                   "backing", "backing_format", "chain_depth", "health", "reasons",
+                   "readonly", "chain", "chain_problem", "chain_problem_path", "mtime",
+                   "last_seen")
+
+
+def _volume_row(row: sqlite3.Row | tuple[object, ...]) -> VolumeRow:
+    (host, pool, name, path, fmt, capacity, allocation, backing, backing_format,
+     chain_depth, health, reasons, readonly, chain, chain_problem, chain_problem_path,
+     mtime, last_seen) = tuple(row)
+    return VolumeRow(
+        host=str(host), pool=str(pool), name=str(name),
+        path=os.fsdecode(path) if isinstance(path, bytes) else str(path),
+        format=str(fmt), capacity=int(capacity), allocation=int(allocation),  # type: ignore[call-overload]
+        backing=os.fsdecode(backing) if isinstance(backing, bytes) else None,
+        backing_format=str(backing_format) if backing_format else None,
+        chain_depth=int(chain_depth), health=str(health),  # type: ignore[call-overload]
+        reasons=tuple(json.loads(str(reasons))), readonly=bool(readonly),
+        chain=tuple(LinkRow(os.fsdecode(bytes.fromhex(p)), f, c)
+                    for p, f, c in json.loads(str(chain))),
+        chain_problem=str(chain_problem) if chain_problem else None,
+        chain_problem_path=str(chain_problem_path) if chain_problem_path else None,
+        mtime=float(mtime), last_seen=float(last_seen),  # type: ignore[arg-type]
+    )
+
+
+class CacheCorrupt(Exception):
+    pass
+
+
+class Cache:
+    """The cache file at ``path`` (``None``: in memory, for tests and benchmarks)."""
+
+    def __init__(self, path: Path | str | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.warning: str | None = None
+        self._local = threading.local()
+        self._memory_uri = f"file:sc-cache-{id(self)}?mode=memory&cache=shared"
+        self._keepalive: sqlite3.Connection | None = None
+        if self.path is None:
+            self._keepalive = self._connect()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._prepare()
+        except sqlite3.DatabaseError as err:
+            self._move_aside(err)
+            self._prepare()
+
+    # -- connections --------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path is None:
+            conn = sqlite3.connect(self._memory_uri, uri=True, check_same_thread=False,
+                                   isolation_level=None)
+        else:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                   timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the tail is fine
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _move_aside(self, err: Exception) -> None:
+        assert self.path is not None
+        old = self._local.__dict__.pop("conn", None)
+        if old is not None:
+            old.close()
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                src.rename(Path(str(aside) + suffix))
+        self.warning = (f"the cache {self.path} was unreadable ({err}); moved it to "
+                        f"{aside} and rebuilt it from disk")
+
+    def _prepare(self) -> None:
+        db = sqlite_utils.Database(self.conn)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            for name in db.table_names():
+                db[name].drop()
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if "hosts" not in db.table_names():
+            db.table("hosts").create({"name": str, "uri": str, "state": str, "error": str,
+                                "last_seen": float}, pk="name")
+        if "pools" not in db.table_names():
+            db.table("pools").create({"host": str, "name": str, "kind": str, "path": str,
+                                "capacity": int, "allocation": int, "available": int,
+                                "committed": int, "volumes": int, "last_seen": float,
+                                "error": str}, pk=("host", "name"))
+        if "volumes" not in db.table_names():
+            db.table("volumes").create({
+                "host": str, "pool": str, "name": str, "path": bytes, "format": str,
+                "capacity": int, "allocation": int, "backing": bytes,
+                "backing_format": str, "chain_depth": int, "health": str, "reasons": str,
+                "readonly": int, "chain": str, "chain_problem": str,
+                "chain_problem_path": str, "mtime": float, "last_seen": float,
+            }, pk=("host", "pool", "name"))
+            for column in SORTABLE:
+                if column != "name":
+                    db.table("volumes").create_index(["host", "pool", column, "name"])
+            db.table("volumes").create_index(["host", "backing"])
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = self._local.__dict__.pop("conn", None)
+        if conn is not None:
+            conn.close()
+        if self._keepalive is not None:
+            self._keepalive.close()
+            self._keepalive = None
+
+    # -- writes -------------------------------------------------------------------
+
+    def record_host(self, name: str, uri: str, state: str, error: str | None = None,
+                    seen_at: float | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO hosts (name, uri, state, error, last_seen) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(name) DO UPDATE SET uri=excluded.uri, state=excluded.state, "
+                "error=excluded.error, last_seen=coalesce(excluded.last_seen, last_seen)",
+                (name, uri, state, error, seen_at))
+
+    def record_pool_error(self, host: str, pool: str, kind: str, path: str,
+                          error: str) -> None:
+        """Keep a pool's rows (now stale) but remember why its refresh failed."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO pools (host, name, kind, path, capacity, allocation, available,"
+                " committed, volumes, error) VALUES (?,?,?,?,0,0,0,0,0,?) "
+                "ON CONFLICT(host, name) DO UPDATE SET error=excluded.error",
+                (host, pool, kind, path, error))
+
+    def replace_pool(self, scan: PoolScan, healths: Sequence[Health],
+                     seen_at: float | None = None) -> None:
+        """Write a whole pool refresh: upsert every volume, drop vanished ones, atomically."""
+        seen = time.time() if seen_at is None else seen_at
+        pool = scan.pool
+        cap = pool.capacity
+        if len(healths) != len(scan.volumes):
+            raise ValueError("one health per volume")
+        rows = (self._volume_values(v, h, seen) for v, h in zip(scan.volumes, healths,
+                                                                  strict=True))
+        placeholders = ",".join("?" * len(_VOLUME_COLUMNS))
+        updates = ",".join(f"{c}=excluded.{c}" for c in _VOLUME_COLUMNS[3:])
+        with self.transaction() as conn:
+            conn.executemany(
+                f"INSERT INTO volumes ({','.join(_VOLUME_COLUMNS)}) VALUES ({placeholders}) "
+                f"ON CONFLICT(host, pool, name) DO UPDATE SET {updates}", rows)
+            conn.execute("DELETE FROM volumes WHERE host=? AND pool=? AND last_seen<>?",
+                         (pool.host, pool.name, seen))
+            conn.execute(
+                "INSERT INTO pools (host, name, kind, path, capacity, allocation, available,"
+                " committed, volumes, last_seen, error) VALUES (?,?,?,?,?,?,?,?,?,?,NULL) "
+                "ON CONFLICT(host, name) DO UPDATE SET kind=excluded.kind, "
+                "path=excluded.path, capacity=excluded.capacity, "
+                "allocation=excluded.allocation, available=excluded.available, "
+                "committed=excluded.committed, volumes=excluded.volumes, "
+                "last_seen=excluded.last_seen, error=NULL",
+                (pool.host, pool.name, pool.kind, pool.path,
+                 cap.capacity if cap else 0, cap.allocation if cap else 0,
+                 cap.available if cap else 0, cap.committed if cap else 0,
+                 len(scan.volumes), seen))
+
+    @staticmethod
+    def _volume_values(v: Volume, h: Health, seen: float) -> tuple[object, ...]:
+        chain = [[os.fsencode(link.path).hex(), link.format, link.capacity]
+                 for link in v.chain.links[1:]]
+        return (
+            v.host, v.pool, display_text(v.name), os.fsencode(v.path), str(v.format),
+            v.capacity, v.allocation, os.fsencode(v.backing) if v.backing else None,
+            v.backing_format, v.chain_depth, str(h.state), json.dumps(list(h.reasons)),
+            int(v.readonly), json.dumps(chain),
+            str(v.chain.problem) if v.chain.problem else None,
+            display_text(v.chain.problem_path) if v.chain.problem_path else None,
+            v.mtime, seen,
+        )
+
+    def forget_pool(self, host: str, pool: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM volumes WHERE host=? AND pool=?", (host, pool))
+            conn.execute("DELETE FROM pools WHERE host=? AND name=?", (host, pool))
+
+    # -- reads --------------------------------------------------------------------
+
+    def hosts(self) -> list[HostRow]:
+        cur = self.conn.execute(
+            "SELECT name, uri, state, error, last_seen FROM hosts ORDER BY name")
+        return [HostRow(*row) for row in cur]
+
+    def pools(self, host: str | None = None) -> list[PoolRow]:
+        sql = ("SELECT host, name, kind, path, capacity, allocation, available, committed,"
+               " volumes, last_seen, error FROM pools")
+        args: tuple[str, ...] = ()
+        if host is not None:
+            sql, args = sql + " WHERE host=?", (host,)
+        return [PoolRow(*row) for row in self.conn.execute(sql + " ORDER BY host, name", args)]
+
+    @staticmethod
+    def _where(host: str, pool: str, filter_text: str) -> tuple[str, list[object]]:
+        where = "host=? AND pool=?"
+        args: list[object] = [host, pool]
+        if filter_text:
+            escaped = (filter_text.replace("\\", "\\\\").replace("%", "\\%")
+                       .replace("_", "\\_"))
+            where += " AND name LIKE ? ESCAPE '\\'"
+            args.append(f"%{escaped}%")
+        return where, args
+
+    def count_volumes(self, host: str, pool: str, filter_text: str = "") -> int:
+        where, args = self._where(host, pool, filter_text)
+        return int(self.conn.execute(f"SELECT count(*) FROM volumes WHERE {where}",
+                                     args).fetchone()[0])
+
+    def volume_page(self, host: str, pool: str, *, sort: str = "name",
+                    descending: bool = False, filter_text: str = "", offset: int = 0,
+                    limit: int = 100) -> list[VolumeRow]:
+        """One page of a pool's volumes, filtered (substring of the name) and sorted."""
+        if sort not in SORTABLE:
+            raise ValueError(f"cannot sort by {sort!r}")
+        where, args = self._where(host, pool, filter_text)
+        # health sorts alphabetically as broken < degraded < optimized: worst first.
+        direction = "DESC" if descending else "ASC"
+        order = f"{sort} {direction}, name {direction}" if sort != "name" else f"name {direction}"
+        sql = (f"SELECT {','.join(_VOLUME_COLUMNS)} FROM volumes WHERE {where} "
+               f"ORDER BY {order} LIMIT ? OFFSET ?")
+        return [_volume_row(r) for r in self.conn.execute(sql, [*args, limit, offset])]
+
+    def volume(self, host: str, pool: str, name: str) -> VolumeRow | None:
+        row = self.conn.execute(
+            f"SELECT {','.join(_VOLUME_COLUMNS)} FROM volumes "
+            "WHERE host=? AND pool=? AND name=?", (host, pool, name)).fetchone()
+        return _volume_row(row) if row else None
+
+    def dependants(self, host: str, path: str) -> list[VolumeRow]:
+        """Cached volumes of ``host`` directly based on the file at ``path``."""
+        cur = self.conn.execute(
+            f"SELECT {','.join(_VOLUME_COLUMNS)} FROM volumes WHERE host=? AND backing=? "
+            "ORDER BY pool, name", (host, os.fsencode(path)))
+        return [_volume_row(r) for r in cur]

@@ -1,0 +1,198 @@
+"""config.toml and the XDG paths (platformdirs).
+
+```toml
+max_chain_depth = 8            # deeper chains are "degraded"
+
+[[host]]
+name = "local"
+uri = "local"
+roots = ["/srv/images"]        # optional: where backing files may lie (default: pools)
+
+[[host.pool]]
+name = "default"
+type = "dir"
+path = "/var/lib/libvirt/images"
+```
+
+With no config file, the embedded default is host ``local`` with libvirt's usual image
+directory when it exists, or a pool in the XDG data dir (created on first run).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import platformdirs
+
+from backends.model import Host, Pool
+
+APP = "storage-console"
+LIBVIRT_IMAGES = "/var/lib/libvirt/images"
+DEFAULT_MAX_CHAIN_DEPTH = 8
+
+
+class ConfigError(Exception):
+    """The config cannot be used; the message names the file and the entry."""
+
+
+def config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+def cache_path() -> Path:
+    return Path(platformdirs.user_cache_dir(APP)) / "cache.db"
+
+
+def data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP))
+
+
+def state_dir() -> Path:
+    return Path(platformdirs.user_state_dir(APP))
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    host: Host
+    pools: tuple[Pool, ...] = ()
+    roots: tuple[str, ...] = ()  # empty: the host's pool directories
+
+    @property
+    def allowed_roots(self) -> tuple[str, ...]:
+        return self.roots or tuple(p.path for p in self.pools)
+
+
+@dataclass(frozen=True)
+class Config:
+    hosts: tuple[HostConfig, ...]
+    max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
+    source: Path | None = None  # None: the embedded default
+    selected: tuple[str, str] | None = None  # (host, pool) to open on
+    adhoc: tuple[str, ...] = field(default=())  # names of pools added from TARGETs
+
+    def host(self, name: str) -> HostConfig:
+        for h in self.hosts:
+            if h.host.name == name:
+                return h
+        raise KeyError(name)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Config:
+        """The config at ``path`` (default: the XDG one), or the embedded default."""
+        explicit = path is not None
+        path = path or config_path()
+        if not path.exists():
+            if explicit:
+                raise ConfigError(f"config file {path} does not exist")
+            return cls.embedded_default()
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read config file {path}: {err}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object], source: Path | None = None) -> Config:
+        where = str(source or "config")
+        depth = data.get("max_chain_depth", DEFAULT_MAX_CHAIN_DEPTH)
+        if not isinstance(depth, int) or depth < 1:
+            raise ConfigError(f"{where}: max_chain_depth must be a positive integer")
+        hosts: list[HostConfig] = []
+        raw_hosts = data.get("host", [])
+        if not isinstance(raw_hosts, list):
+            raise ConfigError(f"{where}: 'host' must be a list of [[host]] tables")
+        for i, raw in enumerate(raw_hosts):
+            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+                raise ConfigError(f"{where}: host #{i + 1} needs a name")
+            name = raw["name"]
+            uri = raw.get("uri", "local")
+            if uri != "local":
+                raise ConfigError(f"{where}: host {name!r}: uri {uri!r} is not supported "
+                                  "yet (only 'local')")
+            pools: list[Pool] = []
+            for j, rp in enumerate(raw.get("pool", [])):
+                if not isinstance(rp, dict) or not isinstance(rp.get("name"), str) \
+                        or not isinstance(rp.get("path"), str):
+                    raise ConfigError(f"{where}: host {name!r}: pool #{j + 1} needs a name "
+                                      "and a path")
+                kind = rp.get("type", "dir")
+                if kind != "dir":
+                    raise ConfigError(f"{where}: host {name!r}, pool {rp['name']!r}: type "
+                                      f"{kind!r} is not supported yet (only 'dir')")
+                pools.append(Pool(name, rp["name"], "dir", os.path.abspath(rp["path"])))
+            if len({p.name for p in pools}) != len(pools):
+                raise ConfigError(f"{where}: host {name!r} has two pools with the same name")
+            roots = raw.get("roots", [])
+            if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
+                raise ConfigError(f"{where}: host {name!r}: roots must be a list of paths")
+            hosts.append(HostConfig(Host(name, uri), tuple(pools),
+                                    tuple(os.path.abspath(r) for r in roots)))
+        if len({h.host.name for h in hosts}) != len(hosts):
+            raise ConfigError(f"{where}: two hosts have the same name")
+        return cls(tuple(hosts), depth, source)
+
+    @classmethod
+    def embedded_default(cls) -> Config:
+        if os.path.isdir(LIBVIRT_IMAGES):
+            path = LIBVIRT_IMAGES
+        else:
+            path = str(data_dir() / "pools" / "default")
+        pool = Pool("local", "default", "dir", path)
+        return cls((HostConfig(Host("local"), (pool,)),))
+
+    def with_targets(self, targets: list[str]) -> Config:
+        """Add TARGETs: a directory becomes an ad-hoc pool on ``local``; ``HOST:POOL``
+        must name a configured pool. The first TARGET is selected."""
+        config = self
+        selected: tuple[str, str] | None = None
+        for target in targets:
+            pick = config._resolve_target(target)
+            if isinstance(pick, Pool):
+                config = config._with_pool(pick)
+                pick = (pick.host, pick.name)
+            selected = selected or pick
+        return replace(config, selected=selected)
+
+    @classmethod
+    def for_targets(cls, targets: list[str]) -> Config:
+        """Only the given TARGET directories, on host ``local`` (tests, scripts)."""
+        return cls((HostConfig(Host("local")),)).with_targets(targets)
+
+    def _resolve_target(self, target: str) -> Pool | tuple[str, str]:
+        if os.path.isdir(target):
+            path = os.path.realpath(target)
+            for hc in self.hosts:
+                for p in hc.pools:
+                    if hc.host.uri == "local" and os.path.realpath(p.path) == path:
+                        return (p.host, p.name)
+            return Pool("local", path, "dir", path)
+        host, sep, pool = target.partition(":")
+        if sep:
+            try:
+                hc = self.host(host)
+            except KeyError:
+                raise ConfigError(f"{target}: no host {host!r} in the config") from None
+            if any(p.name == pool for p in hc.pools):
+                return (host, pool)
+            raise ConfigError(f"{target}: host {host!r} has no pool {pool!r}")
+        if os.path.exists(target):
+            raise ConfigError(f"{target}: not a directory (a TARGET is a directory or "
+                              "HOST:POOL)")
+        raise ConfigError(f"{target}: no such directory, and not HOST:POOL")
+
+    def _with_pool(self, pool: Pool) -> Config:
+        hosts = list(self.hosts)
+        for i, hc in enumerate(hosts):
+            if hc.host.name == pool.host:
+                if any(p.name == pool.name for p in hc.pools):
+                    return self
+                hosts[i] = replace(hc, pools=(*hc.pools, pool))
+                break
+        else:
+            hosts.append(HostConfig(Host(pool.host), (pool,)))
+        return replace(self, hosts=tuple(hosts), adhoc=(*self.adhoc, pool.name))

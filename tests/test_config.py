@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from console.config import Config, ConfigError
+
+
+def test_load_hosts_and_pools(tmp_path: Path) -> None:
+    conf = tmp_path / "config.toml"
+    conf.write_text("max_chain_depth = 4\n[[host]]\nname = 'local'\nroots = ['/srv']\n"
+                    "[[host.pool]]\nname = 'images'\npath = '/var/images'\n")
+    config = Config.load(conf)
+    (hc,) = config.hosts
+    assert config.max_chain_depth == 4
+    assert hc.host.name == "local" and hc.host.uri == "local"
+    assert [(p.name, p.path, p.kind) for p in hc.pools] == [("images", "/var/images", "dir")]
+    assert hc.allowed_roots == ("/srv",)
+
+
+def test_roots_default_to_pool_directories(tmp_path: Path) -> None:
+    config = Config.for_targets([str(tmp_path)])
+    assert config.hosts[0].allowed_roots == (str(tmp_path),)
+    assert config.selected == ("local", str(tmp_path))
+
+
+def test_targets_select_configured_pool(tmp_path: Path) -> None:
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"[[host]]\nname = 'h'\n[[host.pool]]\nname = 'p'\npath = '{tmp_path}'\n")
+    config = Config.load(conf)
+    assert config.with_targets(["h:p"]).selected == ("h", "p")
+    with pytest.raises(ConfigError, match="has no pool 'x'"):
+        config.with_targets(["h:x"])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[[host]]\nuri='local'\n", "needs a name"),
+    ("[[host]]\nname='a'\nuri='ssh://x'\n", "not supported yet"),
+    ("[[host]]\nname='a'\n[[host]]\nname='a'\n", "same name"),
+    ("max_chain_depth = 0\n", "positive integer"),
+    ("not toml [", "not valid TOML"),
+])
+def test_bad_config_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    conf = tmp_path / "config.toml"
+    conf.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        Config.load(conf)
+    assert str(conf) in str(err.value)
+
+
+def test_embedded_default(xdg_home: Path) -> None:
+    config = Config.load()
+    (hc,) = config.hosts
+    (pool,) = hc.pools
+    assert (hc.host.name, pool.name, config.source) == ("local", "default", None)
