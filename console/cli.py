@@ -66,8 +66,9 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    config = Config.load(args.config)
-    return config.with_targets(args.targets) if args.targets else config
+    if args.targets:  # only the named pools: no need to ask libvirt for its pools
+        return Config.load(args.config).with_targets(args.targets)
+    return Config.load_default(args.config)
 
 
 def _selected_pools(config: Config, targets: Sequence[str]) -> list[Pool]:

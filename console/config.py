@@ -137,13 +137,32 @@ class Config:
         return cls(tuple(hosts), depth, source)
 
     @classmethod
-    def embedded_default(cls) -> Config:
+    def embedded_default(cls, libvirt_pools: tuple[tuple[str, str], ...] = ()) -> Config:
+        """Host ``local`` with its default pool, plus ``libvirt_pools`` as (name, path)
+        directory pools (libvirt's active pools, found by the caller)."""
         if os.path.isdir(LIBVIRT_IMAGES):
             path = LIBVIRT_IMAGES
         else:
             path = str(data_dir() / "pools" / "default")
-        pool = Pool("local", "default", "dir", path)
-        return cls((HostConfig(Host("local"), (pool,)),))
+        pools = [Pool("local", "default", "dir", path)]
+        for name, lv_path in libvirt_pools:
+            if all(os.path.realpath(p.path) != os.path.realpath(lv_path) for p in pools):
+                taken = any(p.name == name for p in pools)
+                pools.append(Pool("local", f"libvirt-{name}" if taken else name, "dir",
+                                  lv_path))
+        return cls((HostConfig(Host("local"), tuple(pools)),))
+
+    @classmethod
+    def load_default(cls, path: Path | None = None) -> Config:
+        """``load``, and when that is the embedded default, libvirt's directory pools
+        added when libvirtd is reachable (read-only connection)."""
+        config = cls.load(path)
+        if config.source is not None:
+            return config
+        from backends.drivers.libvirt import directory_pools
+
+        found = tuple((p.name, p.path) for p in directory_pools() if p.active)
+        return cls.embedded_default(found) if found else config
 
     def with_targets(self, targets: list[str]) -> Config:
         """Add TARGETs: a directory becomes an ad-hoc pool on ``local``; ``HOST:POOL``

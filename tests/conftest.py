@@ -18,6 +18,8 @@ def xdg_home(tmp_path_factory: pytest.TempPathFactory,
     home = tmp_path_factory.mktemp("xdg")
     for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
         monkeypatch.setenv(var, str(home / var.lower()))
+    # The embedded default asks libvirtd for its pools: not the machine's, in tests.
+    monkeypatch.setenv("STORAGE_CONSOLE_LIBVIRT_URI", "qemu+unix:///system?socket=/nonexistent")
     yield home
 
 

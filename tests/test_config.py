@@ -54,3 +54,25 @@ def test_embedded_default(xdg_home: Path) -> None:
     (hc,) = config.hosts
     (pool,) = hc.pools
     assert (hc.host.name, pool.name, config.source) == ("local", "default", None)
+
+
+def test_libvirt_directory_pools_join_the_embedded_default() -> None:
+    from backends.drivers.libvirt import directory_pools
+
+    # libvirt's built-in test driver has one dir pool, "default-pool".
+    (found,) = directory_pools("test:///default")
+    assert (found.name, found.type, found.path, found.active) == (
+        "default-pool", "dir", "/default-pool", True)
+    config = Config.embedded_default(((found.name, found.path), ("dup", LIBVIRT_PATH)))
+    names = [p.name for p in config.hosts[0].pools]
+    assert names[0] == "default" and "default-pool" in names
+    assert len(names) == (2 if config.hosts[0].pools[0].path == LIBVIRT_PATH else 3)
+
+
+def test_unreachable_libvirt_is_no_error() -> None:
+    from backends.drivers.libvirt import directory_pools
+
+    assert directory_pools("qemu+unix:///system?socket=/nonexistent/sock") == []
+
+
+LIBVIRT_PATH = "/var/lib/libvirt/images"
