@@ -7,9 +7,10 @@ a backing reference). When a parser needs bytes beyond what it was given, it ans
 is that loop, bounded, over a ``read(offset, length)`` callable.
 
 The virtual size reported for every image ``qemu-img`` makes equals ``qemu-img info
--f FMT``'s ``virtual-size``; the header checks follow qemu's own open-time checks
-(block/qcow2.c, vmdk.c, vdi.c, vpc.c, vhdx.c, crypto/block-luks.c), so an image this
-module calls valid is one qemu opens.
+-f FMT``'s ``virtual-size``. The header checks follow qemu's own open-time checks
+(block/qcow2.c, vmdk.c, vdi.c, vpc.c, vhdx.c, crypto/block-luks.c): a header qemu
+refuses to open comes back with a problem, and ``invalid`` unless the header itself is
+sound and only uses something unsupported (unknown qcow2 feature bits, for one).
 
 Parsers never raise on bad input and never allocate more than a few MiB: a magic that
 matches with a header cut short gives ``truncated``; fields that do not hold together
@@ -37,7 +38,7 @@ HEAD_SIZE: int = 65536
 
 MAX_NEED = 4 << 20  # the largest single NeedBytes (a LUKS2 header area is up to 4 MiB)
 MAX_READS = 8  # extra reads probe() makes after the head
-MAX_READ_TOTAL = 8 << 20  # bytes probe() reads after the head, all reads together
+MAX_READ_TOTAL = 6 << 20  # bytes probe() reads after the head, all reads together
 
 Reader = Callable[[int, int], bytes]
 """``read(offset, length) -> bytes``; shorter than ``length`` only at end of file."""
