@@ -21,7 +21,7 @@ import stat
 from collections.abc import Iterable
 from typing import Any
 
-from backends.model import LinkProblem
+from backends.model import ImageInfo, LinkProblem
 from backends.probe import probe as probe_image
 
 MAX_CHAIN = 64  # links followed before giving up: deeper is "too-deep", never a hang
@@ -51,6 +51,17 @@ def inside_roots(path: str, roots: Iterable[str]) -> bool:
         if path == root or path.startswith(root + os.sep if root != os.sep else root):
             return True
     return False
+
+
+_INFO_FIELDS = tuple(f.name for f in dataclasses.fields(ImageInfo))
+
+
+def info_record(info: ImageInfo) -> dict[str, Any]:
+    """``dataclasses.asdict`` without its deep copies (ImageInfo holds only scalars)."""
+    record = {name: getattr(info, name) for name in _INFO_FIELDS}
+    record["format"] = str(info.format)
+    record["problems"] = list(info.problems)
+    return record
 
 
 def probe_open_file(path: str, st: os.stat_result, declared: str | None) -> Entry:
@@ -84,8 +95,7 @@ def probe_open_file(path: str, st: os.stat_result, declared: str | None) -> Entr
         def read(offset: int, length: int) -> bytes:
             return os.pread(fd, length, offset)
 
-        info = probe_image(read, opened.st_size, declared)
-        result["info"] = dataclasses.asdict(info)
+        result["info"] = info_record(probe_image(read, opened.st_size, declared))
     except OSError as err:
         result["error"] = f"cannot read: {err.strerror}"
     finally:
@@ -120,6 +130,18 @@ class ChainResolver:
         for path, entry in (known or {}).items():
             self.known[(path, None)] = entry
         self.outside: dict[str, Entry] = {}
+        self._real_dirs: dict[str, str] = {}
+
+    def real_path(self, directory: str, name: str) -> str:
+        """``realpath(join(directory, name))``, cheaply for the common case: a plain
+        name (no ``/``, not ``..``) that is not a symlink, in a directory seen before."""
+        if os.sep in name or name in (".", "..") or not name:
+            return os.path.realpath(os.path.join(directory, name))
+        real_dir = self._real_dirs.get(directory)
+        if real_dir is None:
+            real_dir = self._real_dirs[directory] = os.path.realpath(directory)
+        joined = os.path.join(real_dir, name)
+        return os.path.realpath(joined) if os.path.islink(joined) else joined
 
     def _probe(self, path: str, declared: str) -> Entry:
         key = (path, declared)
@@ -137,13 +159,13 @@ class ChainResolver:
         links: list[dict[str, Any]] = []
         if info is None or not info.get("backing_file"):
             return {"links": links, "problem": None, "problem_path": None, "problem_detail": ""}
-        seen = {os.path.realpath(path)}
+        seen = {self.real_path(os.path.dirname(path), os.path.basename(path))}
         current_dir = os.path.dirname(path)
         while info is not None and info.get("backing_file"):
             name: str = info["backing_file"]
             declared: str | None = info.get("backing_format")
             joined = os.path.join(current_dir, name)
-            target = os.path.realpath(joined)
+            target = self.real_path(current_dir, name)
             problem: LinkProblem | None = None
             detail = ""
             if len(links) + 1 >= MAX_CHAIN:
