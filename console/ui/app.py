@@ -1,0 +1,78 @@
+"""The Textual application: thin. Behaviour lives in the screens and below the UI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.screen import ModalScreen, Screen
+
+from console.inventory import Inventory
+from console.ui.commands import ConsoleCommands, PaletteCommand
+from console.ui.screens.help import HelpScreen, binding_sections
+from console.ui.screens.main import MainScreen
+from themes import CSS_PATH, DEFAULT_THEME, THEMES, other_theme
+
+
+class StorageConsoleApp(App[None]):
+    """storage-console: hosts → pools → volumes.
+
+    Args:
+        inventory: What to show and act on; its cache paints the first screen.
+        select: ``(host, pool)`` to open on (default: the first pool).
+        refresh_on_start: Re-read every pool from disk once the cache is painted.
+        clock: Seconds since the epoch, for the age of cached rows (fixed in tests).
+        theme: A theme name (default ``storage-dark``).
+        cursor_blink: Blinking text cursors (snapshot tests turn it off).
+    """
+
+    TITLE = "storage-console"
+    CSS_PATH = CSS_PATH
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("t", "toggle_theme", "Light/dark", show=False),
+    ]
+
+    def __init__(self, inventory: Inventory, *, select: tuple[str, str] | None = None,
+                 refresh_on_start: bool = True, clock: Callable[[], float] = time.time,
+                 theme: str | None = None, cursor_blink: bool = True) -> None:
+        super().__init__()
+        self.inventory = inventory
+        self.select = select
+        self.refresh_on_start = refresh_on_start
+        self.clock = clock
+        self.cursor_blink = cursor_blink
+        for each in THEMES:
+            self.register_theme(each)
+        self.theme = theme or DEFAULT_THEME
+        if inventory.read_only:
+            self.sub_title = "read-only"
+
+    def get_default_screen(self) -> Screen[None]:
+        return MainScreen(self.inventory, clock=self.clock, select=self.select,
+                          refresh_on_start=self.refresh_on_start,
+                          cursor_blink=self.cursor_blink)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # q types into dialogs' fields; it quits only from the console and help.
+        if action == "quit" and isinstance(self.screen, ModalScreen):
+            return isinstance(self.screen, HelpScreen)
+        return True
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(binding_sections(self, self.screen)))
+
+    def action_toggle_theme(self) -> None:
+        self.theme = other_theme(self.theme)
+
+    def palette_commands(self) -> Iterable[PaletteCommand]:
+        yield PaletteCommand("Help: keys", "Every key binding", self.action_help)
+        yield PaletteCommand("Toggle light/dark theme", "storage-dark <-> storage-light",
+                             self.action_toggle_theme)
+        yield PaletteCommand("Quit", "Leave storage-console", self.exit)

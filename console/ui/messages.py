@@ -1,0 +1,67 @@
+"""Typed messages that thread workers and widgets post to the screens.
+
+Workers never touch widgets: they post these (``post_message`` is thread-safe) and the
+screen handles them with ``@on``. Floods collapse: a newer message replaces a queued one
+about the same thing (``can_replace``).
+"""
+
+from __future__ import annotations
+
+from textual.message import Message
+
+from backends.model import Progress
+from console.cache import VolumeRow
+
+
+class PoolRefreshed(Message):
+    """A pool was re-read from disk and written to the cache (or failed: ``error``)."""
+
+    def __init__(self, host: str, pool: str, error: str | None = None) -> None:
+        super().__init__()
+        self.host = host
+        self.pool = pool
+        self.error = error
+
+    def can_replace(self, message: Message) -> bool:
+        return (isinstance(message, PoolRefreshed) and message.host == self.host
+                and message.pool == self.pool and message.error is None)
+
+
+class RefreshFinished(Message):
+    """A whole refresh ended; ``error`` when it could not run at all."""
+
+    def __init__(self, error: str | None = None) -> None:
+        super().__init__()
+        self.error = error
+
+
+class VolumeHighlighted(Message):
+    """The volume table's cursor is on ``volume`` (``None``: nothing to show)."""
+
+    def __init__(self, host: str | None, pool: str | None, volume: VolumeRow | None) -> None:
+        super().__init__()
+        self.host = host
+        self.pool = pool
+        self.volume = volume
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, VolumeHighlighted)
+
+
+class OperationProgress(Message):
+    """Progress of a create or delete running in a worker."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, OperationProgress)
+
+
+class OperationFailed(Message):
+    """A worker's operation raised a ``StorageError``; ``text`` is its one-line message."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text

@@ -1,0 +1,234 @@
+"""Create a volume: name, format, size (with units), optional backing volume.
+
+Bad input is reported inside the dialog and nothing typed is lost; the creation runs in
+a thread worker with progress, and a failure leaves the dialog open with its message.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
+
+from backends.contract import Capabilities, StorageError
+from backends.model import ImageFormat, Pool, Progress
+from console.inventory import Inventory
+from console.ui.cells import printable
+from console.ui.messages import OperationFailed, OperationProgress
+from console.units import format_size, parse_size
+
+MAX_BACKINGS = 1000  # a Select is no place for 100,000 names: the first ones by name
+
+
+class VolumeCreated(Message):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+
+class CreateVolumeScreen(ModalScreen[str | None]):
+    """Dismissed with the new volume's name, or ``None`` when cancelled."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+s", "submit", "Create"),
+    ]
+
+    DEFAULT_CSS = """
+    CreateVolumeScreen {
+        align: center middle;
+        #dialog {
+            width: 72;
+            max-width: 100%;
+            height: auto;
+            max-height: 100%;
+            padding: 0 1;
+            background: $surface;
+            border: round $primary;
+            border-title-color: $primary;
+            border-title-style: bold;
+        }
+        #fields {
+            grid-size: 2;
+            grid-columns: 9 1fr;
+            grid-rows: 1;
+            grid-gutter: 0 1;
+            height: auto;
+            margin: 1 0 0 0;
+        }
+        #fields Label { color: $text-muted; }
+        #size-error, #error { color: $error; height: auto; }
+        #size-error, #error { display: none; }
+        #size-error.-shown, #error.-shown { display: block; }
+        #hint { color: $text-muted; height: auto; margin: 1 0 0 0; }
+        #progress { display: none; margin: 1 0 0 0; }
+        #progress.-shown { display: block; }
+        #buttons { height: 1; margin: 1 0 0 0; align-horizontal: right; }
+        #buttons Button { margin: 0 0 0 2; }
+    }
+    """
+
+    def __init__(self, inventory: Inventory, pool: Pool, capabilities: Capabilities, *,
+                 cursor_blink: bool = True) -> None:
+        super().__init__()
+        self.inventory = inventory
+        self.pool = pool
+        self.capabilities = capabilities
+        self.cursor_blink = cursor_blink
+        self.busy = False
+        self.backing_count = 0
+
+    def compose(self) -> ComposeResult:
+        formats = [(str(f), str(f)) for f in self.capabilities.create_formats] \
+            or [(str(ImageFormat.RAW), str(ImageFormat.RAW))]
+        default = str(ImageFormat.QCOW2) if (str(ImageFormat.QCOW2), str(ImageFormat.QCOW2)) \
+            in formats else formats[0][1]
+        backings = self.backing_options()
+        self.backing_count = len(backings)
+        with Vertical(id="dialog") as dialog:
+            dialog.border_title = (f"Create a volume in {printable(self.pool.host)} › "
+                                   f"{printable(self.pool.name)}")
+            with Grid(id="fields"):
+                yield Label("name")
+                yield Input(placeholder="e.g. vm1.qcow2", id="name", compact=True)
+                yield Label("format")
+                yield Select(formats, value=default, allow_blank=False, id="format",
+                             compact=True)
+                yield Label("size")
+                yield Input(placeholder="e.g. 10G, 512M, 1.5T (binary units)", id="size",
+                            compact=True)
+                yield Label("backing")
+                yield Select(backings, prompt="none", id="backing", compact=True,
+                             disabled=not backings or not self.capabilities.backing)
+            yield Static("", id="size-error")
+            yield Static(self.hint(len(backings)), id="hint")
+            yield ProgressBar(total=None, show_eta=False, id="progress")
+            yield Static("", id="error")
+            with Horizontal(id="buttons"):
+                yield Button("Create", id="create", variant="primary", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
+
+    def hint(self, backings: int) -> str:
+        words = "A backing volume makes a qcow2 overlay; leave the size empty to use " \
+                "the backing's."
+        if backings >= MAX_BACKINGS:
+            words += f" Backing choices: the first {MAX_BACKINGS} volumes by name."
+        return words + " ctrl+s creates, esc cancels."
+
+    def backing_options(self) -> list[tuple[str, str]]:
+        rows = self.inventory.cache.volume_page(self.pool.host, self.pool.name,
+                                                limit=MAX_BACKINGS)
+        return [(f"{printable(r.name)}  ({r.format}, {format_size(r.capacity)})", r.name)
+                for r in rows if r.health != "broken"]
+
+    def on_mount(self) -> None:
+        for field in self.query(Input):
+            field.cursor_blink = self.cursor_blink
+        self.query_one("#name", Input).focus()
+        self.format_changed()
+
+    @on(Select.Changed, "#format")
+    def format_changed(self) -> None:
+        qcow2 = self.query_one("#format", Select).value == str(ImageFormat.QCOW2)
+        backing = self.query_one("#backing", Select)
+        backing.disabled = self.busy or not (qcow2 and self.capabilities.backing
+                                             and self.backing_count > 0)
+        if backing.disabled:
+            backing.clear()
+
+    # -- submit -----------------------------------------------------------------------
+
+    def show_error(self, widget_id: str, text: str) -> None:
+        target = self.query_one(f"#{widget_id}", Static)
+        target.update(text)
+        target.set_class(bool(text), "-shown")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#create")
+    def action_submit(self) -> None:
+        if self.busy:
+            return
+        self.show_error("size-error", "")
+        self.show_error("error", "")
+        name = self.query_one("#name", Input).value
+        size_text = self.query_one("#size", Input).value
+        fmt = ImageFormat(str(self.query_one("#format", Select).value))
+        chosen = self.query_one("#backing", Select).value
+        backing = chosen if isinstance(chosen, str) and fmt == ImageFormat.QCOW2 else None
+        if not name.strip():
+            self.show_error("error", "name: enter a name for the new volume")
+            self.query_one("#name", Input).focus()
+            return
+        capacity = 0
+        if size_text.strip():
+            try:
+                capacity = parse_size(size_text)
+            except ValueError as err:
+                self.show_error("size-error", f"size: {err}")
+                self.query_one("#size", Input).focus()
+                return
+            if capacity <= 0:
+                self.show_error("size-error", "size: must be larger than 0")
+                self.query_one("#size", Input).focus()
+                return
+        elif backing is None:
+            self.show_error("size-error", "size: enter a size such as 10G (or choose a "
+                                          "backing volume)")
+            self.query_one("#size", Input).focus()
+            return
+        self.set_busy(True)
+        self.create(name, fmt, capacity, backing)
+
+    def set_busy(self, busy: bool) -> None:
+        self.busy = busy
+        for widget in self.query("Input, Select, Button"):
+            widget.disabled = busy
+        self.query_one("#progress", ProgressBar).set_class(busy, "-shown")
+        if not busy:
+            self.format_changed()
+
+    @work(thread=True, exclusive=True, group="create")
+    def create(self, name: str, fmt: ImageFormat, capacity: int, backing: str | None) -> None:
+        def report(progress: Progress) -> None:
+            self.post_message(OperationProgress(progress))
+
+        try:
+            self.inventory.create_volume(self.pool.host, self.pool.name, name, fmt, capacity,
+                                         backing=backing, progress=report)
+        except StorageError as err:
+            self.post_message(OperationFailed(str(err)))
+        except Exception as err:  # never a traceback in the console
+            self.post_message(OperationFailed(f"{type(err).__name__}: {err}"))
+        else:
+            self.post_message(VolumeCreated(name))
+
+    @on(OperationProgress)
+    def progress(self, message: OperationProgress) -> None:
+        progress: Progress = message.progress
+        bar = self.query_one("#progress", ProgressBar)
+        if progress.percent < 0:
+            bar.update(total=None)
+        else:
+            bar.update(total=100 * progress.stages,
+                       progress=100 * (progress.stage - 1) + progress.percent)
+
+    @on(OperationFailed)
+    def failed(self, message: OperationFailed) -> None:
+        self.set_busy(False)
+        self.show_error("error", message.text)
+        self.query_one("#name", Input).focus()
+
+    @on(VolumeCreated)
+    def created(self, message: VolumeCreated) -> None:
+        self.dismiss(message.name)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        if not self.busy:
+            self.dismiss(None)

@@ -1,0 +1,107 @@
+"""Two lines above the volume table: which pool, how fresh, and its space in words."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from rich.text import Text
+from textual.widget import Widget
+
+from console.ui.cells import printable, seen
+from console.ui.widgets.capacity_bar import BarStyles, capacity_bar, capacity_words
+from console.ui.widgets.pool_tree import PoolEntry
+from console.ui.widgets.volume_table import SORT_LABELS
+
+
+class PoolSummary(Widget):
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "pool-summary--name",
+        "pool-summary--muted",
+        "pool-summary--error",
+        "pool-summary--stale",
+        "pool-summary--allocated",
+        "pool-summary--committed",
+        "pool-summary--free",
+        "pool-summary--over",
+    }
+
+    DEFAULT_CSS = """
+    PoolSummary {
+        height: 2;
+        padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+        background: $panel;
+        & > .pool-summary--name { text-style: bold; color: $primary; }
+        & > .pool-summary--muted { color: $text-muted; }
+        & > .pool-summary--error { color: $error; text-style: bold; }
+        & > .pool-summary--stale { color: $warning; }
+        & > .pool-summary--allocated { color: $primary; }
+        & > .pool-summary--committed { color: $warning; }
+        & > .pool-summary--free { color: $text-muted; }
+        & > .pool-summary--over { color: $error; }
+    }
+    """
+
+    def __init__(self, *, clock: Callable[[], float], id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.clock = clock
+        self.entry: PoolEntry | None = None
+        self.shown = 0
+        self.filter_text = ""
+        self.sort = "name"
+        self.descending = False
+
+    def show(self, entry: PoolEntry | None, *, shown: int, filter_text: str, sort: str,
+             descending: bool) -> None:
+        self.entry = entry
+        self.shown, self.filter_text = shown, filter_text
+        self.sort, self.descending = sort, descending
+        self.refresh()
+
+    def render(self) -> Text:
+        part = self.get_component_rich_style
+        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        entry = self.entry
+        if entry is None:
+            text.append("no pool: add one to the config or pass a directory",
+                        part("pool-summary--muted", partial=True))
+            return text
+        pool, row = entry.pool, entry.row
+        text.append(f"{printable(pool.host)} › {printable(pool.name)}",
+                    part("pool-summary--name", partial=True))
+        total = row.volumes if row is not None else 0
+        if self.filter_text:
+            text.append(f"  {self.shown:,} of {total:,} match “{printable(self.filter_text)}”")
+        else:
+            text.append(f"  {self.shown:,} volumes")
+        arrow = "▼" if self.descending else "▲"
+        text.append(f" · by {SORT_LABELS.get(self.sort, self.sort)} {arrow}",
+                    part("pool-summary--muted", partial=True))
+        state = entry.state(self.clock())
+        if state == "refreshing":
+            text.append(" · refreshing…", part("pool-summary--stale", partial=True))
+        elif row is not None and row.last_seen is not None:
+            style = "pool-summary--stale" if state == "stale" else "pool-summary--muted"
+            text.append(f" · {seen(self.clock() - row.last_seen)}", part(style, partial=True))
+        text.append("\n")
+        if row is not None and row.error:
+            text.append(f"✗ {printable(row.error)}", part("pool-summary--error", partial=True))
+            return text
+        if row is None or row.capacity <= 0:
+            text.append(f"{printable(pool.path)}: not scanned yet (r refreshes)",
+                        part("pool-summary--muted", partial=True))
+            return text
+        styles = BarStyles(part("pool-summary--allocated", partial=True),
+                           part("pool-summary--committed", partial=True),
+                           part("pool-summary--free", partial=True),
+                           part("pool-summary--over", partial=True))
+        words = capacity_words(row.capacity, row.allocation, row.available, row.committed)
+        room = self.content_region.width - len(words) - 1
+        if room >= 8:  # the bar only where the words fit beside it (the tree has one too)
+            text.append(capacity_bar(row.capacity, row.allocation, row.committed,
+                                     min(room, 24), styles))
+            text.append(" ")
+        text.append(words)
+        return text

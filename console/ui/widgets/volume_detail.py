@@ -1,0 +1,141 @@
+"""The selected volume: its backing chain as a tree (leaf first) and its health reasons."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from console.cache import VolumeRow
+from console.ui.cells import printable, seen
+from console.units import format_size
+
+PROBLEM_WORDS = {
+    "missing": "missing",
+    "loop": "loops back",
+    "escape": "outside the allowed roots",
+    "not-regular": "not a regular file",
+    "undeclared-format": "no declared format: not followed",
+    "unreadable": "unreadable",
+    "too-deep": "too deep: not followed further",
+}
+
+
+class VolumeDetail(VerticalScroll, can_focus=True):
+    HELP_ORDER: ClassVar[int] = 3
+    HELP_TITLE: ClassVar[str] = "Details (focused with tab)"
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "volume-detail--name",
+        "volume-detail--muted",
+        "volume-detail--optimized",
+        "volume-detail--degraded",
+        "volume-detail--broken",
+        "volume-detail--problem",
+        "volume-detail--snapshot",
+        "volume-detail--guide",
+    }
+
+    DEFAULT_CSS = """
+    VolumeDetail {
+        height: 40%;
+        min-height: 6;
+        background: $surface;
+        border-top: solid $panel;
+        padding: 0 1;
+        scrollbar-size-vertical: 1;
+        &:focus { border-top: solid $primary; }
+        & > Static { width: 1fr; }
+        & > .volume-detail--name { text-style: bold; }
+        & > .volume-detail--muted { color: $text-muted; }
+        & > .volume-detail--guide { color: $text-muted; }
+        & > .volume-detail--optimized { color: $success; }
+        & > .volume-detail--degraded { color: $warning; }
+        & > .volume-detail--broken { color: $error; text-style: bold; }
+        & > .volume-detail--problem { color: $error; text-style: bold underline; }
+        & > .volume-detail--snapshot { color: $accent; }
+    }
+    """
+
+    def __init__(self, *, clock: Callable[[], float], id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.clock = clock
+        self.volume: VolumeRow | None = None
+        self.pool_path = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="detail-body")
+
+    def on_mount(self) -> None:
+        self.show(None)
+
+    def show(self, volume: VolumeRow | None, pool_path: str = "") -> None:
+        self.volume = volume
+        self.pool_path = pool_path
+        self.query_one("#detail-body", Static).update(self.describe())
+        self.scroll_home(animate=False)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        if self.is_mounted:
+            self.query_one("#detail-body", Static).update(self.describe())
+
+    def _where(self, path: str) -> str:
+        """``path`` relative to the pool when it is inside it."""
+        if self.pool_path and os.path.dirname(path) == self.pool_path.rstrip("/"):
+            return printable(os.path.basename(path))
+        return printable(path)
+
+    def describe(self) -> Text:
+        part = self.get_component_rich_style
+        muted = part("volume-detail--muted", partial=True)
+        text = Text(end="")
+        row = self.volume
+        if row is None:
+            text.append("no volume selected", muted)
+            return text
+        health = part(f"volume-detail--{row.health}", partial=True,
+                      default=muted)
+        guide = part("volume-detail--guide", partial=True)
+        if row.readonly:
+            text.append("◆ ", part("volume-detail--snapshot", partial=True))
+        text.append(printable(row.name), part("volume-detail--name", partial=True))
+        text.append(f"  {row.format} · {format_size(row.capacity)} virtual · "
+                    f"{format_size(row.allocation)} allocated", muted)
+        if row.readonly:
+            text.append(" · snapshot (read-only)", part("volume-detail--snapshot",
+                                                         partial=True))
+        text.append(f" · {seen(self.clock() - row.last_seen)}\n", muted)
+
+        text.append(f"chain, leaf first ({row.chain_depth} "
+                    f"image{'s' if row.chain_depth != 1 else ''}):\n", muted)
+        text.append("● ", health)
+        text.append(printable(row.name))
+        text.append(f"  {row.format} · {format_size(row.capacity)}\n", muted)
+        depth = 0
+        for depth, link in enumerate(row.chain, start=1):
+            text.append("   " * (depth - 1) + "└─ ", guide)
+            text.append(self._where(link.path))
+            text.append(f"  {link.format} · {format_size(link.capacity)}\n", muted)
+        if row.chain_problem:
+            problem = part("volume-detail--problem", partial=True)
+            text.append("   " * depth + "└─ ", guide)
+            text.append(f"✗ {PROBLEM_WORDS.get(row.chain_problem, row.chain_problem)}: ",
+                        part("volume-detail--broken", partial=True))
+            text.append(printable(row.chain_problem_path or "?"), problem)
+            text.append("\n")
+
+        text.append("health: ", muted)
+        text.append(row.health, health)
+        text.append("\n")
+        for reason in row.reasons:
+            text.append("  • ", health)
+            text.append(printable(reason) + "\n")
+        text.append("path: ", muted)
+        text.append(printable(row.path))
+        return text

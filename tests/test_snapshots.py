@@ -1,0 +1,86 @@
+"""SVG snapshots of the console (pytest-textual-snapshot), stored in snapshots/.
+
+Deterministic: the demo cache has fixed ``last_seen`` times, the clock is fixed, nothing
+refreshes from disk, cursors do not blink and the theme is fixed. Regenerate with
+``pytest tests/test_snapshots.py --snapshot-update`` and look at the SVGs before
+committing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_textual_snapshot import SVGImageExtension
+from syrupy.assertion import SnapshotAssertion
+from syrupy.location import PyTestLocation
+
+from console.ui.app import StorageConsoleApp
+from tests.conftest_ui import clock, demo_inventory
+
+SNAPSHOTS = Path(__file__).resolve().parent.parent / "snapshots"
+
+SnapCompare = Callable[..., bool]
+
+
+class SnapshotsDirSVG(SVGImageExtension):
+    """The plugin's SVG extension, writing to snapshots/test_snapshots/ (one directory per
+    test module, as syrupy expects) instead of tests/__snapshots__/."""
+
+    @classmethod
+    def dirname(cls, *, test_location: PyTestLocation) -> str:
+        return str(SNAPSHOTS / test_location.basename)
+
+
+class SnapshotsDirAssertion(SnapshotAssertion):
+    def use_extension(self, extension_class: Any = None) -> SnapshotAssertion:
+        if extension_class is SVGImageExtension:
+            extension_class = SnapshotsDirSVG
+        return super().use_extension(extension_class)
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """``snap_compare`` swaps in its SVG extension; this makes it ours."""
+    return SnapshotsDirAssertion(
+        update_snapshots=snapshot.update_snapshots,
+        extension_class=snapshot.extension_class,
+        test_location=snapshot.test_location,
+        session=snapshot.session,
+    )
+
+
+def demo_app(**kwargs: Any) -> StorageConsoleApp:
+    return StorageConsoleApp(demo_inventory(), refresh_on_start=False, clock=clock,
+                             theme="storage-dark", cursor_blink=False, **kwargs)
+
+
+def test_main_80x24(snap_compare: SnapCompare) -> None:
+    """The main screen in a plain 80x24 terminal, cursor on a broken volume."""
+    assert snap_compare(demo_app(), press=["j"] * 5, terminal_size=(80, 24))
+
+
+def test_main_120x40(snap_compare: SnapCompare) -> None:
+    """The main screen at 120x40 with a five-image chain in the detail pane."""
+    assert snap_compare(demo_app(), press=["j", "j"], terminal_size=(120, 40))
+
+
+def test_help(snap_compare: SnapCompare) -> None:
+    """The help modal, listing the bindings."""
+    assert snap_compare(demo_app(), press=["question_mark"], terminal_size=(100, 40))
+
+
+def test_create_dialog(snap_compare: SnapCompare) -> None:
+    """The create dialog after an invalid size: inline error, input kept."""
+    keys = ["c", *"new.qcow2", "tab", "tab", *"12 parsecs", "enter"]
+    assert snap_compare(demo_app(), press=keys, terminal_size=(80, 24))
+
+
+def test_main_read_only_light(snap_compare: SnapCompare) -> None:
+    """Read-only in the light theme: no create/delete in the footer, title says so."""
+    app = StorageConsoleApp(demo_inventory(read_only=True), refresh_on_start=False,
+                            clock=clock, theme="storage-light", cursor_blink=False,
+                            select=("backup", "archive"))
+    assert snap_compare(app, terminal_size=(100, 30))
