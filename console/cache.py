@@ -24,13 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
-
 from backends.model import Health, PoolScan, Volume
 
 SCHEMA_VERSION = 1
 
-# Columns the volume table can sort by; each has an index (host, pool, column, name).
+# Columns the volume table can sort by; each but last_seen (one value per refresh, and
+# rewritten by every refresh) has an index (host, pool, column, name).
 SORTABLE = ("name", "format", "capacity", "allocation", "backing", "health", "last_seen",
             "chain_depth")
 
@@ -179,11 +178,18 @@ class Cache:
                         f"{aside} and rebuilt it from disk")
 
     def _prepare(self) -> None:
-        db = sqlite_utils.Database(self.conn)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        conn = self.conn
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master "
+                                             "WHERE type='table'")}
+        if version == SCHEMA_VERSION and {"hosts", "pools", "volumes"} <= tables:
+            return  # the common case: no schema work, and no sqlite-utils import
+        import sqlite_utils
+
+        db = sqlite_utils.Database(conn)
         if version not in (0, SCHEMA_VERSION):
             for name in db.table_names():
-                db[name].drop()
+                db.table(name).drop()
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         if "hosts" not in db.table_names():
             db.table("hosts").create({"name": str, "uri": str, "state": str, "error": str,
@@ -202,7 +208,7 @@ class Cache:
                 "chain_problem_path": str, "mtime": float, "last_seen": float,
             }, pk=("host", "pool", "name"))
             for column in SORTABLE:
-                if column != "name":
+                if column not in ("name", "last_seen"):
                     db.table("volumes").create_index(["host", "pool", column, "name"])
             db.table("volumes").create_index(["host", "backing"])
 
@@ -248,22 +254,39 @@ class Cache:
 
     def replace_pool(self, scan: PoolScan, healths: Sequence[Health],
                      seen_at: float | None = None) -> None:
-        """Write a whole pool refresh: upsert every volume, drop vanished ones, atomically."""
+        """Write a whole pool refresh atomically: changed and new volumes upserted,
+        vanished ones dropped, every row's ``last_seen`` moved to this refresh.
+
+        Rows whose content did not change are not rewritten (a steady-state refresh of
+        10,000 volumes writes almost nothing but one UPDATE of ``last_seen``).
+        """
         seen = time.time() if seen_at is None else seen_at
         pool = scan.pool
         cap = pool.capacity
         if len(healths) != len(scan.volumes):
             raise ValueError("one health per volume")
-        rows = (self._volume_values(v, h, seen) for v, h in zip(scan.volumes, healths,
-                                                                  strict=True))
+        content = ",".join(_VOLUME_COLUMNS[:-1])
         placeholders = ",".join("?" * len(_VOLUME_COLUMNS))
         updates = ",".join(f"{c}=excluded.{c}" for c in _VOLUME_COLUMNS[3:])
         with self.transaction() as conn:
+            stored = {row[2]: row for row in conn.execute(
+                f"SELECT {content} FROM volumes WHERE host=? AND pool=?",
+                (pool.host, pool.name))}
+            names = set()
+            changed = []
+            # Rows are computed inside the transaction: a failure rolls all back.
+            for v, h in zip(scan.volumes, healths, strict=True):
+                row = self._volume_values(v, h)
+                names.add(row[2])
+                if stored.get(row[2]) != row:
+                    changed.append((*row, seen))
             conn.executemany(
                 f"INSERT INTO volumes ({','.join(_VOLUME_COLUMNS)}) VALUES ({placeholders}) "
-                f"ON CONFLICT(host, pool, name) DO UPDATE SET {updates}", rows)
-            conn.execute("DELETE FROM volumes WHERE host=? AND pool=? AND last_seen<>?",
-                         (pool.host, pool.name, seen))
+                f"ON CONFLICT(host, pool, name) DO UPDATE SET {updates}", changed)
+            conn.executemany("DELETE FROM volumes WHERE host=? AND pool=? AND name=?",
+                             [(pool.host, pool.name, n) for n in stored.keys() - names])
+            conn.execute("UPDATE volumes SET last_seen=? WHERE host=? AND pool=? "
+                         "AND last_seen<>?", (seen, pool.host, pool.name, seen))
             conn.execute(
                 "INSERT INTO pools (host, name, kind, path, capacity, allocation, available,"
                 " committed, volumes, last_seen, error) VALUES (?,?,?,?,?,?,?,?,?,?,NULL) "
@@ -278,17 +301,19 @@ class Cache:
                  len(scan.volumes), seen))
 
     @staticmethod
-    def _volume_values(v: Volume, h: Health, seen: float) -> tuple[object, ...]:
-        chain = [[os.fsencode(link.path).hex(), link.format, link.capacity]
-                 for link in v.chain.links[1:]]
+    def _volume_values(v: Volume, h: Health) -> tuple[object, ...]:
+        """A volume's row, ``last_seen`` excluded, typed as SQLite gives it back."""
+        chain = "[]" if v.chain.depth == 1 else json.dumps(
+            [[os.fsencode(link.path).hex(), link.format, link.capacity]
+             for link in v.chain.links[1:]])
         return (
             v.host, v.pool, display_text(v.name), os.fsencode(v.path), str(v.format),
             v.capacity, v.allocation, os.fsencode(v.backing) if v.backing else None,
             v.backing_format, v.chain_depth, str(h.state), json.dumps(list(h.reasons)),
-            int(v.readonly), json.dumps(chain),
+            int(v.readonly), chain,
             str(v.chain.problem) if v.chain.problem else None,
             display_text(v.chain.problem_path) if v.chain.problem_path else None,
-            v.mtime, seen,
+            float(v.mtime),
         )
 
     def forget_pool(self, host: str, pool: str) -> None:

@@ -152,6 +152,15 @@ class Config:
                                   lv_path))
         return cls((HostConfig(Host("local"), tuple(pools)),))
 
+    def create_embedded_pool(self) -> None:
+        """The embedded default's own pool in the XDG data dir is created on first run
+        (configured pools are never created behind the user's back)."""
+        if self.source is None:
+            for hc in self.hosts:
+                for pool in hc.pools:
+                    if pool.path.startswith(str(data_dir())):
+                        os.makedirs(pool.path, exist_ok=True)
+
     @classmethod
     def load_default(cls, path: Path | None = None) -> Config:
         """``load``, and when that is the embedded default, libvirt's directory pools

@@ -11,7 +11,6 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from backends.contract import (
@@ -51,15 +50,24 @@ class DeletePlan:
 
 
 class Inventory:
-    def __init__(self, config: Config, cache: Cache, *, read_only: bool = False) -> None:
+    def __init__(self, config: Config, cache: Cache | None, *,
+                 read_only: bool = False) -> None:
+        """``cache`` may be None for discovery alone (the command line's ``ls``):
+        then only ``scan_pool`` and ``probe_volume`` may be used."""
         self.config = config
-        self.cache = cache
+        self._cache = cache
         self.read_only = read_only
         self.max_chain_depth = config.max_chain_depth
         self._drivers: dict[str, DirDriver] = {}
         for hc in config.hosts:
             transport = LocalTransport(hc.host.name, read_only=read_only)
             self._drivers[hc.host.name] = DirDriver(transport, hc.allowed_roots)
+
+    @property
+    def cache(self) -> Cache:
+        if self._cache is None:
+            raise RuntimeError("this inventory was made without a cache")
+        return self._cache
 
     # -- what there is (no I/O) ---------------------------------------------------
 
@@ -92,7 +100,6 @@ class Inventory:
 
     def refresh_pool(self, pool: Pool) -> PoolScan:
         """Re-derive ``pool`` from disk and replace its cached rows in one transaction."""
-        self._ensure_embedded_pool(pool)
         try:
             scan, healths = self.scan_pool(pool)
         except StorageError as err:
@@ -120,18 +127,13 @@ class Inventory:
             if on_pool is not None:
                 on_pool(pool, error)
 
+        from concurrent.futures import ThreadPoolExecutor  # not needed by `ls`
+
         pools = self.pools()
         workers = max(1, min(len(pools), MAX_SCANS_PER_HOST * len(self.hosts())))
         with ThreadPoolExecutor(workers, thread_name_prefix="scan") as pool_exec:
             for future in [pool_exec.submit(one, p) for p in pools]:
                 future.result()
-
-    def _ensure_embedded_pool(self, pool: Pool) -> None:
-        # The embedded default's data-dir pool is created on first run; configured
-        # pools are never created behind the user's back.
-        if self.config.source is None and not self.config.adhoc and not self.read_only \
-                and pool.name == "default" and not os.path.exists(pool.path):
-            self._drivers[pool.host].transport.make_directory(pool.path)
 
     # -- actions: each re-probes on disk first ------------------------------------
 

@@ -63,16 +63,30 @@ def test_refresh_is_one_transaction(tmp_path: Path) -> None:
 
     original = cache._volume_values
 
-    def exploding(v: Volume, h: Health, seen: float) -> tuple[object, ...]:
+    def exploding(v: Volume, h: Health) -> tuple[object, ...]:
         if v.name == "w250":
             raise Boom
-        return original(v, h, seen)
+        return original(v, h)
 
     cache._volume_values = exploding  # type: ignore[method-assign]
     with pytest.raises(Boom):
         cache.replace_pool(bad, healths, seen_at=2.0)
     other = Cache(tmp_path / "c.db")  # another connection sees the committed state
     assert other.count_volumes("local", "p") == 500
+
+
+def test_unchanged_rows_are_not_rewritten(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c.db")
+    cache.replace_pool(scan("a", "b", "c"), [OK] * 3, seen_at=1.0)
+    before = cache.conn.total_changes
+    degraded = Health(HealthState.DEGRADED, ("dirty",))
+    cache.replace_pool(scan("a", "b", "d"), [OK, degraded, OK], seen_at=2.0)
+    # b rewritten, d inserted, c deleted, a's last_seen moved, the pool row: 5 changes.
+    assert cache.conn.total_changes - before == 5
+    rows = {r.name: r for r in cache.volume_page("local", "p")}
+    assert sorted(rows) == ["a", "b", "d"]
+    assert {r.last_seen for r in rows.values()} == {2.0}
+    assert rows["b"].health == "degraded"
 
 
 def test_filter_sort_page(tmp_path: Path) -> None:

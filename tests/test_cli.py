@@ -120,9 +120,18 @@ def test_embedded_default_pool_created(xdg_home: Path) -> None:
     assert os.path.isdir(rec["path"])
 
 
-def test_ls_fills_the_cache(pool_dir: Path, xdg_home: Path, make_image: MakeImage) -> None:
+def test_ls_is_read_only(pool_dir: Path, xdg_home: Path, make_image: MakeImage) -> None:
+    """ls reads the disk and writes nothing: no cache, no config, no state."""
     make_image(pool_dir / "a.qcow2")
+    before = sorted(p for p in xdg_home.rglob("*"))
     assert run("ls", str(pool_dir)).returncode == 0
-    from console.cache import Cache
-    cache = Cache(xdg_home / "xdg_cache_home/storage-console/cache.db")
-    assert [r.name for r in cache.volume_page("local", str(pool_dir.resolve()))] == ["a.qcow2"]
+    assert sorted(p for p in xdg_home.rglob("*")) == before
+
+
+def test_ls_json_one_object_per_line(pool_dir: Path) -> None:
+    for name in ('}, {"host": "x', "plain"):
+        write_file(pool_dir / name, size=512)
+    done = run("ls", str(pool_dir), "--json")
+    lines = done.stdout.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 4
+    assert [r["name"] for r in json.loads(done.stdout)] == ["plain", '}, {"host": "x']

@@ -286,3 +286,47 @@ def test_read_only_transport_refuses(pool_dir: Path) -> None:
     with pytest.raises(ReadOnlyViolation):
         d.delete_volume(pool_at(pool_dir), "keep")
     assert sorted(os.listdir(pool_dir)) == ["keep"]
+
+
+def test_parallel_probe_matches_serial(pool_dir: Path, make_image: MakeImage,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from backends.transport import scanner
+
+    make_image(pool_dir / "base.raw", "raw", "1M")
+    for i in range(6):
+        make_image(pool_dir / f"q{i}", "qcow2", f"{i + 1}M", backing="base.raw",
+                   backing_fmt="raw")
+        write_file(pool_dir / f"r{i}", size=(i + 1) << 16)
+    serial = scanner.scan_directory(str(pool_dir), (str(pool_dir),))
+    monkeypatch.setattr(scanner, "PARALLEL_MIN", 2)
+    monkeypatch.setattr(scanner.threading, "active_count", lambda: 1)
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(scanner.os, "fork", counting_fork)
+    parallel = scanner.scan_directory(str(pool_dir), (str(pool_dir),))
+    assert len(forks) == 1
+    assert parallel == serial
+
+
+def test_parallel_probe_survives_a_failing_child(pool_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from backends.transport import scanner
+
+    for i in range(8):
+        write_file(pool_dir / f"r{i}", size=4096 * (i + 1))
+    serial = scanner.scan_directory(str(pool_dir), (str(pool_dir),))
+    monkeypatch.setattr(scanner, "PARALLEL_MIN", 2)
+    monkeypatch.setattr(scanner.threading, "active_count", lambda: 1)
+
+    def broken_dumps(value: object) -> bytes:
+        raise MemoryError  # what a child out of memory would hit
+
+    monkeypatch.setattr(scanner.marshal, "dumps", broken_dumps)
+    assert scanner.scan_directory(str(pool_dir), (str(pool_dir),)) == serial

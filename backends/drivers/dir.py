@@ -66,11 +66,16 @@ def capacity_from_statvfs(vfs: dict[str, int]) -> Capacity:
                     available=vfs["bavail"] * frsize)
 
 
+# Enum lookups by value go through EnumMeta.__call__: a dict is ~10x cheaper per volume.
+_FORMATS = {str(f): f for f in ImageFormat}
+_LINK_PROBLEMS = {str(p): p for p in LinkProblem}
+
+
 def image_info(record: dict[str, Any] | None, size: int) -> ImageInfo:
     if record is None:
         return ImageInfo(format=ImageFormat.RAW, virtual_size=size)
     fields = dict(record)
-    fields["format"] = ImageFormat(fields["format"])
+    fields["format"] = _FORMATS[fields["format"]]
     fields["problems"] = tuple(fields.get("problems") or ())
     return ImageInfo(**fields)
 
@@ -82,7 +87,7 @@ def chain_from(record: dict[str, Any], leaf_path: str, info: ImageInfo) -> Chain
     problem = record.get("problem")
     return Chain(
         links=tuple(links),
-        problem=LinkProblem(problem) if problem else None,
+        problem=_LINK_PROBLEMS[problem] if problem else None,
         problem_path=record.get("problem_path"),
         problem_detail=record.get("problem_detail", ""),
     )

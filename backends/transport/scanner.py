@@ -16,8 +16,11 @@ Safety rules (DESIGN.md, "Rules that keep it real"):
 from __future__ import annotations
 
 import dataclasses
+import marshal
 import os
 import stat
+import tempfile
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,6 +29,7 @@ from backends.probe import probe as probe_image
 
 MAX_CHAIN = 64  # links followed before giving up: deeper is "too-deep", never a hang
 TEMP_PREFIX = ".sc-tmp-"  # job outputs in flight (jobs issue): not volumes
+PARALLEL_MIN = 2000  # files in a directory before probing is split across two processes
 
 Entry = dict[str, Any]
 
@@ -223,6 +227,47 @@ def probe_volume(path: str, roots: Iterable[str]) -> Entry:
     return entry
 
 
+def probe_files(files: list[tuple[str, os.stat_result]]) -> list[Entry]:
+    """``probe_open_file`` for each (path, stat), in order, on two cores when it pays.
+
+    Probing is CPU-bound Python, so a big directory is split with one forked child.
+    Only a single-threaded process forks (the command line, the remote scanner): a fork
+    beside other threads may inherit a lock held forever. Any failure of the child
+    (killed, out of memory, bad output) falls back to probing its half here.
+    """
+    half = len(files) // 2
+    if (len(files) < PARALLEL_MIN or (os.cpu_count() or 1) < 2
+            or threading.active_count() > 1 or not hasattr(os, "fork")):
+        return [probe_open_file(path, st, None) for path, st in files]
+    # The child's results go to an anonymous file, not a pipe: a pipe would stall the
+    # child once full, until the parent finishes its own half and starts reading.
+    with tempfile.TemporaryFile() as out:
+        pid = os.fork()
+        if pid == 0:  # the child: probe the second half, write it, leave without cleanup
+            code = 1
+            try:
+                out.write(marshal.dumps([probe_open_file(p, st, None)
+                                         for p, st in files[half:]]))
+                out.flush()
+                code = 0
+            finally:
+                os._exit(code)
+        first = [probe_open_file(path, st, None) for path, st in files[:half]]
+        second: list[Entry] | None = None
+        try:
+            _, status = os.waitpid(pid, 0)
+            if status == 0:
+                out.seek(0)
+                loaded = marshal.loads(out.read())
+                if isinstance(loaded, list) and len(loaded) == len(files) - half:
+                    second = loaded
+        except (OSError, EOFError, ValueError, TypeError):
+            second = None
+    if second is None:
+        second = [probe_open_file(path, st, None) for path, st in files[half:]]
+    return first + second
+
+
 def scan_directory(path: str, roots: Iterable[str]) -> dict[str, Any]:
     """Every entry of the directory ``path``: volumes probed, the rest only named.
 
@@ -234,6 +279,7 @@ def scan_directory(path: str, roots: Iterable[str]) -> dict[str, Any]:
     roots = tuple(roots) or (real,)
     entries: list[Entry] = []
     probed: dict[str, Entry] = {}
+    todo: list[tuple[str, os.stat_result]] = []
     with os.scandir(real) as it:
         dirents = sorted(it, key=lambda d: d.name)
     for d in dirents:
@@ -264,10 +310,12 @@ def scan_directory(path: str, roots: Iterable[str]) -> dict[str, Any]:
         if kind == "file" and d.name.startswith(TEMP_PREFIX):
             entry["kind"] = "temporary"
         elif kind == "file":
-            entry.update(probe_open_file(full, st, None))
+            todo.append((full, st))
             probed[full] = entry
         entries.append(entry)
-    resolver = ChainResolver(roots, {p: dict(e, kind="file") for p, e in probed.items()})
+    for (full, _), result in zip(todo, probe_files(todo), strict=True):
+        probed[full].update(result)
+    resolver = ChainResolver(roots, probed)
     for entry in entries:
         if entry["kind"] == "file":
             entry["chain"] = resolver.chain(entry["path"], entry.get("info"))
