@@ -40,8 +40,6 @@ class _Parser(argparse.ArgumentParser):
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE",
                         help="config file (default: the XDG config dir's config.toml)")
-    parser.add_argument("--cache", type=Path, metavar="FILE",
-                        help=f"cache file (default: {cache_path()})")
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
@@ -65,7 +63,7 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         p.add_argument("--no-refresh", action="store_true",
                        help="paint from the cache only; refresh with r")
         p.add_argument("--cache", type=Path, metavar="FILE",
-                       help="cache file (default: the XDG cache dir's cache.db)")
+                       help=f"cache file (default: {cache_path()})")
     _common(p)
     return p
 

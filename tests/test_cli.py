@@ -135,3 +135,8 @@ def test_ls_json_one_object_per_line(pool_dir: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 4
     assert [r["name"] for r in json.loads(done.stdout)] == ["plain", '}, {"host": "x']
+
+
+def test_console_help() -> None:
+    done = run("--help")
+    assert done.returncode == 0 and "--read-only" in done.stdout and "--cache" in done.stdout
