@@ -65,11 +65,17 @@ def test_console_in_a_terminal(tmux: Tmux, tmp_path: Path, pool_dir: Path,
     screen = tmux.wait_for("disk-one.qcow2")
     assert "base.raw" in screen and "optimized" in screen
     tmux("send-keys", "-t", "sc", "?")
-    tmux.wait_for("Refresh")  # the help screen lists the keys
+    screen = tmux.wait_for("─ Keys ─")  # the help screen lists every key
+    assert "Refresh" in screen and "Delete" in screen
     tmux("send-keys", "-t", "sc", "Escape")
+    # Esc then q at once reads as Alt+q, as in any terminal: wait for the help to close.
+    deadline = time.monotonic() + 20
+    while "Keys" in tmux.screen() and time.monotonic() < deadline:
+        time.sleep(0.1)
     tmux("send-keys", "-t", "sc", "q")
     deadline = time.monotonic() + 20
     while not status.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert status.exists(), f"the console did not quit on q:\n{tmux.screen()}"
     assert status.read_text().strip() == "0", tmux.screen()
     assert "Traceback" not in tmux.screen()
