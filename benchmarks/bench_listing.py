@@ -349,7 +349,7 @@ def measure_ours(ds: Dataset, scratch: Path, runs: int) -> Ours:
     argv = [exe, "ls", str(ds.pool), "--json"]
     out_path = scratch / "ours.json"
     try:
-        # First run (cold page cache for our files): its output is checked against the manifest.
+        # First run: its output is checked against the manifest.
         with open(out_path, "w") as out:
             start = time.perf_counter()
             run(argv, timeout=900, env=env, stdout=out.fileno())
