@@ -242,6 +242,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # a bug: still one line, with the way to see more
+        if os.environ.get("STORAGE_CONSOLE_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {type(err).__name__}: {err} (run with "
+              "STORAGE_CONSOLE_DEBUG=1 for the traceback, and please report it)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -140,3 +140,22 @@ def test_ls_json_one_object_per_line(pool_dir: Path) -> None:
 def test_console_help() -> None:
     done = run("--help")
     assert done.returncode == 0 and "--read-only" in done.stdout and "--cache" in done.stdout
+
+
+def test_a_bug_is_one_line_and_debug_shows_it(pool_dir: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from console import cli, health
+
+    def broken(*args: object) -> object:
+        raise ZeroDivisionError("boom")
+
+    write_file(pool_dir / "a", size=512)
+    monkeypatch.setattr(health, "assess", broken)
+    monkeypatch.setattr("console.inventory.assess", broken)
+    assert cli.main(["ls", str(pool_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: ZeroDivisionError: boom" in err
+    monkeypatch.setenv("STORAGE_CONSOLE_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["ls", str(pool_dir)])

@@ -84,3 +84,15 @@ def test_main_read_only_light(snap_compare: SnapCompare) -> None:
                             clock=clock, theme="storage-light", cursor_blink=False,
                             select=("backup", "archive"))
     assert snap_compare(app, terminal_size=(100, 30))
+
+
+def test_delete_dialog_when_the_volume_is_gone(snap_compare: SnapCompare) -> None:
+    """Delete re-reads the volume from disk first; the demo's files do not exist, so the
+    dialog (red: it destroys) says so, naming host, pool and volume."""
+
+    async def plan_done(pilot: Any) -> None:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), press=["j", "d"], run_before=plan_done,
+                        terminal_size=(80, 24))

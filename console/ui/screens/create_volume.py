@@ -13,7 +13,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
 from backends.contract import Capabilities, StorageError
@@ -21,6 +20,7 @@ from backends.model import ImageFormat, Pool, Progress
 from console.inventory import Inventory
 from console.ui.cells import printable
 from console.ui.messages import OperationFailed, OperationProgress
+from console.ui.screens.dialog import DialogScreen
 from console.units import format_size, parse_size
 
 MAX_BACKINGS = 1000  # a Select is no place for 100,000 names: the first ones by name
@@ -32,7 +32,7 @@ class VolumeCreated(Message):
         self.name = name
 
 
-class CreateVolumeScreen(ModalScreen[str | None]):
+class CreateVolumeScreen(DialogScreen[str | None]):
     """Dismissed with the new volume's name, or ``None`` when cancelled."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -42,18 +42,6 @@ class CreateVolumeScreen(ModalScreen[str | None]):
 
     DEFAULT_CSS = """
     CreateVolumeScreen {
-        align: center middle;
-        #dialog {
-            width: 72;
-            max-width: 100%;
-            height: auto;
-            max-height: 100%;
-            padding: 0 1;
-            background: $surface;
-            border: round $primary;
-            border-title-color: $primary;
-            border-title-style: bold;
-        }
         #fields {
             grid-size: 2;
             grid-columns: 9 1fr;
@@ -63,14 +51,11 @@ class CreateVolumeScreen(ModalScreen[str | None]):
             margin: 1 0 0 0;
         }
         #fields Label { color: $text-muted; }
-        #size-error, #error { color: $error; height: auto; }
-        #size-error, #error { display: none; }
-        #size-error.-shown, #error.-shown { display: block; }
+        #size-error { color: $error; height: auto; display: none; }
+        #size-error.-shown { display: block; }
         #hint { color: $text-muted; height: auto; margin: 1 0 0 0; }
         #progress { display: none; margin: 1 0 0 0; }
         #progress.-shown { display: block; }
-        #buttons { height: 1; margin: 1 0 0 0; align-horizontal: right; }
-        #buttons Button { margin: 0 0 0 2; }
     }
     """
 

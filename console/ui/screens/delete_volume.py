@@ -13,7 +13,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, LoadingIndicator, Static
 
 from backends.contract import StorageError
@@ -21,6 +20,7 @@ from backends.model import Pool
 from console.inventory import DeletePlan, Inventory
 from console.ui.cells import printable
 from console.ui.messages import OperationFailed
+from console.ui.screens.dialog import DialogScreen
 from console.units import format_size
 
 
@@ -34,7 +34,7 @@ class VolumeDeleted(Message):
     pass
 
 
-class DeleteVolumeScreen(ModalScreen[bool]):
+class DeleteVolumeScreen(DialogScreen[bool]):
     """Dismissed with True once the volume is gone, False when cancelled or refused."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -45,28 +45,14 @@ class DeleteVolumeScreen(ModalScreen[bool]):
 
     DEFAULT_CSS = """
     DeleteVolumeScreen {
-        align: center middle;
-        #dialog {
-            width: 72;
-            max-width: 100%;
-            height: auto;
-            max-height: 100%;
-            padding: 0 1;
-            background: $surface;
-            border: round $error;
-            border-title-color: $error;
-            border-title-style: bold;
-        }
+        #dialog { border: round $error; border-title-color: $error; }
         #what { height: auto; margin: 1 0 0 0; }
         #question { height: auto; margin: 1 0 0 0; }
         #refused { height: auto; margin: 1 0 0 0; color: $error; display: none; }
         #confirm { display: none; margin: 1 0 0 0; }
-        #error { color: $error; height: auto; display: none; }
         #question { display: none; }
         LoadingIndicator { height: 1; }
-        #buttons { height: 1; margin: 1 0 0 0; align-horizontal: right; }
-        #buttons Button { margin: 0 0 0 2; }
-        #refused.-shown, #confirm.-shown, #error.-shown, #question.-shown { display: block; }
+        #refused.-shown, #confirm.-shown, #question.-shown { display: block; }
         LoadingIndicator.-hidden, #delete.-hidden { display: none; }
     }
     """
@@ -201,7 +187,11 @@ class DeleteVolumeScreen(ModalScreen[bool]):
             self.query_one("#delete", Button).disabled = \
                 self.query_one("#confirm", Input).value != self.volume_name
         elif self.plan is None:
-            self.query_one("#delete", Button).disabled = True
+            # Nothing was checked, so nothing can be deleted: say so, offer only Close.
+            self.query_one("#what", Static).update(
+                f"could not check {printable(self.volume_name)} on disk:")
+            self.query_one("#delete", Button).add_class("-hidden")
+            self.query_one("#cancel", Button).label = "Close"
         self.query_one("#cancel", Button).focus()
         self.refresh_bindings()
 
