@@ -20,6 +20,7 @@ from typing import Any
 from backends.model import Capacity, ImageFormat, Pool, PoolScan, Progress, Volume
 
 ProgressCallback = Callable[[Progress], None]
+CancelCheck = Callable[[], bool]  # True once the job is asked to stop; polled ~10 times/s
 
 
 class StorageError(Exception):
@@ -86,6 +87,15 @@ class CommandFailed(StorageError):
     """A command run on the host exited non-zero."""
 
 
+class Cancelled(StorageError):
+    """The operation was asked to stop (``should_cancel``) and stopped; what the method's
+    contract says it cleans up on failure is cleaned up."""
+
+
+class NoSpace(StorageError):
+    """The pool's file system filled up (or a quota was hit) while writing."""
+
+
 @dataclass(frozen=True)
 class CommandResult:
     argv: tuple[str, ...]
@@ -107,8 +117,17 @@ class Transport(ABC):
         *,
         on_output: Callable[[bytes], None] | None = None,
         timeout: float | None = None,
+        should_cancel: CancelCheck | None = None,
     ) -> CommandResult:
-        """Run ``argv`` (never a shell string). ``on_output`` gets stdout chunks live."""
+        """Run ``argv`` (never a shell string) to its end; a non-zero exit is returned,
+        not raised.
+
+        ``on_output`` gets stdout chunks as they come (split anywhere). ``should_cancel``
+        is polled about every 100 ms while the command runs; once it returns True the
+        command is terminated (SIGTERM, SIGKILL half a second later) and ``Cancelled``
+        raised, all well within a second. Raises ``CommandFailed`` when the command
+        cannot be started or outlives ``timeout`` seconds (it is killed).
+        """
 
     @abstractmethod
     def scan_directory(self, path: str, roots: tuple[str, ...]) -> dict[str, Any]:
@@ -138,12 +157,25 @@ class Transport(ABC):
         """Remove one regular file (never a directory)."""
 
     @abstractmethod
-    def publish(self, temp: str, final: str) -> None:
+    def publish(self, temp: str, final: str, *, replace: bool = False) -> None:
         """Give the finished file ``temp`` its ``final`` name, durably and atomically.
 
         fsync the file, link it to ``final`` (``FileExistsError`` if that name is taken:
-        nothing is ever replaced), remove ``temp``, fsync the directory.
+        nothing is ever replaced), remove ``temp``, fsync the directory. With ``replace``
+        (an explicit overwrite) ``temp`` is renamed over ``final`` instead: the old file
+        stays whole until the new one, complete, takes its name.
         """
+
+    @abstractmethod
+    def read_bytes(self, path: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` of the regular file ``path`` (opened
+        without following a symlink or blocking on a FIFO; ``OSError`` otherwise)."""
+
+    @abstractmethod
+    def qemu_write_locked(self, path: str) -> bool:
+        """Whether a process holds QEMU's "write" permission lock on ``path``: a QEMU,
+        qemu-nbd or qemu-storage-daemon that has the image open for writing. Only looks
+        (``F_GETLK``), never takes a lock."""
 
     @abstractmethod
     def has_data(self, path: str) -> bool:
@@ -158,6 +190,10 @@ class Capabilities:
     delete: bool = False
     create_formats: tuple[ImageFormat, ...] = ()
     backing: bool = False  # create on a backing volume
+    resize: bool = False  # grow; shrink with an explicit flag
+    copy: bool = False  # copy and convert, incrementally onto a base too
+    copy_formats: tuple[ImageFormat, ...] = ()
+    growfs: bool = False  # grow the ext2/3/4 file system inside a raw image
 
 
 class Driver(ABC):
@@ -207,3 +243,96 @@ class Driver(ABC):
     def delete_volume(self, pool: Pool, name: str) -> None:
         """Remove one volume. The caller has already refused deleting a base of others."""
         raise NotSupported("deleting volumes is not supported", pool=pool.name, host=pool.host)
+
+    # -- the operations of jobs ----------------------------------------------------
+    # Each re-probes its inputs on disk before acting, checks ``should_cancel`` (see
+    # ``Transport.run``) and raises ``Cancelled`` when asked to stop, and reports
+    # progress as stage 1 of 1 in bytes (the job numbers its own stages).
+
+    def resize_volume(
+        self,
+        pool: Pool,
+        name: str,
+        capacity: int,
+        *,
+        shrink: bool = False,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> Volume:
+        """Set the volume's virtual size to ``capacity`` bytes, in place.
+
+        Growing works for any format the driver can resize; shrinking only with
+        ``shrink=True``, and never below the end of an ext2/3/4 file system that starts
+        at offset 0 of the volume (``InvalidRequest`` naming the file system's size).
+        ``capacity`` equal to the current size does nothing (a resumed job finishes).
+
+        Not published whole: the volume is changed under its own name, so the caller
+        holds the volume's lock, and refuses shrinking a volume others are based on.
+        A cancel is honoured only before the resize starts: a resize is a metadata
+        change that is never interrupted half-way. On failure the volume is as it was.
+        """
+        raise NotSupported("resizing volumes is not supported", pool=pool.name, host=pool.host)
+
+    def copy_volume(
+        self,
+        pool: Pool,
+        name: str,
+        dest_pool: Pool,
+        dest_name: str,
+        *,
+        fmt: ImageFormat | None = None,
+        overwrite: bool = False,
+        backing: Volume | None = None,
+        base_depth: int = 1,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        temp_name: str | None = None,
+    ) -> Volume:
+        """Copy the data of volume ``name`` (its whole chain, flattened) into a new volume
+        ``dest_name`` of ``dest_pool`` in format ``fmt`` (None: the source's).
+
+        Sparse: what reads as zeroes stays unallocated. Written under a temporary name
+        in ``dest_pool`` (``temp_name``, chosen and journaled by the caller, or made up)
+        and published whole. An existing ``dest_name`` raises ``VolumeExists`` before any
+        work and is never touched, unless ``overwrite``: then the complete new volume
+        replaces it atomically at the end.
+
+        ``backing``: an incremental copy; the new volume (qcow2) is an overlay on
+        ``backing`` and holds only what differs from it. ``backing`` must hold the same
+        data as the image ``base_depth`` links down the source's chain (1: its backing
+        file), which the caller has established (it copied it, or compared checksums).
+
+        On any failure or cancel the temporary file is removed and ``dest_name`` is as it
+        was. Raises ``NoSpace`` when the pool fills up.
+        """
+        raise NotSupported("copying volumes is not supported", pool=pool.name, host=pool.host)
+
+    def growfs_volume(
+        self,
+        pool: Pool,
+        name: str,
+        *,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> Volume:
+        """Grow the ext2/3/4 file system that starts at offset 0 of a raw volume to fill
+        the volume (check, then resize). ``NotSupported`` for anything else, with why.
+
+        In place, like ``resize_volume``: the caller holds the volume's lock. Refused
+        (``VolumeBusy``) while a QEMU or a mount holds the image. A cancel is honoured
+        between the steps only: a file system check or resize is never interrupted.
+        """
+        raise NotSupported("growing file systems is not supported", pool=pool.name,
+                           host=pool.host)
+
+    def measure_copy(self, pool: Pool, name: str, fmt: ImageFormat | None = None) -> int:
+        """Bytes a full copy of the volume into ``fmt`` (None: its own) may write, to
+        reserve before it starts. Reads only."""
+        raise NotSupported("measuring copies is not supported", pool=pool.name,
+                           host=pool.host)
+
+    def volume_in_use(self, volume: Volume) -> bool:
+        """Whether a running QEMU (or qemu-nbd, qemu-storage-daemon) has the volume open
+        for writing, as its file lock says. Reads only."""
+        raise NotSupported("telling whether a volume is in use is not supported",
+                           host=volume.host, pool=volume.pool, volume=volume.name)

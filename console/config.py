@@ -54,6 +54,11 @@ def state_dir() -> Path:
     return Path(platformdirs.user_state_dir(APP))
 
 
+def journal_path() -> Path:
+    """The job journal and audit log: durable state, never beside the cache."""
+    return state_dir() / "journal.db"
+
+
 @dataclass(frozen=True)
 class HostConfig:
     host: Host

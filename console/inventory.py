@@ -169,7 +169,7 @@ class Inventory:
                     hint="leave the size empty to use the backing's size")
         volume = self.driver(p).create_volume(p, name, fmt, capacity, backing=base,
                                               progress=progress)
-        self._refresh_quietly(p)
+        self.refresh_quietly(p)
         return volume
 
     def plan_delete(self, host: str, pool: str, name: str) -> DeletePlan:
@@ -200,9 +200,9 @@ class Inventory:
                                  hint="type its exact name to confirm")
         p = self.pool(host, pool)
         self.driver(p).delete_volume(p, name)
-        self._refresh_quietly(p)
+        self.refresh_quietly(p)
 
-    def _refresh_quietly(self, pool: Pool) -> None:
+    def refresh_quietly(self, pool: Pool) -> None:
         # The action succeeded; a failing refresh only leaves the cache stale.
         with contextlib.suppress(StorageError):
             self.refresh_pool(pool)

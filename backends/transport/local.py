@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import selectors
+import stat
+import struct
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
-from backends.contract import CommandResult, ReadOnlyViolation, Transport
+from backends.contract import (
+    CancelCheck,
+    Cancelled,
+    CommandFailed,
+    CommandResult,
+    ReadOnlyViolation,
+    Transport,
+)
 from backends.transport import scanner
 
 # Commands that only read; in read-only mode nothing else runs (enforced here, below
@@ -24,6 +36,36 @@ def command_key(argv: list[str]) -> str:
     if program == "qemu-img" and len(argv) > 1:
         return f"{program} {argv[1]}"
     return program
+
+
+POLL_SECONDS = 0.1  # how often a running command's cancel flag is looked at
+TERM_GRACE_SECONDS = 0.5  # between SIGTERM and SIGKILL
+
+# QEMU's file locking (block/file-posix.c): byte 100 + n is locked (shared) by a process
+# that holds permission n on the image; WRITE is permission bit 1.
+QEMU_LOCK_WRITE_BYTE = 101
+
+
+def lock_conflicts(fd: int, start: int) -> bool:
+    """Whether anybody holds a lock on byte ``start`` of ``fd`` that a write lock would
+    conflict with (``F_GETLK`` sees OFD and POSIX locks; it takes nothing)."""
+    # struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid
+    query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, start, 1, 0)
+    answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+    (l_type,) = struct.unpack_from("h", answer)
+    return bool(l_type != fcntl.F_UNLCK)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate ``proc``, kill it if it is still there after a grace, and reap it."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(TERM_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 ZERO_SCAN_BUDGET = 64 << 20  # bytes of allocated extents read before assuming data
@@ -70,28 +112,87 @@ class LocalTransport(Transport):
         *,
         on_output: Callable[[bytes], None] | None = None,
         timeout: float | None = None,
+        should_cancel: CancelCheck | None = None,
     ) -> CommandResult:
-        if self.read_only and command_key(argv) not in READ_ONLY_COMMANDS:
-            raise ReadOnlyViolation(
-                f"refused to run {command_key(argv)!r} in read-only mode", host=self.host
-            )
-        if on_output is None:
-            done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False,
-                                  stdin=subprocess.DEVNULL)
-            return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
+        key = command_key(argv)
+        if self.read_only and key not in READ_ONLY_COMMANDS:
+            raise ReadOnlyViolation(f"refused to run {key!r} in read-only mode",
+                                    host=self.host)
+        try:
+            if on_output is None and should_cancel is None:
+                try:
+                    done = subprocess.run(argv, capture_output=True, timeout=timeout,
+                                          check=False, stdin=subprocess.DEVNULL)
+                except OSError as err:
+                    raise self._not_started(argv, err) from None
+                return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
+            return self._stream(argv, on_output, timeout, should_cancel)
+        except subprocess.TimeoutExpired:
+            raise CommandFailed(f"{key} did not finish within {timeout} s and was stopped",
+                                host=self.host) from None
+
+    def _not_started(self, argv: list[str], err: OSError) -> CommandFailed:
+        return CommandFailed(f"cannot run {argv[0] if argv else '(nothing)'}: {err.strerror}",
+                             host=self.host, hint="is it installed?")
+
+    def _stream(
+        self,
+        argv: list[str],
+        on_output: Callable[[bytes], None] | None,
+        timeout: float | None,
+        should_cancel: CancelCheck | None,
+    ) -> CommandResult:
+        """Run ``argv`` feeding its stdout to ``on_output`` as it comes, while polling
+        ``should_cancel`` and the deadline every ``POLL_SECONDS``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chunks: list[bytes] = []
         # stderr goes to a file so a chatty command can never block on a full pipe.
-        with tempfile.TemporaryFile() as errfile, subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL
-        ) as proc:
+        with tempfile.TemporaryFile() as errfile:
+            try:
+                proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errfile,
+                                        stdin=subprocess.DEVNULL)
+            except OSError as err:
+                raise self._not_started(argv, err) from None
             assert proc.stdout is not None
-            chunks: list[bytes] = []
-            while chunk := os.read(proc.stdout.fileno(), 65536):
-                chunks.append(chunk)
-                on_output(chunk)
-            code = proc.wait(timeout)
+            try:
+                with selectors.DefaultSelector() as selector:
+                    selector.register(proc.stdout.fileno(), selectors.EVENT_READ)
+                    open_stdout, next_poll = True, 0.0
+                    while True:
+                        now = time.monotonic()
+                        if should_cancel is not None and now >= next_poll:
+                            next_poll = now + POLL_SECONDS
+                            if should_cancel():
+                                stop(proc)
+                                raise Cancelled(f"{command_key(argv)} was stopped",
+                                                host=self.host)
+                        if deadline is not None and now >= deadline:
+                            raise subprocess.TimeoutExpired(argv, timeout or 0.0)
+                        if open_stdout:
+                            if selector.select(POLL_SECONDS):
+                                chunk = os.read(proc.stdout.fileno(), 65536)
+                                if not chunk:
+                                    open_stdout = False
+                                    continue
+                                chunks.append(chunk)
+                                if on_output is not None:
+                                    on_output(chunk)
+                            elif proc.poll() is not None:
+                                # Exited with its output drained; a child it left behind
+                                # may hold the pipe open forever: not ours to wait for.
+                                open_stdout = False
+                            continue
+                        try:
+                            code = proc.wait(POLL_SECONDS)
+                            break
+                        except subprocess.TimeoutExpired:
+                            continue
+            finally:
+                stop(proc)  # a timeout, or a callback that raised: never left running
+                proc.stdout.close()
             errfile.seek(0)
-            err = errfile.read()
-        return CommandResult(tuple(argv), code, b"".join(chunks), err)
+            stderr = errfile.read()
+        return CommandResult(tuple(argv), code, b"".join(chunks), stderr)
 
     def scan_directory(self, path: str, roots: tuple[str, ...]) -> dict[str, Any]:
         return scanner.scan_directory(path, roots)
@@ -113,15 +214,18 @@ class LocalTransport(Transport):
         self._refuse_if_read_only("remove a file")
         os.unlink(path)
 
-    def publish(self, temp: str, final: str) -> None:
+    def publish(self, temp: str, final: str, *, replace: bool = False) -> None:
         self._refuse_if_read_only("publish a volume")
         fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.link(temp, final)
-        os.unlink(temp)
+        if replace:
+            os.rename(temp, final)
+        else:
+            os.link(temp, final)
+            os.unlink(temp)
         dfd = os.open(os.path.dirname(final) or ".", os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dfd)
@@ -132,6 +236,24 @@ class LocalTransport(Transport):
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         try:
             return extents_hold_data(fd)
+        finally:
+            os.close(fd)
+
+    def read_bytes(self, path: str, offset: int, length: int) -> bytes:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", path)
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    def qemu_write_locked(self, path: str) -> bool:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", path)
+            return lock_conflicts(fd, QEMU_LOCK_WRITE_BYTE)
         finally:
             os.close(fd)
 

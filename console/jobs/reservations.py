@@ -1,0 +1,88 @@
+"""Space promised to running jobs, so two jobs never count the same free bytes.
+
+Reservations live in the journal's database (shared by every console and command line
+on the machine). Taking one is atomic with the check that it fits; it is released when
+the job ends and expires after a TTL if the process holding it died without a word.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from backends.contract import StorageError
+from console.jobs.journal import Journal
+from console.units import format_size
+
+DEFAULT_TTL = 6 * 3600.0  # renewed while the job runs; only a dead job's lapses
+WARNING = 0.80
+CRITICAL = 0.95
+
+
+class NoSpace(StorageError):
+    """The job would not fit, counting what other jobs have reserved."""
+
+
+@dataclass(frozen=True)
+class PoolSpace:
+    capacity: int
+    allocation: int
+    available: int
+
+
+class Reservations:
+    def __init__(self, journal: Journal, *, ttl: float = DEFAULT_TTL,
+                 warning: float = WARNING, critical: float = CRITICAL) -> None:
+        self.journal = journal
+        self.ttl = ttl
+        self.warning = warning
+        self.critical = critical
+
+    def reserve(self, job_id: int, host: str, pool: str, need: int,
+                space: PoolSpace) -> None:
+        """Reserve ``need`` bytes in ``pool`` for ``job_id`` or raise ``NoSpace``.
+
+        Refused when ``need`` exceeds the free space less other jobs' reservations, or
+        when the pool, counting those reservations, is already above the critical
+        threshold (a job that needs no space is never refused).
+        """
+        now = time.time()
+        with self.journal.transaction() as conn:
+            conn.execute("DELETE FROM reservations WHERE expires < ?", (now,))
+            others = conn.execute(
+                "SELECT job_id, bytes FROM reservations WHERE host=? AND pool=? AND "
+                "job_id<>?", (host, pool, job_id)).fetchall()
+            reserved = sum(b for _, b in others)
+            free = space.available - reserved
+            jobs = ", ".join(str(j) for j, _ in others) or "none"
+            where = {"host": host, "pool": pool}
+            if need > 0 and need > free:
+                raise NoSpace(
+                    f"needs {format_size(need)}, pool has {format_size(space.available)} "
+                    f"free, {format_size(reserved)} reserved by jobs {jobs}", **where,
+                    hint="free space, wait for those jobs, or choose another pool")
+            used = space.allocation + reserved
+            if need > 0 and space.capacity and used > self.critical * space.capacity:
+                raise NoSpace(
+                    f"pool is {100 * used / space.capacity:.0f}% used (with "
+                    f"{format_size(reserved)} reserved by jobs {jobs}), above the critical "
+                    f"threshold of {100 * self.critical:.0f}%: no new job may take space",
+                    **where, hint="free space first")
+            conn.execute("INSERT OR REPLACE INTO reservations (job_id, host, pool, bytes, "
+                         "expires) VALUES (?,?,?,?,?)", (job_id, host, pool, need,
+                                                        now + self.ttl))
+
+    def renew(self, job_id: int) -> None:
+        with self.journal.transaction() as conn:
+            conn.execute("UPDATE reservations SET expires=? WHERE job_id=?",
+                         (time.time() + self.ttl, job_id))
+
+    def release(self, job_id: int) -> None:
+        with self.journal.transaction() as conn:
+            conn.execute("DELETE FROM reservations WHERE job_id=?", (job_id,))
+
+    def reserved(self, host: str, pool: str) -> int:
+        row = self.journal.conn.execute(
+            "SELECT coalesce(sum(bytes), 0) FROM reservations WHERE host=? AND pool=? "
+            "AND expires >= ?", (host, pool, time.time())).fetchone()
+        return int(row[0])

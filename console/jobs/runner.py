@@ -1,0 +1,265 @@
+"""The runner: executes journaled jobs in worker threads.
+
+``submit`` journals the job (durable) and schedules it; a worker waits for a slot
+(bounded per host and per pool), takes the volume locks and the space reservation,
+runs the operation, and finishes the job in the journal whatever happens. Progress goes
+to the journal at a throttled rate and to ``on_update`` at most ``update_hz`` times a
+second per job. Cancel stops a running job within a second (the driver kills its
+qemu-img), removes its partial output and marks it aborted.
+
+Read-only mode is enforced here, below every UI: mutating operations are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from typing import Any
+
+from backends.contract import Cancelled, ReadOnlyViolation, StorageError
+from backends.model import Progress
+from console.inventory import Inventory
+from console.jobs.journal import JobRecord, JobState, Journal
+from console.jobs.locks import volume_lock
+from console.jobs.operations import Operation, operation_from
+from console.jobs.reservations import PoolSpace, Reservations
+
+UpdateCallback = Callable[[JobRecord], None]
+
+
+class JobContext:
+    """What a running operation sees: progress, cancel, and the journal's memory."""
+
+    def __init__(self, runner: Runner, job: JobRecord, stages: int) -> None:
+        self.runner = runner
+        self.job_id = job.id
+        self.inventory = runner.inventory
+        self._record = job
+        self._stages = stages
+        self._stage = 1
+        self._label = ""
+        self._stage_started = time.monotonic()
+        self._last_journal = 0.0
+        self._last_update = 0.0
+        self._resume: dict[str, Any] = dict(job.resume)
+
+    @property
+    def resume(self) -> dict[str, Any]:
+        return self._resume
+
+    def should_cancel(self) -> bool:
+        return self.runner._cancel_event(self.job_id).is_set()
+
+    def remember(self, **resume: Any) -> None:
+        self._resume.update(resume)
+        self.runner.journal.remember(self.job_id, **resume)
+
+    def stage(self, index: int, label: str) -> None:
+        self._stage, self._label = index, label
+        self._stage_started = time.monotonic()
+        self._publish(Progress(index, self._stages, 0, 0, label), force=True)
+
+    def progress(self, progress: Progress) -> None:
+        # Drivers report their own stages as 1/1: the job's stage numbering wins.
+        self._publish(dataclasses.replace(progress, stage=self._stage, stages=self._stages,
+                                          label=progress.label or self._label))
+
+    def _publish(self, p: Progress, *, force: bool = False) -> None:
+        now = time.monotonic()
+        elapsed = max(now - self._stage_started, 1e-6)
+        throughput = p.done / elapsed if p.done else 0.0
+        record = dataclasses.replace(
+            self._record, state=JobState.RUNNING, stage=p.stage, stages=p.stages,
+            stage_label=p.label, percent=p.percent, done_bytes=p.done, total_bytes=p.total,
+            throughput=throughput)
+        self._record = record
+        if force or now - self._last_journal >= self.runner.journal_interval:
+            self._last_journal = now
+            self.runner.journal.progress(
+                self.job_id, stage=p.stage, stages=p.stages, label=p.label,
+                percent=p.percent, done=p.done, total=p.total, throughput=throughput)
+        if force or now - self._last_update >= 1.0 / self.runner.update_hz:
+            self._last_update = now
+            self.runner._notify(record)
+
+
+class Runner:
+    def __init__(
+        self,
+        journal: Journal,
+        inventory: Inventory,
+        *,
+        per_host: int = 4,
+        per_pool: int = 2,
+        on_update: UpdateCallback | None = None,
+        update_hz: float = 10.0,
+        journal_interval: float = 0.5,
+        reservations: Reservations | None = None,
+    ) -> None:
+        self.journal = journal
+        self.inventory = inventory
+        self.per_host = per_host
+        self.per_pool = per_pool
+        self.on_update = on_update
+        self.update_hz = update_hz
+        self.journal_interval = journal_interval
+        self.reservations = reservations or Reservations(journal)
+        self._lock = threading.Lock()
+        self._host_slots: dict[str, threading.BoundedSemaphore] = {}
+        self._pool_slots: dict[tuple[str, str], threading.BoundedSemaphore] = {}
+        self._cancels: dict[int, threading.Event] = {}
+        self._futures: dict[int, Future[None]] = {}
+        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="job")
+
+    # -- the public face ----------------------------------------------------------
+
+    def submit(self, op: Operation) -> JobRecord:
+        """Journal ``op`` and schedule it; returns once the job is on disk."""
+        if op.mutating and self.inventory.read_only:
+            raise ReadOnlyViolation(f"refused to {op.describe()}: read-only mode",
+                                    host=op.host, pool=op.pool, volume=op.volume)
+        self.inventory.pool(op.host, op.pool)  # an unknown pool fails before journaling
+        job = self.journal.submit(op.kind, op.params(), op.host, op.pool, op.volume)
+        self._schedule(job, op)
+        return job
+
+    def cancel(self, job_id: int) -> JobRecord:
+        """Ask a job to stop: a waiting one never starts, a running one stops within a
+        second and removes its partial output."""
+        job = self.journal.get(job_id)
+        if job.state in (JobState.PENDING, JobState.RUNNING):
+            self.journal.set_state(job_id, JobState.ABORTING)
+            self._cancel_event(job_id).set()
+        return self.journal.get(job_id)
+
+    def resume(self, job_id: int) -> JobRecord:
+        """Run an interrupted or failed job again from the start, after removing what
+        its previous run left (the result is the same as a run that never stopped)."""
+        job = self.journal.get(job_id)
+        if job.state not in (JobState.INTERRUPTED, JobState.FAILED, JobState.ABORTED):
+            raise StorageError(f"job {job_id} is {job.state}: only interrupted, failed or "
+                               "aborted jobs can be resumed")
+        if self.inventory.read_only:
+            raise ReadOnlyViolation(f"refused to resume job {job_id}: read-only mode")
+        op = operation_from(job.kind, job.params)
+        self._rollback(job, op)
+        self.journal.set_state(job_id, JobState.PENDING)
+        self._schedule(self.journal.get(job_id), op)
+        return self.journal.get(job_id)
+
+    def rollback(self, job_id: int) -> JobRecord:
+        """Remove an interrupted job's partial output and mark it aborted."""
+        job = self.journal.get(job_id)
+        if job.state not in (JobState.INTERRUPTED, JobState.FAILED):
+            raise StorageError(f"job {job_id} is {job.state}: only interrupted or failed "
+                               "jobs can be rolled back")
+        self._rollback(job, operation_from(job.kind, job.params))
+        self.journal.finish(job_id, JobState.ABORTED, "rolled back")
+        return self.journal.get(job_id)
+
+    def recover(self) -> list[JobRecord]:
+        """On start: jobs whose process died are marked interrupted; returns them."""
+        return self.journal.recover()
+
+    def wait(self, job_id: int, timeout: float | None = None) -> JobRecord:
+        future = self._futures.get(job_id)
+        if future is not None:
+            future.result(timeout)
+        return self.journal.get(job_id)
+
+    def close(self, *, cancel: bool = True) -> None:
+        if cancel:
+            for event in list(self._cancels.values()):
+                event.set()
+        self._executor.shutdown(wait=True)
+
+    # -- the work -----------------------------------------------------------------
+
+    def _cancel_event(self, job_id: int) -> threading.Event:
+        with self._lock:
+            return self._cancels.setdefault(job_id, threading.Event())
+
+    def _slots(self, host: str, pool: str) -> tuple[threading.BoundedSemaphore, ...]:
+        with self._lock:
+            h = self._host_slots.setdefault(host, threading.BoundedSemaphore(self.per_host))
+            p = self._pool_slots.setdefault((host, pool),
+                                            threading.BoundedSemaphore(self.per_pool))
+        return (h, p)
+
+    def _schedule(self, job: JobRecord, op: Operation) -> None:
+        self._cancel_event(job.id).clear()
+        self._futures[job.id] = self._executor.submit(self._run, job, op)
+
+    def _notify(self, job: JobRecord) -> None:
+        if self.on_update is not None:
+            self.on_update(job)
+
+    def _run(self, job: JobRecord, op: Operation) -> None:
+        cancel = self._cancel_event(job.id)
+        slots = self._slots(op.host, op.pool)
+        acquired: list[threading.BoundedSemaphore] = []
+        try:
+            for slot in slots:  # host first, then pool: one order, no deadlock
+                if not self._acquire(slot, cancel):
+                    break
+                acquired.append(slot)
+            if cancel.is_set():
+                self.journal.finish(job.id, JobState.ABORTED, "cancelled before it started")
+                return
+            self._execute(job, op, cancel)
+        finally:
+            for slot in reversed(acquired):
+                slot.release()
+            self._notify(self.journal.get(job.id))
+
+    @staticmethod
+    def _acquire(slot: threading.BoundedSemaphore, cancel: threading.Event) -> bool:
+        """Wait for a slot, giving up when the job is cancelled meanwhile."""
+        while not slot.acquire(timeout=0.2):
+            if cancel.is_set():
+                return False
+        return True
+
+    def _execute(self, job: JobRecord, op: Operation, cancel: threading.Event) -> None:
+        self.journal.start(job.id, len(op.stages))
+        ctx = JobContext(self, self.journal.get(job.id), len(op.stages))
+        self._notify(self.journal.get(job.id))
+        state, error = JobState.DONE, None
+        try:
+            with ExitStack() as stack:
+                for pool_name, volume in op.locked_volumes():
+                    pool = self.inventory.pool(op.host, pool_name)
+                    stack.enter_context(volume_lock(op.host, pool_name, pool.path, volume,
+                                                    f"job {job.id} ({job.who})"))
+                self._reserve(job, op)
+                op.run(ctx)
+                if cancel.is_set():
+                    raise Cancelled("cancelled", host=op.host, pool=op.pool,
+                                    volume=op.volume)
+        except Cancelled:
+            state, error = JobState.ABORTED, "cancelled"
+        except StorageError as err:
+            state, error = JobState.FAILED, str(err)
+        except Exception as err:  # a bug: the job fails with the reason, nothing hangs
+            state, error = JobState.FAILED, f"internal error: {type(err).__name__}: {err}"
+        if state != JobState.DONE:
+            try:
+                op.rollback(ctx)
+            except OSError as err:
+                error = f"{error}; and its partial output could not be removed: {err}"
+        self.journal.finish(job.id, state, error)
+
+    def _reserve(self, job: JobRecord, op: Operation) -> None:
+        pool_name, need = op.space(self.inventory)
+        pool = self.inventory.pool(op.host, pool_name)
+        cap = self.inventory.driver(pool).pool_capacity(pool)
+        self.reservations.reserve(job.id, op.host, pool_name, need,
+                                  PoolSpace(cap.capacity, cap.allocation, cap.available))
+
+    def _rollback(self, job: JobRecord, op: Operation) -> None:
+        ctx = JobContext(self, job, len(op.stages))
+        op.rollback(ctx)
