@@ -104,11 +104,20 @@ class CommandResult:
     stderr: bytes
 
 
+# (host, argv, exit status or -1 when stopped or not started, seconds): the audit log.
+CommandObserver = Callable[[str, tuple[str, ...], int, float], None]
+
+
 class Transport(ABC):
-    """How commands and bytes reach one host."""
+    """How commands and bytes reach one host.
+
+    ``observer``, when set, hears of every command ``run`` starts, whatever its fate:
+    the console's audit log records them all.
+    """
 
     host: str
     read_only: bool = False
+    observer: CommandObserver | None = None
 
     @abstractmethod
     def run(

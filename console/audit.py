@@ -11,7 +11,6 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +50,7 @@ class AuditLog:
             self._local.conn = conn
         return conn
 
-    def record(self, host: str, argv: Sequence[str], returncode: int,
+    def record(self, host: str, argv: tuple[str, ...], returncode: int,
                duration: float) -> None:
         # Names may not be UTF-8: keep them as the surrogate escapes JSON can carry.
         self.conn.execute(

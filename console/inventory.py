@@ -25,6 +25,7 @@ from backends.contract import (
 from backends.drivers.dir import DirDriver
 from backends.model import Health, Host, ImageFormat, Pool, PoolScan, Volume
 from backends.transport.local import LocalTransport
+from console.audit import AuditLog
 from console.cache import Cache
 from console.config import Config
 from console.health import assess
@@ -51,7 +52,7 @@ class DeletePlan:
 
 class Inventory:
     def __init__(self, config: Config, cache: Cache | None, *,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, audit: AuditLog | None = None) -> None:
         """``cache`` may be None for discovery alone (the command line's ``ls``):
         then only ``scan_pool`` and ``probe_volume`` may be used."""
         self.config = config
@@ -61,6 +62,8 @@ class Inventory:
         self._drivers: dict[str, DirDriver] = {}
         for hc in config.hosts:
             transport = LocalTransport(hc.host.name, read_only=read_only)
+            if audit is not None:
+                transport.observer = audit.record
             self._drivers[hc.host.name] = DirDriver(transport, hc.allowed_roots)
 
     @property

@@ -118,6 +118,8 @@ class LocalTransport(Transport):
         if self.read_only and key not in READ_ONLY_COMMANDS:
             raise ReadOnlyViolation(f"refused to run {key!r} in read-only mode",
                                     host=self.host)
+        started = time.monotonic()
+        returncode = -1  # what the audit records for a command stopped or not started
         try:
             if on_output is None and should_cancel is None:
                 try:
@@ -125,11 +127,18 @@ class LocalTransport(Transport):
                                           check=False, stdin=subprocess.DEVNULL)
                 except OSError as err:
                     raise self._not_started(argv, err) from None
+                returncode = done.returncode
                 return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
-            return self._stream(argv, on_output, timeout, should_cancel)
+            result = self._stream(argv, on_output, timeout, should_cancel)
+            returncode = result.returncode
+            return result
         except subprocess.TimeoutExpired:
             raise CommandFailed(f"{key} did not finish within {timeout} s and was stopped",
                                 host=self.host) from None
+        finally:
+            if self.observer is not None:
+                self.observer(self.host, tuple(argv), returncode,
+                              time.monotonic() - started)
 
     def _not_started(self, argv: list[str], err: OSError) -> CommandFailed:
         return CommandFailed(f"cannot run {argv[0] if argv else '(nothing)'}: {err.strerror}",
