@@ -2,6 +2,8 @@
 
 ```toml
 max_chain_depth = 8            # deeper chains are "degraded"
+warning = 0.80                 # pool usage flagged above this fraction of capacity
+critical = 0.95                # ... and no new job may take space above this one
 
 [[host]]
 name = "local"
@@ -12,6 +14,7 @@ roots = ["/srv/images"]        # optional: where backing files may lie (default:
 name = "default"
 type = "dir"
 path = "/var/lib/libvirt/images"
+critical = 0.90                # per pool, when it differs
 ```
 
 With no config file, the embedded default is host ``local`` with libvirt's usual image
@@ -60,10 +63,20 @@ def journal_path() -> Path:
 
 
 @dataclass(frozen=True)
+class Thresholds:
+    """Fractions of a pool's capacity: above ``warning`` it is flagged, above
+    ``critical`` no new job may take space in it."""
+
+    warning: float = 0.80
+    critical: float = 0.95
+
+
+@dataclass(frozen=True)
 class HostConfig:
     host: Host
     pools: tuple[Pool, ...] = ()
     roots: tuple[str, ...] = ()  # empty: the host's pool directories
+    thresholds: tuple[tuple[str, Thresholds], ...] = ()  # per pool name, when set
 
     @property
     def allowed_roots(self) -> tuple[str, ...]:
@@ -77,6 +90,10 @@ class Config:
     source: Path | None = None  # None: the embedded default
     selected: tuple[str, str] | None = None  # (host, pool) to open on
     adhoc: tuple[str, ...] = field(default=())  # names of pools added from TARGETs
+    thresholds: Thresholds = Thresholds()  # for pools that set none
+
+    def pool_thresholds(self, host: str, pool: str) -> Thresholds:
+        return dict(self.host(host).thresholds).get(pool, self.thresholds)
 
     def host(self, name: str) -> HostConfig:
         for h in self.hosts:
@@ -107,6 +124,7 @@ class Config:
         depth = data.get("max_chain_depth", DEFAULT_MAX_CHAIN_DEPTH)
         if not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"{where}: max_chain_depth must be a positive integer")
+        defaults = _thresholds(data, Thresholds(), where)
         hosts: list[HostConfig] = []
         raw_hosts = data.get("host", [])
         if not isinstance(raw_hosts, list):
@@ -120,6 +138,7 @@ class Config:
                 raise ConfigError(f"{where}: host {name!r}: uri {uri!r} is not supported "
                                   "yet (only 'local')")
             pools: list[Pool] = []
+            limits: list[tuple[str, Thresholds]] = []
             for j, rp in enumerate(raw.get("pool", [])):
                 if not isinstance(rp, dict) or not isinstance(rp.get("name"), str) \
                         or not isinstance(rp.get("path"), str):
@@ -130,16 +149,19 @@ class Config:
                     raise ConfigError(f"{where}: host {name!r}, pool {rp['name']!r}: type "
                                       f"{kind!r} is not supported yet (only 'dir')")
                 pools.append(Pool(name, rp["name"], "dir", os.path.abspath(rp["path"])))
+                if "warning" in rp or "critical" in rp:
+                    limits.append((rp["name"], _thresholds(
+                        rp, defaults, f"{where}: host {name!r}, pool {rp['name']!r}")))
             if len({p.name for p in pools}) != len(pools):
                 raise ConfigError(f"{where}: host {name!r} has two pools with the same name")
             roots = raw.get("roots", [])
             if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
                 raise ConfigError(f"{where}: host {name!r}: roots must be a list of paths")
             hosts.append(HostConfig(Host(name, uri), tuple(pools),
-                                    tuple(os.path.abspath(r) for r in roots)))
+                                    tuple(os.path.abspath(r) for r in roots), tuple(limits)))
         if len({h.host.name for h in hosts}) != len(hosts):
             raise ConfigError(f"{where}: two hosts have the same name")
-        return cls(tuple(hosts), depth, source)
+        return cls(tuple(hosts), depth, source, thresholds=defaults)
 
     @classmethod
     def embedded_default(cls, libvirt_pools: tuple[tuple[str, str], ...] = ()) -> Config:
@@ -229,3 +251,17 @@ class Config:
         else:
             hosts.append(HostConfig(Host(pool.host), (pool,)))
         return replace(self, hosts=tuple(hosts), adhoc=(*self.adhoc, pool.name))
+
+
+def _thresholds(table: dict[str, object], base: Thresholds, where: str) -> Thresholds:
+    values = {}
+    for key in ("warning", "critical"):
+        value = table.get(key, getattr(base, key))
+        if not isinstance(value, int | float) or not 0 < value <= 1:
+            raise ConfigError(f"{where}: {key} must be a fraction of capacity in (0, 1], "
+                              f"like 0.9")
+        values[key] = float(value)
+    if values["warning"] > values["critical"]:
+        raise ConfigError(f"{where}: warning ({values['warning']}) is above critical "
+                          f"({values['critical']})")
+    return Thresholds(**values)

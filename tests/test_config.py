@@ -76,3 +76,27 @@ def test_unreachable_libvirt_is_no_error() -> None:
 
 
 LIBVIRT_PATH = "/var/lib/libvirt/images"
+
+
+def test_thresholds_default_and_per_pool(tmp_path: Path) -> None:
+    conf = tmp_path / "config.toml"
+    conf.write_text("critical = 0.9\n[[host]]\nname = 'h'\n"
+                    "[[host.pool]]\nname = 'a'\npath = '/a'\nwarning = 0.5\ncritical = 0.6\n"
+                    "[[host.pool]]\nname = 'b'\npath = '/b'\n")
+    config = Config.load(conf)
+    a, b = config.pool_thresholds("h", "a"), config.pool_thresholds("h", "b")
+    assert (a.warning, a.critical) == (0.5, 0.6)
+    assert (b.warning, b.critical) == (0.8, 0.9)
+
+
+@pytest.mark.parametrize(("pool", "message"), [
+    ("critical = 1.5", "fraction of capacity"),
+    ("warning = 0.99\ncritical = 0.9", "above critical"),
+    ("critical = 'high'", "fraction of capacity"),
+])
+def test_bad_thresholds(tmp_path: Path, pool: str, message: str) -> None:
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"[[host]]\nname = 'h'\n[[host.pool]]\nname = 'a'\npath = '/a'\n{pool}\n")
+    with pytest.raises(ConfigError, match=message) as err:
+        Config.load(conf)
+    assert "host 'h', pool 'a'" in str(err.value)

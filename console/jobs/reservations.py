@@ -15,8 +15,7 @@ from console.jobs.journal import Journal
 from console.units import format_size
 
 DEFAULT_TTL = 6 * 3600.0  # renewed while the job runs; only a dead job's lapses
-WARNING = 0.80
-CRITICAL = 0.95
+CRITICAL = 0.95  # the default; pools set their own in the config
 
 
 class NoSpace(StorageError):
@@ -32,14 +31,13 @@ class PoolSpace:
 
 class Reservations:
     def __init__(self, journal: Journal, *, ttl: float = DEFAULT_TTL,
-                 warning: float = WARNING, critical: float = CRITICAL) -> None:
+                 critical: float = CRITICAL) -> None:
         self.journal = journal
         self.ttl = ttl
-        self.warning = warning
         self.critical = critical
 
     def reserve(self, job_id: int, host: str, pool: str, need: int,
-                space: PoolSpace) -> None:
+                space: PoolSpace, *, critical: float | None = None) -> None:
         """Reserve ``need`` bytes in ``pool`` for ``job_id`` or raise ``NoSpace``.
 
         Refused when ``need`` exceeds the free space less other jobs' reservations, or
@@ -47,6 +45,7 @@ class Reservations:
         threshold (a job that needs no space is never refused).
         """
         now = time.time()
+        critical = self.critical if critical is None else critical
         with self.journal.transaction() as conn:
             conn.execute("DELETE FROM reservations WHERE expires < ?", (now,))
             others = conn.execute(
@@ -62,11 +61,11 @@ class Reservations:
                     f"free, {format_size(reserved)} reserved by jobs {jobs}", **where,
                     hint="free space, wait for those jobs, or choose another pool")
             used = space.allocation + reserved
-            if need > 0 and space.capacity and used > self.critical * space.capacity:
+            if need > 0 and space.capacity and used > critical * space.capacity:
                 raise NoSpace(
                     f"pool is {100 * used / space.capacity:.0f}% used (with "
                     f"{format_size(reserved)} reserved by jobs {jobs}), above the critical "
-                    f"threshold of {100 * self.critical:.0f}%: no new job may take space",
+                    f"threshold of {100 * critical:.0f}%: no new job may take space",
                     **where, hint="free space first")
             conn.execute("INSERT OR REPLACE INTO reservations (job_id, host, pool, bytes, "
                          "expires) VALUES (?,?,?,?,?)", (job_id, host, pool, need,

@@ -257,8 +257,10 @@ class Runner:
         pool_name, need = op.space(self.inventory)
         pool = self.inventory.pool(op.host, pool_name)
         cap = self.inventory.driver(pool).pool_capacity(pool)
+        limits = self.inventory.config.pool_thresholds(op.host, pool_name)
         self.reservations.reserve(job.id, op.host, pool_name, need,
-                                  PoolSpace(cap.capacity, cap.allocation, cap.available))
+                                  PoolSpace(cap.capacity, cap.allocation, cap.available),
+                                  critical=limits.critical)
 
     def _rollback(self, job: JobRecord, op: Operation) -> None:
         ctx = JobContext(self, job, len(op.stages))
