@@ -5,6 +5,10 @@ max_chain_depth = 8            # deeper chains are "degraded"
 warning = 0.80                 # pool usage flagged above this fraction of capacity
 critical = 0.95                # ... and no new job may take space above this one
 
+[jobs]
+per_host = 4                   # jobs running at once on one host
+per_pool = 2                   # ... and in one pool
+
 [[host]]
 name = "local"
 uri = "local"
@@ -91,6 +95,8 @@ class Config:
     selected: tuple[str, str] | None = None  # (host, pool) to open on
     adhoc: tuple[str, ...] = field(default=())  # names of pools added from TARGETs
     thresholds: Thresholds = Thresholds()  # for pools that set none
+    jobs_per_host: int = 4  # jobs running at once on one host ([jobs] per_host)
+    jobs_per_pool: int = 2  # ... and in one pool ([jobs] per_pool)
 
     def pool_thresholds(self, host: str, pool: str) -> Thresholds:
         return dict(self.host(host).thresholds).get(pool, self.thresholds)
@@ -161,7 +167,17 @@ class Config:
                                     tuple(os.path.abspath(r) for r in roots), tuple(limits)))
         if len({h.host.name for h in hosts}) != len(hosts):
             raise ConfigError(f"{where}: two hosts have the same name")
-        return cls(tuple(hosts), depth, source, thresholds=defaults)
+        jobs = data.get("jobs", {})
+        if not isinstance(jobs, dict):
+            raise ConfigError(f"{where}: [jobs] must be a table")
+        per = {}
+        for key in ("per_host", "per_pool"):
+            value = jobs.get(key, 4 if key == "per_host" else 2)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{where}: [jobs] {key} must be a positive integer")
+            per[key] = value
+        return cls(tuple(hosts), depth, source, thresholds=defaults,
+                   jobs_per_host=per["per_host"], jobs_per_pool=per["per_pool"])
 
     @classmethod
     def embedded_default(cls, libvirt_pools: tuple[tuple[str, str], ...] = ()) -> Config:

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import sqlite3
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import ClassVar
 
@@ -267,3 +268,19 @@ def test_volume_lock_names_its_holder(pool_dir: Path) -> None:
         pass
     with volume_lock("local", "p", str(pool_dir), "v", "job 8"):
         pass  # released when the first holder left
+
+
+def test_concurrency_is_bounded_per_pool(tmp_path: Path, pool_dir: Path) -> None:
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"[jobs]\nper_host = 4\nper_pool = 1\n[[host]]\nname = 'local'\n"
+                    f"[[host.pool]]\nname = 'p'\npath = '{pool_dir}'\n")
+    inv = Inventory(Config.load(conf), Cache(None))
+    runner = Runner(Journal(tmp_path / "j.db"), inv)
+    assert (runner.per_host, runner.per_pool) == (4, 1)
+    jobs = [runner.submit(SlowWrite("local", "p", f"v{i}", steps=5)) for i in range(3)]
+    done = [runner.wait(j.id, 20) for j in jobs]
+    runner.close()
+    assert [d.state for d in done] == [JobState.DONE] * 3
+    spans = sorted((d.started or 0, d.finished or 0) for d in done)
+    # One at a time in the pool: each started after the previous one finished.
+    assert all(later[0] >= earlier[1] - 0.01 for earlier, later in pairwise(spans))

@@ -93,8 +93,8 @@ class Runner:
         journal: Journal,
         inventory: Inventory,
         *,
-        per_host: int = 4,
-        per_pool: int = 2,
+        per_host: int | None = None,
+        per_pool: int | None = None,
         on_update: UpdateCallback | None = None,
         update_hz: float = 10.0,
         journal_interval: float = 0.5,
@@ -102,8 +102,9 @@ class Runner:
     ) -> None:
         self.journal = journal
         self.inventory = inventory
-        self.per_host = per_host
-        self.per_pool = per_pool
+        # Bounds from the config's [jobs] table unless given.
+        self.per_host = per_host or inventory.config.jobs_per_host
+        self.per_pool = per_pool or inventory.config.jobs_per_pool
         self.on_update = on_update
         self.update_hz = update_hz
         self.journal_interval = journal_interval
