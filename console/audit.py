@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from console.database import Database
 from console.jobs.journal import who_am_i
 
 
@@ -33,7 +33,7 @@ class AuditLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.who = who_am_i()
-        self._local = threading.local()
+        self.db = Database(self.path, synchronous="FULL")
         self.conn.execute("""CREATE TABLE IF NOT EXISTS audit (
             id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, who TEXT NOT NULL,
             host TEXT NOT NULL, argv TEXT NOT NULL, returncode INTEGER NOT NULL,
@@ -41,14 +41,7 @@ class AuditLog:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
-        return conn
+        return self.db.conn
 
     def record(self, host: str, argv: tuple[str, ...], returncode: int,
                duration: float) -> None:

@@ -9,7 +9,8 @@ sqlite-utils owns the schema; the pool refresh writes with ``executemany`` insid
 explicit transaction, because sqlite-utils' ``upsert_all`` commits per batch and a
 refresh must replace a pool's rows all at once or not at all.
 
-Each thread gets its own connection (WAL lets the UI read while a worker writes).
+Each thread gets its own connection (console.database; WAL lets the UI read while a
+worker writes).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from backends.model import Health, PoolScan, Volume
+from console.database import Database
 
 SCHEMA_VERSION = 1
 
@@ -130,45 +131,26 @@ class Cache:
     def __init__(self, path: Path | str | None) -> None:
         self.path = Path(path) if path is not None else None
         self.warning: str | None = None
-        self._local = threading.local()
-        self._memory_uri = f"file:sc-cache-{id(self)}?mode=memory&cache=shared"
-        self._keepalive: sqlite3.Connection | None = None
-        if self.path is None:
-            self._keepalive = self._connect()
-        else:
+        if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A cache may lose its last writes in a crash: it is rebuilt from disk anyway.
+        self.db = Database(self.path, synchronous="NORMAL")
         try:
             self._prepare()
         except sqlite3.DatabaseError as err:
             self._move_aside(err)
             self._prepare()
 
-    # -- connections --------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        if self.path is None:
-            conn = sqlite3.connect(self._memory_uri, uri=True, check_same_thread=False,
-                                   isolation_level=None)
-        else:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                   timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the tail is fine
-        return conn
-
     @property
     def conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
+        return self.db.conn
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self.db.transaction()
 
     def _move_aside(self, err: Exception) -> None:
         assert self.path is not None
-        old = self._local.__dict__.pop("conn", None)
-        if old is not None:
-            old.close()
+        self.db.close_thread()
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
@@ -212,24 +194,8 @@ class Cache:
                     db.table("volumes").create_index(["host", "pool", column, "name"])
             db.table("volumes").create_index(["host", "backing"])
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
     def close(self) -> None:
-        conn = self._local.__dict__.pop("conn", None)
-        if conn is not None:
-            conn.close()
-        if self._keepalive is not None:
-            self._keepalive.close()
-            self._keepalive = None
+        self.db.close()
 
     # -- writes -------------------------------------------------------------------
 

@@ -312,7 +312,8 @@ def test_parallel_probe_matches_serial(pool_dir: Path, make_image: MakeImage,
     monkeypatch.setattr(scanner.os, "fork", counting_fork)
     parallel = scanner.scan_directory(str(pool_dir), (str(pool_dir),))
     assert len(forks) == 1
-    assert parallel == serial
+    # Free space may move between two scans (other writers): compare the volumes.
+    assert parallel["entries"] == serial["entries"]
 
 
 def test_parallel_probe_survives_a_failing_child(pool_dir: Path,
@@ -329,4 +330,5 @@ def test_parallel_probe_survives_a_failing_child(pool_dir: Path,
         raise MemoryError  # what a child out of memory would hit
 
     monkeypatch.setattr(scanner.marshal, "dumps", broken_dumps)
-    assert scanner.scan_directory(str(pool_dir), (str(pool_dir),)) == serial
+    assert scanner.scan_directory(str(pool_dir), (str(pool_dir),))["entries"] == \
+        serial["entries"]

@@ -16,14 +16,15 @@ import json
 import os
 import socket
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from console.database import Database
 
 SCHEMA_VERSION = 1
 
@@ -134,7 +135,7 @@ class Journal:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self.db = Database(self.path, synchronous="FULL")  # committed means on disk
         self.owner = this_process()
         with self.transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -159,30 +160,13 @@ class Journal:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
-            self._local.conn = conn
-        return conn
+        return self.db.conn
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self.db.transaction()
 
     def close(self) -> None:
-        conn = self._local.__dict__.pop("conn", None)
-        if conn is not None:
-            conn.close()
+        self.db.close()
 
     # -- writes -------------------------------------------------------------------
 
