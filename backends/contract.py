@@ -17,10 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from backends.archive import SIDECAR_SUFFIX, ArchiveInfo, StreamResult
 from backends.model import Capacity, ImageFormat, Pool, PoolScan, Progress, Volume
 
 ProgressCallback = Callable[[Progress], None]
 CancelCheck = Callable[[], bool]  # True once the job is asked to stop; polled ~10 times/s
+ByteProgress = Callable[[int, int], None]  # (bytes done, bytes in all) of a byte stream
+
+PREALLOCATIONS = ("falloc", "full")  # besides None: sparse
+WIPES = ("zero", "random")
+CLONE_STRATEGIES = ("space", "performance")
+RAW_SUFFIX = ".raw"  # a job's flattened (archive) or staged (restore) raw data, as a temp
+ROOM = max(len(RAW_SUFFIX), len(SIDECAR_SUFFIX))  # bytes a temp name keeps for companions
 
 
 class StorageError(Exception):
@@ -94,6 +102,11 @@ class Cancelled(StorageError):
 
 class NoSpace(StorageError):
     """The pool's file system filled up (or a quota was hit) while writing."""
+
+
+class ChecksumMismatch(StorageError):
+    """Data read back is not what its recorded checksum (or size) says: a damaged or
+    altered archive. Whatever was being written from it is removed."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +203,62 @@ class Transport(ABC):
     def has_data(self, path: str) -> bool:
         """Whether the regular file ``path`` holds any non-zero byte in its allocated extents."""
 
+    # -- for snapshots, wipes, archives (the jobs issue) -----------------------------
+
+    @abstractmethod
+    def lstat(self, path: str) -> os.stat_result:
+        """``os.lstat`` of ``path`` on the host (``FileNotFoundError`` when missing)."""
+
+    @abstractmethod
+    def link(self, existing: str, new: str) -> None:
+        """A second name ``new`` for the file ``existing`` (a hard link: one inode), the
+        directory fsynced; ``FileExistsError`` when ``new`` is taken."""
+
+    @abstractmethod
+    def make_read_only(self, path: str) -> None:
+        """Clear the write bits of the regular file ``path`` (``chmod a-w``, never through
+        a symlink), durably."""
+
+    @abstractmethod
+    def copy_attributes(self, source: str, target: str) -> None:
+        """Give the regular file ``target`` the permission bits of ``source``, and its
+        owner and group where this process may (a new disk standing in for an old one)."""
+
+    @abstractmethod
+    def write_new_file(self, path: str, data: bytes) -> None:
+        """Create ``path`` (never an existing name) holding ``data``, fsynced."""
+
+    @abstractmethod
+    def wipe_file(self, path: str, pattern: str, *, progress: ByteProgress | None = None,
+                  should_cancel: CancelCheck | None = None) -> int:
+        """Overwrite every allocated extent of the regular file ``path`` with zeroes
+        (``pattern`` "zero") or random bytes ("random"), in place, then fsync; holes are
+        left alone (a 1 TiB sparse file with 1 MiB of data costs 1 MiB). Returns the
+        bytes written. ``Cancelled`` leaves the file partly overwritten."""
+
+    @abstractmethod
+    def compress_file(self, source: str, out: str, argv: list[str], *,
+                      progress: ByteProgress | None = None,
+                      should_cancel: CancelCheck | None = None) -> StreamResult:
+        """Stream the raw file ``source`` through ``argv`` (a compressor reading stdin and
+        writing stdout) into the new file ``out``, hashing both sides
+        (``backends.archive.compress``). ``CommandFailed`` when the command fails,
+        ``Cancelled``, ``OSError`` for the files; ``out`` is the caller's to remove."""
+
+    @abstractmethod
+    def decompress_file(self, archive_path: str, out: str, argv: list[str], *, length: int,
+                        existing: bool, expect: ArchiveInfo,
+                        progress: ByteProgress | None = None,
+                        should_cancel: CancelCheck | None = None) -> StreamResult:
+        """Stream ``archive_path`` through ``argv`` into ``out``, checking the sizes and
+        checksums ``expect`` records (``backends.archive.decompress``). A mismatch raises
+        ``ChecksumMismatch``; ``CommandFailed`` when the command fails; ``Cancelled``."""
+
+    @abstractmethod
+    def sha256_file(self, path: str, *, progress: ByteProgress | None = None,
+                    should_cancel: CancelCheck | None = None) -> tuple[str, int]:
+        """(sha256 in hex, size) of the regular file ``path``. Reads only."""
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -203,6 +272,11 @@ class Capabilities:
     copy: bool = False  # copy and convert, incrementally onto a base too
     copy_formats: tuple[ImageFormat, ...] = ()
     growfs: bool = False  # grow the ext2/3/4 file system inside a raw image
+    preallocate: bool = False  # create preallocated (falloc, full), zeroed on request
+    snapshot: bool = False  # snapshot a disk: it stays writable, a snapshot holds the past
+    clone: bool = False  # a new disk from a snapshot: an overlay, or a full copy
+    wipe: bool = False  # overwrite a volume's data before deleting it
+    archive: bool = False  # archive to a compressed file, restore from one
 
 
 class Driver(ABC):
@@ -236,21 +310,62 @@ class Driver(ABC):
         capacity: int,
         *,
         backing: Volume | None = None,
+        preallocation: str | None = None,
+        zero: bool = False,
         progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        temp_name: str | None = None,
     ) -> Volume:
-        """Create a volume; on any failure nothing is left under ``name``.
+        """Create a volume; on any failure or cancel nothing is left under ``name``, and
+        the temporary file (``temp_name``, chosen and journaled by the caller, or made up)
+        is removed.
+
+        ``preallocation``: None makes a sparse volume; "falloc" reserves every block
+        with fallocate() (no data written: the blocks are unwritten extents that read as
+        zeroes, by POSIX's word); "full" writes zeroes over the whole volume. Not with a
+        ``backing`` (qemu-img 7.2 refuses it without extended L2 entries).
+
+        Every new volume reads as zeroes. ``zero`` makes those zeroes physical: the
+        allocated blocks are written with zeroes, so the volume's extents hold zeroes on
+        the device too (nothing of an earlier file lies under them) and thin storage below
+        has really provided them. It needs ``preallocation`` (a sparse volume allocates
+        nothing to zero) and turns "falloc" into "full"; "full" writes them already.
 
         Raises ``VolumeExists`` (nothing touched) or ``InvalidRequest`` for bad input.
         """
         raise NotSupported("creating volumes is not supported", pool=pool.name, host=pool.host)
+
+    def measure_create(self, pool: Pool, fmt: ImageFormat, capacity: int, *,
+                       preallocation: str | None = None) -> int:
+        """Bytes a new volume takes in ``pool`` right after ``create_volume``: its
+        metadata when sparse, everything (metadata included) when preallocated."""
+        raise NotSupported("measuring new volumes is not supported", pool=pool.name,
+                           host=pool.host)
 
     def holds_data(self, volume: Volume) -> bool:
         """Whether the volume's own data is non-empty (re-read from disk); when a driver
         cannot tell, the volume is treated as precious."""
         return True
 
-    def delete_volume(self, pool: Pool, name: str) -> None:
-        """Remove one volume. The caller has already refused deleting a base of others."""
+    def delete_volume(
+        self,
+        pool: Pool,
+        name: str,
+        *,
+        wipe: str | None = None,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> None:
+        """Remove one volume. The caller has already refused deleting a base of others.
+
+        Refused (``VolumeBusy``) while a running QEMU holds it. ``wipe`` ("zero" or
+        "random") first overwrites the volume's allocated extents in place and fsyncs
+        them, so its data is gone from the blocks it occupied, not only unlinked (on a
+        copy-on-write file system or an SSD the old blocks may survive where the file no
+        longer maps them); a file with other hard links is never wiped (their data would
+        go too). A cancel during the wipe stops it: the volume is left partly overwritten
+        and not deleted.
+        """
         raise NotSupported("deleting volumes is not supported", pool=pool.name, host=pool.host)
 
     # -- the operations of jobs ----------------------------------------------------
@@ -345,3 +460,156 @@ class Driver(ABC):
         for writing, as its file lock says. Reads only."""
         raise NotSupported("telling whether a volume is in use is not supported",
                            host=volume.host, pool=volume.pool, volume=volume.name)
+
+    def snapshot_volume(
+        self,
+        pool: Pool,
+        name: str,
+        snapshot: str,
+        *,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        temp_name: str | None = None,
+    ) -> Volume:
+        """Take a snapshot of the disk ``name``: afterwards ``snapshot`` (a new name in the
+        same pool) is an immutable volume holding the data as it was, read-only on disk,
+        and ``name`` is still the writable disk, a new qcow2 overlay on ``snapshot``.
+        Returns the snapshot.
+
+        The current file becomes the snapshot: nothing is copied. A raw disk therefore
+        becomes a qcow2 disk (its snapshot stays raw): whatever opens it must be told the
+        new format. The steps: ``snapshot`` is made a hard link of the disk, the overlay
+        is created under ``temp_name`` with the disk's permissions, fsynced and renamed
+        over ``name`` (atomic), then ``snapshot`` is made read-only and the directory
+        fsynced. At every moment the disk's name holds either the old disk, whole, or the
+        new overlay; ``settle_snapshot`` finishes or undoes what a crash interrupted.
+
+        Refused: a disk a running QEMU holds (``VolumeBusy``), a taken ``snapshot`` name
+        (``VolumeExists``), a volume that is a snapshot already or unusable
+        (``InvalidRequest``). The caller refuses disks others are based on (their
+        backing would change under them). A cancel is honoured before the first step
+        only: the steps are quick metadata changes. On failure the disk is as it was.
+        """
+        raise NotSupported("snapshots are not supported", pool=pool.name, host=pool.host)
+
+    def settle_snapshot(self, pool: Pool, name: str, snapshot: str,
+                        temp_name: str | None) -> bool:
+        """After a snapshot was interrupted: when the disk ``name`` is already the overlay
+        on ``snapshot``, finish it (the snapshot made read-only) and return True; else
+        undo it (remove the temporary overlay, and ``snapshot`` if it is still a second
+        name of the disk) and return False. Never removes a ``snapshot`` that is another
+        file (one that was there before)."""
+        raise NotSupported("snapshots are not supported", pool=pool.name, host=pool.host)
+
+    def clone_volume(
+        self,
+        pool: Pool,
+        name: str,
+        dest_pool: Pool,
+        dest_name: str,
+        *,
+        strategy: str = "space",
+        fmt: ImageFormat | None = None,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        temp_name: str | None = None,
+    ) -> Volume:
+        """A new writable disk ``dest_name`` in ``dest_pool`` (same host) holding the data
+        of the snapshot ``name``.
+
+        ``strategy`` "space": a qcow2 overlay backed by the snapshot (the snapshot must be
+        read-only on disk, or writes to it would change the clone); it records the
+        snapshot by name in the same directory, by absolute path from another pool.
+        "performance": a full, standalone copy (``copy_volume``; ``fmt`` None keeps the
+        snapshot's format). Published whole like a copy; an existing ``dest_name`` is
+        never touched (``VolumeExists``).
+        """
+        raise NotSupported("cloning volumes is not supported", pool=pool.name, host=pool.host)
+
+    def archive_volume(
+        self,
+        pool: Pool,
+        name: str,
+        dest: str,
+        *,
+        level: int = 1,
+        overwrite: bool = False,
+        producer: str = "",
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        temp_name: str | None = None,
+    ) -> ArchiveInfo:
+        """Write the volume's guest-visible data (its chain flattened, as raw) compressed
+        with zstd (``level``, every core) to the absolute path ``dest`` on the host, and a
+        JSON sidecar ``dest + ".json"`` recording the volume, its format and size, and
+        the sha256 of both the raw data and the compressed file. Returns what the
+        sidecar says.
+
+        Free space at ``dest`` is checked up front against ``measure_archive``. Both
+        files are written under temporary names in ``dest``'s directory (``temp_name``,
+        ``temp_name + ".json"``, and for a volume that is not raw the flattened copy
+        ``temp_name + ".raw"``: qemu-img cannot write raw to a pipe), then published: the
+        sidecar first, the archive last. An existing ``dest`` or sidecar is refused
+        (``VolumeExists``) unless ``overwrite``; a sidecar of ours with no archive beside
+        it (what a crash between the two publications leaves) is replaced. Refused while
+        a running QEMU holds the volume (the archive would be torn). On failure or cancel
+        the temporary files are removed.
+        """
+        raise NotSupported("archiving volumes is not supported", pool=pool.name,
+                           host=pool.host)
+
+    def measure_archive(self, pool: Pool, name: str) -> int:
+        """Bytes an archive of the volume may take at most at its destination, with its
+        temporary files: the volume's data (the allocated bytes of its chain, at most its
+        size; zstd never grows incompressible data by more than a fraction), twice when
+        it is flattened first."""
+        raise NotSupported("archiving volumes is not supported", pool=pool.name,
+                           host=pool.host)
+
+    def read_archive(self, path: str) -> ArchiveInfo:
+        """The sidecar of the archive at ``path``; ``InvalidRequest`` when either file is
+        missing or the sidecar is not one."""
+        raise NotSupported("archives are not supported")
+
+    def restore_volume(
+        self,
+        pool: Pool,
+        archive: str,
+        name: str,
+        *,
+        fmt: ImageFormat | None = None,
+        into_existing: bool = False,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        temp_name: str | None = None,
+    ) -> Volume:
+        """Restore the archive at ``archive`` (with its sidecar) into volume ``name``.
+
+        A new volume (``into_existing`` False): raw (``fmt`` None or raw, sparse) or qcow2
+        (decompressed into ``temp_name + ".raw"``, then converted), written under
+        ``temp_name`` and published whole; ``VolumeExists`` if the name is taken.
+
+        An existing volume (``into_existing``): at least the archive's size
+        (``InvalidRequest`` otherwise) and keeping its format, size and name; what lies
+        past the archive's data reads as zeroes afterwards. A raw volume is written in
+        place, after the archive file's checksum was verified whole (holes are punched
+        where the data is zeroes and past its end: a preallocated volume loses its
+        preallocation there). Any other format gets the data through ``temp_name +
+        ".raw"``, decompressed and verified at the volume's full size, then written with
+        ``qemu-img convert -n`` (qemu-img writes only the source's length, so the staged
+        raw file carries the zeroes past the archive's end). Refused for a snapshot and
+        while a running QEMU holds the volume; the caller refuses a base of others.
+
+        The data's sha256 and size are checked against the sidecar on the way; a
+        mismatch (``ChecksumMismatch``) or a damaged archive fails the restore and
+        removes the temporary files. Only when a raw volume written in place fails half
+        way does it keep what was written (the error says so).
+        """
+        raise NotSupported("restoring volumes is not supported", pool=pool.name,
+                           host=pool.host)
+
+    def measure_restore(self, pool: Pool, archive: str, name: str, *,
+                        fmt: ImageFormat | None = None, into_existing: bool = False) -> int:
+        """Bytes a restore may write into ``pool``, temporary files included."""
+        raise NotSupported("restoring volumes is not supported", pool=pool.name,
+                           host=pool.host)

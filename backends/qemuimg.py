@@ -131,9 +131,11 @@ def convert(
     backing_fmt: ImageFormat | str | None = None,
     preallocation: str | None = None,
     target_is_zero: bool = False,
+    existing: bool = False,
     progress: bool = True,
 ) -> list[str]:
-    """``qemu-img convert`` of ``src`` into a new image ``dst``.
+    """``qemu-img convert`` of ``src`` into a new image ``dst``, or into the existing
+    image ``dst`` (``existing``: ``-n``, every byte written, zeroes included).
 
     Args:
         sparse: zeroes in the source stay holes (qemu's default ``-S 4k``); False writes
@@ -144,6 +146,8 @@ def convert(
         target_is_zero: ``dst`` exists already and reads as zeroes (``-n
             --target-is-zero``); it excludes ``backing`` and ``preallocation``, as
             qemu-img does.
+        existing: ``dst`` exists already (``-n``); qemu-img then writes the source's
+            length only: what lies past it in ``dst`` is left as it was.
     """
     argv = [QEMU_IMG, "convert"]
     if progress:
@@ -162,7 +166,23 @@ def convert(
             raise ValueError("target_is_zero cannot be combined with a backing or "
                              "preallocation (qemu-img refuses both with -n)")
         argv += ["-n", "--target-is-zero"]
+    elif existing:
+        if backing is not None or preallocation:
+            raise ValueError("an existing target cannot be given a backing or "
+                             "preallocation (qemu-img refuses both with -n)")
+        argv.append("-n")
     return [*argv, "--", _image(src), _image(dst)]
+
+
+def overlay(path: str, capacity: int, backing: str, backing_fmt: ImageFormat | str) -> list[str]:
+    """``qemu-img create`` of a new qcow2 image ``path`` of ``capacity`` bytes whose data,
+    until written, is ``backing``'s (a snapshot's new disk, a space-saving clone).
+    ``backing`` is recorded as given: a name relative to ``path``'s directory, or an
+    absolute path."""
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0:
+        raise ValueError(f"the size must be a positive number of bytes: {capacity!r}")
+    return [QEMU_IMG, "create", "-q", "-f", "qcow2", "-b", *_backing(backing, backing_fmt),
+            "--", _image(path), str(capacity)]
 
 
 def resize(

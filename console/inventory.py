@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from backends.contract import (
+    CancelCheck,
     Capabilities,
     Driver,
     InvalidRequest,
@@ -23,7 +24,7 @@ from backends.contract import (
     VolumeBusy,
 )
 from backends.drivers.dir import DirDriver
-from backends.model import Health, Host, ImageFormat, Pool, PoolScan, Volume
+from backends.model import Health, Host, ImageFormat, Pool, PoolScan, Progress, Volume
 from backends.transport.local import LocalTransport
 from console.audit import AuditLog
 from console.cache import Cache
@@ -36,18 +37,34 @@ MAX_SCANS_PER_HOST = 4  # a host's disks are shared; more parallel scans only th
 
 @dataclass(frozen=True)
 class DeletePlan:
+    """What deleting a volume takes, re-derived from disk.
+
+    ``order`` is what gets deleted, leaves first and the volume last: with
+    ``with_dependants`` every volume based on it (directly or through others, in any
+    pool of the host), else the volume alone. Deleting leaves first means that a plan
+    stopped half-way never leaves a volume without its backing.
+    """
+
     volume: Volume
     holds_data: bool  # the user must type the name to confirm
-    dependants: tuple[str, ...]  # paths of volumes based on it: deleting is refused
+    dependants: tuple[str, ...]  # paths of volumes based on it, leaves first
+    with_dependants: bool = False
+    order: tuple[Volume, ...] = ()
+    in_use: tuple[str, ...] = ()  # paths in ``order`` a running QEMU holds
 
     @property
     def refused(self) -> str | None:
-        if not self.dependants:
+        if self.in_use:
+            names = ", ".join(os.path.basename(p) for p in self.in_use[:5])
+            more = f" and {len(self.in_use) - 5} more" if len(self.in_use) > 5 else ""
+            return (f"in use by a running QEMU (its file lock): {names}{more}; stop the VM "
+                    "(or qemu-nbd) first")
+        if not self.dependants or self.with_dependants:
             return None
         names = ", ".join(os.path.basename(p) for p in self.dependants[:5])
         more = f" and {len(self.dependants) - 5} more" if len(self.dependants) > 5 else ""
         return (f"{len(self.dependants)} volume(s) are based on it ({names}{more}); "
-                "delete or flatten those first")
+                "delete or flatten those first, or delete them with it")
 
 
 class Inventory:
@@ -158,7 +175,11 @@ class Inventory:
         capacity: int,
         *,
         backing: str | None = None,
+        preallocation: str | None = None,
+        zero: bool = False,
         progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        temp_name: str | None = None,
     ) -> Volume:
         p = self.pool(host, pool)
         self._refuse_read_only("create a volume", p, name)
@@ -170,40 +191,95 @@ class Inventory:
                     f"size is smaller than the backing volume {backing!r} "
                     f"({base.capacity} bytes)", host=host, pool=pool, volume=name,
                     hint="leave the size empty to use the backing's size")
-        volume = self.driver(p).create_volume(p, name, fmt, capacity, backing=base,
-                                              progress=progress)
+        volume = self.driver(p).create_volume(
+            p, name, fmt, capacity, backing=base, preallocation=preallocation, zero=zero,
+            progress=progress, should_cancel=should_cancel, temp_name=temp_name)
         self.refresh_quietly(p)
         return volume
 
-    def plan_delete(self, host: str, pool: str, name: str) -> DeletePlan:
-        p = self.pool(host, pool)
-        self._refuse_read_only("delete a volume", p, name)
-        volume = self.driver(p).probe_volume(p, name)
-        # Dependants can live in any pool of the host: look on disk, not in the cache.
-        dependants: list[str] = []
-        target = os.path.realpath(volume.path)
+    def dependants(self, host: str, path: str) -> list[tuple[int, Volume]]:
+        """Every volume of the host based on the volume at ``path``, directly (1) or
+        through others (2, 3, ...), with that distance; found on disk in every pool."""
+        target = os.path.realpath(path)
+        found: list[tuple[int, Volume]] = []
         for other in self.config.host(host).pools:
             try:
                 scan = self.driver(other).scan_pool(other)
             except StorageError:
                 continue
-            dependants += [v.path for v in scan.volumes
-                           if v.backing and os.path.realpath(v.backing) == target]
-        holds = not dependants and self.driver(p).holds_data(volume)
-        return DeletePlan(volume, holds, tuple(dependants))
+            for v in scan.volumes:
+                below = [os.path.realpath(link.path) for link in v.chain.links[1:]]
+                if target in below:
+                    found.append((below.index(target) + 1, v))
+        return found
 
-    def delete_volume(self, host: str, pool: str, name: str, *,
-                      typed_name: str | None = None) -> None:
-        plan = self.plan_delete(host, pool, name)
-        where = {"host": host, "pool": pool, "volume": name}
+    def plan_delete(self, host: str, pool: str, name: str, *,
+                    with_dependants: bool = False) -> DeletePlan:
+        p = self.pool(host, pool)
+        self._refuse_read_only("delete a volume", p, name)
+        volume = self.driver(p).probe_volume(p, name)
+        # Dependants can live in any pool of the host: look on disk, not in the cache.
+        based = sorted(self.dependants(host, volume.path),
+                       key=lambda found: (-found[0], found[1].path))
+        dependants = tuple(v.path for _, v in based)
+        order = (*(v for _, v in based), volume) if with_dependants else (volume,)
+        in_use = tuple(v.path for v in order if self._in_use(v))
+        if dependants and not with_dependants:
+            holds = False  # refused anyway
+        else:
+            holds = any(self.driver(self.pool(host, v.pool)).holds_data(v) for v in order)
+        return DeletePlan(volume, holds, dependants, with_dependants, order, in_use)
+
+    def _in_use(self, volume: Volume) -> bool:
+        try:
+            return self.driver(self.pool(volume.host, volume.pool)).volume_in_use(volume)
+        except StorageError:
+            return False  # cannot tell here: the driver asks again before deleting
+
+    def check_delete(self, plan: DeletePlan, typed_name: str | None) -> None:
+        """Raise what refuses ``plan``: volumes in use or based on it, or data not
+        confirmed by typing the volume's name."""
+        volume = plan.volume
+        where = {"host": volume.host, "pool": volume.pool, "volume": volume.name}
         if plan.refused:
             raise VolumeBusy(f"not deleted: {plan.refused}", **where)
-        if plan.holds_data and typed_name != name:
-            raise InvalidRequest("not deleted: the volume holds data", **where,
+        if plan.holds_data and typed_name != volume.name:
+            what = "the volume holds data" if len(plan.order) == 1 else (
+                f"the {len(plan.order)} volumes to delete hold data")
+            raise InvalidRequest(f"not deleted: {what}", **where,
                                  hint="type its exact name to confirm")
-        p = self.pool(host, pool)
-        self.driver(p).delete_volume(p, name)
-        self.refresh_quietly(p)
+
+    def carry_out_delete(self, plan: DeletePlan, *, wipe: str | None = None,
+                         progress: ProgressCallback | None = None,
+                         should_cancel: CancelCheck | None = None) -> None:
+        """Delete what ``plan`` says, leaves first (checked with ``check_delete``)."""
+        touched: dict[str, Pool] = {}
+        total = sum(v.allocation for v in plan.order)
+        before = 0
+        for volume in plan.order:
+            p = self.pool(volume.host, volume.pool)
+            touched[p.name] = p
+            self._refuse_read_only("delete a volume", p, volume.name)
+
+            def report(step: Progress, before: int = before) -> None:
+                if progress is not None:
+                    progress(Progress(step.stage, step.stages, before + step.done,
+                                      max(total, before + step.total), step.label))
+
+            self.driver(p).delete_volume(p, volume.name, wipe=wipe, progress=report,
+                                         should_cancel=should_cancel)
+            before += volume.allocation
+        for p in touched.values():
+            self.refresh_quietly(p)
+
+    def delete_volume(self, host: str, pool: str, name: str, *,
+                      typed_name: str | None = None, wipe: str | None = None,
+                      with_dependants: bool = False,
+                      progress: ProgressCallback | None = None,
+                      should_cancel: CancelCheck | None = None) -> None:
+        plan = self.plan_delete(host, pool, name, with_dependants=with_dependants)
+        self.check_delete(plan, typed_name)
+        self.carry_out_delete(plan, wipe=wipe, progress=progress, should_cancel=should_cancel)
 
     def refresh_quietly(self, pool: Pool) -> None:
         # The action succeeded; a failing refresh only leaves the cache stale.

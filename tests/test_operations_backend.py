@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -670,3 +670,80 @@ def test_cancel_from_another_thread(pool_dir: Path, gib_of_data: Path) -> None:
                       should_cancel=cancel.is_set)
     timer.join()
     assert os.listdir(pool_dir) == ["big.raw"]
+
+
+# -- wipe, archive, restore: cancel, space, in use -----------------------------------
+
+
+def test_cancelled_wipe_leaves_the_volume(pool_dir: Path) -> None:
+    d, pool = driver_for(pool_dir), pool_at(pool_dir)
+    data = os.urandom(MiB) * 64
+    write_file(pool_dir / "v.raw", data)
+    seen: list[Progress] = []
+    with pytest.raises(Cancelled, match="partly overwritten and was not deleted") as err:
+        d.delete_volume(pool, "v.raw", wipe="zero", progress=seen.append,
+                        should_cancel=lambda: bool(seen))
+    assert "volume 'v.raw'" in str(err.value)
+    left = (pool_dir / "v.raw").read_bytes()
+    assert len(left) == len(data) and left[:MiB] == bytes(MiB) and left[-MiB:] == data[-MiB:]
+    assert seen[0].label == "wipe" and seen[0].total == 64 * MiB
+
+
+def test_archive_and_restore_cancelled_remove_their_files(tmp_path: Path, pool_dir: Path) -> None:
+    d, pool = driver_for(pool_dir), pool_at(pool_dir)
+    with open(pool_dir / "big.raw", "wb") as f:
+        f.truncate(2 << 30)
+        f.write(b"\x01" * MiB)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+
+    def after(limit: int) -> tuple[list[Progress], Callable[[], bool]]:
+        seen: list[Progress] = []
+        return seen, lambda: bool(seen) and seen[-1].done >= limit
+
+    seen, stop = after(64 * MiB)
+    with pytest.raises(Cancelled, match="temporary files were removed"):
+        d.archive_volume(pool, "big.raw", str(backup / "big.zst"), progress=seen.append,
+                         should_cancel=stop)
+    assert os.listdir(backup) == []
+    d.archive_volume(pool, "big.raw", str(backup / "big.zst"))
+    for fmt in (None, ImageFormat.QCOW2):
+        seen, stop = after(64 * MiB)
+        with pytest.raises(Cancelled, match="restore cancelled"):
+            d.restore_volume(pool, str(backup / "big.zst"), "back", fmt=fmt,
+                             progress=seen.append, should_cancel=stop)
+        assert sorted(os.listdir(pool_dir)) == ["big.raw"]
+
+
+def test_archive_refused_up_front_without_space(tmp_path: Path, pool_dir: Path) -> None:
+    fs_image = write_file(tmp_path / "small.img", size=16 * MiB)
+    mkfs(fs_image, "ext4")
+    src = write_file(pool_dir / "src.raw", os.urandom(MiB) * 24)
+    with mounted(fs_image, tmp_path / "mnt") as small:
+        d = driver_for(pool_dir)
+        with pytest.raises(NoSpace, match=r"may need .* which has .* free"):
+            d.archive_volume(pool_at(pool_dir), "src.raw", str(small / "src.zst"))
+        assert sorted(os.listdir(small)) == ["lost+found"]
+    assert src.stat().st_size == 24 * MiB
+
+
+def test_archive_and_restore_refused_in_use(tmp_path: Path, pool_dir: Path,
+                                            make_image: MakeImage, nbd_dir: Path) -> None:
+    d, pool = driver_for(pool_dir), pool_at(pool_dir)
+    make_image(pool_dir / "q", "qcow2", "8M")
+    make_image(pool_dir / "r", "raw", "8M")
+    d.archive_volume(pool, "r", str(tmp_path / "r.zst"))
+    pid = hold(pool_dir / "q", "qcow2", nbd_dir)
+    try:
+        with pytest.raises(VolumeBusy, match="torn"):
+            d.archive_volume(pool, "q", str(tmp_path / "q.zst"))
+        with pytest.raises(VolumeBusy, match=r"in use by a running QEMU \(its file lock\)"):
+            d.restore_volume(pool, str(tmp_path / "r.zst"), "q", into_existing=True)
+        with pytest.raises(VolumeBusy, match="running QEMU"):
+            d.snapshot_volume(pool, "q", "s")
+        with pytest.raises(VolumeBusy, match="running QEMU"):
+            d.delete_volume(pool, "q", wipe="random")
+    finally:
+        release(pid)
+    assert sorted(os.listdir(pool_dir)) == ["q", "r"]
+    assert not (tmp_path / "q.zst").exists()

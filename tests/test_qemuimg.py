@@ -244,3 +244,44 @@ def test_builders_run_on_real_qemu_img(tmp_path: Path) -> None:
     assert qemuimg.parse_check(checked.returncode, checked.stdout).status == "clean"
     raw = subprocess.run(qemuimg.check(str(src), "raw"), capture_output=True)
     assert qemuimg.parse_check(raw.returncode, raw.stdout).status == "unsupported"
+
+
+def test_overlay() -> None:
+    assert qemuimg.overlay("/p/.sc-tmp-3-disk", 1 << 30, "disk.snap-20240131-235959",
+                           ImageFormat.RAW) == [
+        "qemu-img", "create", "-q", "-f", "qcow2", "-b", "disk.snap-20240131-235959", "-F",
+        "raw", "--", "/p/.sc-tmp-3-disk", "1073741824"]
+    assert qemuimg.overlay("/q/clone", 512, "/p/gold", ImageFormat.ISO)[6:9] == [
+        "/p/gold", "-F", "raw"]
+    with pytest.raises(ValueError, match="protocol"):
+        qemuimg.overlay("/p/a", 512, "nbd:x", "raw")
+    with pytest.raises(ValueError, match="absolute"):
+        qemuimg.overlay("a", 512, "b", "raw")
+    for bad in (0, -512, True):
+        with pytest.raises(ValueError, match="positive"):
+            qemuimg.overlay("/p/a", bad, "b", "raw")
+
+
+def test_convert_into_an_existing_image() -> None:
+    assert qemuimg.convert("/p/.sc-tmp-4-v.raw", "raw", "/p/v", "qcow2", existing=True) == [
+        "qemu-img", "convert", "-p", "-f", "raw", "-O", "qcow2", "-n", "--",
+        "/p/.sc-tmp-4-v.raw", "/p/v"]
+    with pytest.raises(ValueError, match="existing target"):
+        qemuimg.convert("/p/a", "raw", "/p/b", "qcow2", existing=True, preallocation="full")
+
+
+def test_create_preallocated_full() -> None:
+    assert qemuimg.create("/p/a", ImageFormat.QCOW2, 1 << 20, preallocation="full") == [
+        "qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=full", "--", "/p/a",
+        "1048576"]
+
+
+def test_new_builders_run_on_real_qemu_img(tmp_path: Path) -> None:
+    base = tmp_path / "-base nbd:x"
+    subprocess.run(qemuimg.create(str(base), ImageFormat.RAW, 1 << 20), check=True)
+    top = tmp_path / "top"
+    for argv in (qemuimg.overlay(str(top), 1 << 20, str(base), "raw"),
+                 qemuimg.convert(str(base), "raw", str(top), "qcow2", existing=True,
+                                 progress=False)):
+        done = subprocess.run(argv, capture_output=True)
+        assert done.returncode == 0, (argv, done.stderr)

@@ -4,14 +4,16 @@ Works over any ``Transport``: the listing and probing happen in the transport's
 scanner (in-process locally, one round trip remotely), and this module turns its plain
 records into model objects.
 
-Operations that make a new file (create, copy) write it under a temporary name in the
-pool (``TEMP_PREFIX``) and publish it whole; resize and growfs change a volume in place,
-under the job's lock.
+Operations that make a new file (create, copy, clone, restore, and an archive outside
+the pool) write it under a temporary name (``TEMP_PREFIX``) and publish it whole; resize,
+growfs, a wipe and a restore into an existing volume change a volume in place, under the
+job's lock; a snapshot renames a new overlay over the disk, atomically.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import json
 import os
@@ -20,11 +22,18 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from backends import filesystems, qemuimg
+from backends import archive, filesystems, qemuimg
+from backends.archive import ArchiveInfo
 from backends.contract import (
+    CLONE_STRATEGIES,
+    PREALLOCATIONS,
+    RAW_SUFFIX,
+    ROOM,
+    WIPES,
     CancelCheck,
     Cancelled,
     Capabilities,
+    ChecksumMismatch,
     CommandFailed,
     CommandResult,
     Driver,
@@ -61,6 +70,7 @@ COPY_FORMATS = (ImageFormat.RAW, ImageFormat.QCOW2, ImageFormat.VMDK, ImageForma
 # may name extents, a qcow2 a data file, a LUKS image needs its secret).
 INFO_LOCK_FORMATS = (ImageFormat.QCOW2, ImageFormat.VDI, ImageFormat.VPC, ImageFormat.VHDX)
 HEAD_BYTES = 2048  # sector 0 (a boot signature) and the ext superblock at 1024
+SIDECAR_MAX = 1 << 20
 _LOCK_ERROR = re.compile(r'Failed to get (?:shared )?"[a-z-]+" lock')
 _NO_SPACE = ("No space left on device", "Disk quota exceeded")
 
@@ -91,8 +101,16 @@ def backing_reference(backing: Volume, directory: str) -> str:
     """How an image in ``directory`` records ``backing``: by name when they share the
     directory (the pair can move together), else by absolute path. A name with a ":"
     would be read by qemu as a protocol ("nbd:x"), so it is recorded by path too."""
-    same_dir = os.path.normpath(os.path.dirname(backing.path)) == os.path.normpath(directory)
-    return backing.name if same_dir and ":" not in backing.name else backing.path
+    return _reference(backing.path, backing.name, directory)
+
+
+def _reference(path: str, name: str, directory: str) -> str:
+    same_dir = os.path.normpath(os.path.dirname(path)) == os.path.normpath(directory)
+    return name if same_dir and ":" not in name else path
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def size_text(size: int) -> str:
@@ -207,6 +225,11 @@ class DirDriver(Driver):
         copy=True,
         copy_formats=COPY_FORMATS,
         growfs=True,
+        preallocate=True,
+        snapshot=True,
+        clone=True,
+        wipe=True,
+        archive=True,
     )
 
     def __init__(self, transport: Transport, roots: tuple[str, ...] = ()) -> None:
@@ -279,10 +302,14 @@ class DirDriver(Driver):
         capacity: int,
         *,
         backing: Volume | None = None,
+        preallocation: str | None = None,
+        zero: bool = False,
         progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        temp_name: str | None = None,
     ) -> Volume:
         validate_name(name, pool=pool)
-        where = {"host": pool.host, "pool": pool.name, "volume": name}
+        where = _where(pool, name)
         if fmt not in self.capabilities.create_formats:
             raise InvalidRequest(f"cannot create {fmt} volumes here", **where,
                                  hint="use raw or qcow2")
@@ -290,13 +317,25 @@ class DirDriver(Driver):
             raise InvalidRequest("the size must be larger than 0", **where)
         if backing is not None and fmt != ImageFormat.QCOW2:
             raise InvalidRequest("only qcow2 volumes can have a backing volume", **where)
+        if preallocation is not None and preallocation not in PREALLOCATIONS:
+            raise InvalidRequest(f"preallocation is {' or '.join(PREALLOCATIONS)}, not "
+                                 f"{preallocation!r}", **where,
+                                 hint="leave it out for a sparse volume")
+        if preallocation and backing is not None:
+            raise InvalidRequest("a volume on a backing volume cannot be preallocated", **where,
+                                 hint="qemu-img 7.2 allows it only with extended L2 entries; "
+                                      "create it sparse")
+        if zero and not preallocation:
+            raise InvalidRequest("a sparse volume allocates nothing to zero (it reads as "
+                                 "zeroes already)", **where,
+                                 hint="preallocate it (falloc or full) to zero its blocks")
         final = os.path.join(pool.path, name)
         if self.transport.probe_path(final, None)["kind"] != "missing":
             raise VolumeExists("a file with that name already exists", **where,
                                hint="choose another name; nothing was changed")
         # Built under a temporary name and published by link(), which refuses to
         # replace anything, so a half-built image never carries the final name.
-        temp = os.path.join(pool.path, f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name}"[:255])
+        temp = os.path.join(pool.path, self._temp_name(name, temp_name, where))
         back_name = back_fmt = None
         if backing is not None:
             if backing.chain.problem is not None or backing.error:
@@ -306,26 +345,45 @@ class DirDriver(Driver):
             back_fmt = str(backing.format)
             if capacity <= 0:
                 capacity = backing.capacity
-        argv = qemuimg.create(temp, fmt, capacity, backing=back_name, backing_format=back_fmt)
+        # fallocate() leaves unwritten extents; zeroes that are physical are written.
+        argv = qemuimg.create(temp, fmt, capacity, backing=back_name, backing_format=back_fmt,
+                              preallocation="full" if zero else preallocation)
+        self._check_cancel(should_cancel, where, "create")
+        self._clear_leftover(temp, where)
         if progress:
             progress(Progress(1, 2, 0, capacity, "create"))
-        result = self.transport.run(argv)
         try:
+            result = self._run(argv, where, should_cancel=should_cancel)
             if result.returncode != 0:
-                raise CommandFailed(
-                    "qemu-img create failed: "
-                    + result.stderr.decode(errors="replace").strip().splitlines()[-1:][0]
-                    if result.stderr.strip() else f"qemu-img create exited {result.returncode}",
-                    **where)
+                raise self._failure(result, "qemu-img create", where,
+                                    hint="nothing was left behind")
             if progress:
                 progress(Progress(2, 2, 0, capacity, "publish"))
             self._publish(temp, final, pool, name)
+        except Cancelled:
+            self._discard_quietly(temp)
+            raise Cancelled("create cancelled: the partial volume was removed", **where) \
+                from None
         except BaseException:
-            self._discard(temp)
+            self._discard_quietly(temp)
             raise
         if progress:
             progress(Progress(2, 2, capacity, capacity, "done"))
         return self.probe_volume(pool, name)
+
+    def measure_create(self, pool: Pool, fmt: ImageFormat, capacity: int, *,
+                       preallocation: str | None = None) -> int:
+        if qemuimg.qemu_format(fmt) == "raw":
+            return capacity if preallocation else 4096  # qemu-img writes the first block
+        where = {"host": pool.host, "pool": pool.name}
+        result = self._run(qemuimg.measure(None, None, fmt, size=capacity), where)
+        if result.returncode != 0:
+            raise self._failure(result, "qemu-img measure", where)
+        try:
+            measured = qemuimg.parse_measure(result.stdout)
+        except ValueError as err:
+            raise CommandFailed(f"qemu-img measure: {err}", **where) from None
+        return measured.fully_allocated if preallocation else measured.required
 
     def _publish(self, temp: str, final: str, pool: Pool, name: str) -> None:
         try:
@@ -336,13 +394,6 @@ class DirDriver(Driver):
         except OSError as err:
             raise StorageError(f"cannot publish the new volume: {err.strerror}",
                                host=pool.host, pool=pool.name, volume=name) from None
-
-    def _discard(self, temp: str) -> None:
-        try:
-            self.transport.remove_file(temp)
-        except OSError as err:
-            if err.errno != errno.ENOENT:
-                raise
 
     def holds_data(self, volume: Volume) -> bool:
         """Whether the volume's own clusters hold any data (re-read from disk)."""
@@ -359,21 +410,54 @@ class DirDriver(Driver):
                 return True  # unknown: treat as precious
         return volume.allocation > 0
 
-    def delete_volume(self, pool: Pool, name: str) -> None:
+    def delete_volume(
+        self,
+        pool: Pool,
+        name: str,
+        *,
+        wipe: str | None = None,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> None:
         validate_name(name, pool=pool)
+        where = _where(pool, name)
+        if wipe is not None and wipe not in WIPES:
+            raise InvalidRequest(f"a wipe is {' or '.join(WIPES)}, not {wipe!r}", **where)
         path = os.path.join(pool.path, name)
         entry = self.transport.probe_path(path, None)
         if entry["kind"] == "missing":
-            raise VolumeNotFound("the volume is already gone", host=pool.host, pool=pool.name,
-                                 volume=name)
+            raise VolumeNotFound("the volume is already gone", **where)
         if entry["kind"] != "file":
             raise InvalidRequest(f"{path} is a {entry['kind']}, not a volume: not removed",
-                                 host=pool.host, pool=pool.name, volume=name)
+                                 **where)
+        self._refuse_in_use(self.probe_volume(pool, name), "deleted")
+        if wipe is not None:
+            self._wipe(path, wipe, where, progress, should_cancel)
         try:
             self.transport.remove_file(path)
         except OSError as err:
-            raise StorageError(f"cannot remove {path}: {err.strerror}", host=pool.host,
-                               pool=pool.name, volume=name) from None
+            raise StorageError(f"cannot remove {path}: {err.strerror}", **where) from None
+
+    def _wipe(self, path: str, wipe: str, where: dict[str, str],
+              progress: ProgressCallback | None, should_cancel: CancelCheck | None) -> None:
+        try:
+            links = self.transport.lstat(path).st_nlink
+        except OSError as err:
+            raise StorageError(f"cannot look at {path}: {err.strerror}", **where) from None
+        if links > 1:
+            raise VolumeBusy(f"it has {links - 1} other name(s) (hard links): wiping would "
+                             "destroy their data too; nothing was changed", **where,
+                             hint="remove the other names first, or delete without wiping")
+        self._check_cancel(should_cancel, where, "wipe")
+        try:
+            self.transport.wipe_file(path, wipe, progress=_bytes_progress(progress, "wipe"),
+                                     should_cancel=should_cancel)
+        except Cancelled:
+            raise Cancelled("wipe cancelled: the volume is partly overwritten and was not "
+                            "deleted", **where, hint="delete it again to finish") from None
+        except OSError as err:
+            raise StorageError(f"cannot wipe {path}: {err.strerror}; it was not deleted",
+                               **where) from None
 
     # -- the operations of jobs ------------------------------------------------------
 
@@ -591,6 +675,538 @@ class DirDriver(Driver):
             raise StorageError(f"cannot tell whether it is in use: {err.strerror}",
                                **where) from None
 
+    # -- snapshots and clones ------------------------------------------------------
+
+    def snapshot_volume(
+        self,
+        pool: Pool,
+        name: str,
+        snapshot: str,
+        *,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        temp_name: str | None = None,
+    ) -> Volume:
+        validate_name(name, pool=pool)
+        validate_name(snapshot, pool=pool)
+        where = _where(pool, name)
+        if snapshot == name:
+            raise InvalidRequest("the snapshot needs a name of its own", **where)
+        disk = self.probe_volume(pool, name)
+        self._require_usable(disk, "snapshot")
+        if disk.readonly:
+            raise InvalidRequest("it is a snapshot already (read-only on disk): it never "
+                                 "changes", **where,
+                                 hint="clone it, or snapshot the disk based on it")
+        if disk.format not in COPY_FORMATS:
+            raise NotSupported(f"a {disk.format} volume cannot carry a qcow2 overlay",
+                               **where)
+        if disk.capacity % 512:
+            raise InvalidRequest(
+                f"its size ({size_text(disk.capacity)}) is not a multiple of 512 bytes, as "
+                "its new qcow2 overlay's must be", **where,
+                hint="resize it to a multiple of 512 bytes first")
+        snap_path = os.path.join(pool.path, snapshot)
+        if self.transport.probe_path(snap_path, None)["kind"] != "missing":
+            raise VolumeExists("a file with the snapshot's name already exists", **where,
+                               hint=f"choose another name than {snapshot!r}; nothing was "
+                                    "changed")
+        temp = os.path.join(pool.path, self._temp_name(name, temp_name, where))
+        argv = qemuimg.overlay(temp, disk.capacity, _reference(snap_path, snapshot, pool.path),
+                               disk.format)
+        self._refuse_in_use(disk, "snapshotted")
+        self._check_cancel(should_cancel, where, "snapshot")
+        self._clear_leftover(temp, where)
+        steps = 4
+        if progress:
+            progress(Progress(1, 1, 0, steps, "link"))
+        try:
+            self.transport.link(disk.path, snap_path)
+        except FileExistsError:
+            raise VolumeExists("a file with the snapshot's name appeared meanwhile", **where,
+                               hint="nothing was changed") from None
+        except OSError as err:
+            raise StorageError(f"cannot give the disk a second name {snapshot!r}: "
+                               f"{err.strerror}", **where) from None
+        try:
+            if progress:
+                progress(Progress(1, 1, 1, steps, "overlay"))
+            result = self._run(argv, where)
+            if result.returncode != 0:
+                raise self._failure(result, "qemu-img create (the new overlay)", where,
+                                    hint="the disk was not changed")
+            self.transport.copy_attributes(disk.path, temp)
+            if progress:
+                progress(Progress(1, 1, 2, steps, "switch"))
+            self.transport.publish(temp, disk.path, replace=True)
+        except BaseException as err:
+            with contextlib.suppress(OSError, StorageError):
+                self.settle_snapshot(pool, name, snapshot, os.path.basename(temp))
+            if isinstance(err, OSError):
+                raise StorageError(f"cannot switch the disk to its new overlay: "
+                                   f"{err.strerror}", **where) from None
+            raise
+        if progress:
+            progress(Progress(1, 1, 3, steps, "protect"))
+        try:
+            self.transport.make_read_only(snap_path)
+        except OSError as err:
+            raise StorageError(f"the snapshot {snapshot!r} is taken but could not be made "
+                               f"read-only: {err.strerror}", **where,
+                               hint="chmod a-w it by hand") from None
+        if progress:
+            progress(Progress(1, 1, steps, steps, "protect"))
+        return self.probe_volume(pool, snapshot)
+
+    def settle_snapshot(self, pool: Pool, name: str, snapshot: str,
+                        temp_name: str | None) -> bool:
+        validate_name(name, pool=pool)
+        validate_name(snapshot, pool=pool)
+        where = _where(pool, name)
+        if temp_name is not None:
+            self._clear_leftover(os.path.join(pool.path, self._temp_name(name, temp_name,
+                                                                         where)), where)
+        snap_path = os.path.join(pool.path, snapshot)
+        snap_st, disk_st = self._lstat(snap_path), self._lstat(os.path.join(pool.path, name))
+        if snap_st is None or disk_st is None:
+            return False
+        if (snap_st.st_dev, snap_st.st_ino) == (disk_st.st_dev, disk_st.st_ino):
+            # Before the switch: the snapshot's name is only a second name of the disk.
+            try:
+                self.transport.remove_file(snap_path)
+            except OSError as err:
+                raise StorageError(f"cannot remove the second name {snapshot!r} of the disk: "
+                                   f"{err.strerror}", **where) from None
+            return False
+        try:
+            disk = self.probe_volume(pool, name)
+        except StorageError:
+            return False
+        if disk.info.backing_file not in (snapshot, snap_path):
+            return False  # the name belongs to another file: never ours to touch
+        try:
+            self.transport.make_read_only(snap_path)
+        except OSError as err:
+            raise StorageError(f"cannot make the snapshot {snapshot!r} read-only: "
+                               f"{err.strerror}", **where) from None
+        return True
+
+    def clone_volume(
+        self,
+        pool: Pool,
+        name: str,
+        dest_pool: Pool,
+        dest_name: str,
+        *,
+        strategy: str = "space",
+        fmt: ImageFormat | None = None,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        temp_name: str | None = None,
+    ) -> Volume:
+        validate_name(name, pool=pool)
+        validate_name(dest_name, pool=dest_pool)
+        where = _where(dest_pool, dest_name)
+        if strategy not in CLONE_STRATEGIES:
+            raise InvalidRequest(f"the strategy is {' or '.join(CLONE_STRATEGIES)}, not "
+                                 f"{strategy!r}", **where)
+        if strategy == "performance":
+            return self.copy_volume(pool, name, dest_pool, dest_name, fmt=fmt,
+                                    progress=progress, should_cancel=should_cancel,
+                                    temp_name=temp_name)
+        if dest_pool.host != pool.host:
+            raise InvalidRequest("a clone stays on one host", **where)
+        if fmt not in (None, ImageFormat.QCOW2):
+            raise InvalidRequest("a space-saving clone is a qcow2 overlay", **where,
+                                 hint="clone with the performance strategy for another format")
+        snap = self.probe_volume(pool, name)
+        self._require_usable(snap, "clone")
+        if not snap.readonly:
+            raise InvalidRequest(
+                f"{name!r} is not a snapshot (it is writable on disk): an overlay on it would "
+                "change whenever it does", **where,
+                hint="snapshot it and clone the snapshot, or clone with the performance "
+                     "strategy (a full copy)")
+        if snap.capacity % 512:
+            raise InvalidRequest(f"its size ({size_text(snap.capacity)}) is not a multiple of "
+                                 "512 bytes, as a qcow2 overlay's must be", **where,
+                                 hint="clone with the performance strategy")
+        final = os.path.join(dest_pool.path, dest_name)
+        if self.transport.probe_path(final, None)["kind"] != "missing":
+            raise VolumeExists("a file with that name already exists", **where,
+                               hint="choose another name; nothing was changed")
+        temp = os.path.join(dest_pool.path, self._temp_name(dest_name, temp_name, where))
+        argv = qemuimg.overlay(temp, snap.capacity, backing_reference(snap, dest_pool.path),
+                               snap.format)
+        self._check_cancel(should_cancel, where, "clone")
+        self._clear_leftover(temp, where)
+        if progress:
+            progress(Progress(1, 1, 0, 1, "overlay"))
+        try:
+            result = self._run(argv, where)
+            if result.returncode != 0:
+                raise self._failure(result, "qemu-img create (the clone's overlay)", where,
+                                    hint="nothing was published")
+            self._publish_copy(temp, final, False, where)
+        except BaseException:
+            self._discard_quietly(temp)
+            raise
+        if progress:
+            progress(Progress(1, 1, 1, 1, "overlay"))
+        return self.probe_volume(dest_pool, dest_name)
+
+    # -- archives ------------------------------------------------------------------
+
+    def archive_volume(
+        self,
+        pool: Pool,
+        name: str,
+        dest: str,
+        *,
+        level: int = 1,
+        overwrite: bool = False,
+        producer: str = "",
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        temp_name: str | None = None,
+    ) -> ArchiveInfo:
+        validate_name(name, pool=pool)
+        where = _where(pool, name)
+        try:
+            argv = archive.compress_argv(level)
+        except ValueError as err:
+            raise InvalidRequest(str(err), **where) from None
+        directory, base = self._archive_destination(dest, where)
+        sidecar = dest + archive.SIDECAR_SUFFIX
+        temp = os.path.join(directory, self._temp_name(base, temp_name, where, room=ROOM))
+        temps = (temp, temp + archive.SIDECAR_SUFFIX, temp + RAW_SUFFIX)
+        volume = self.probe_volume(pool, name)
+        self._require_usable(volume, "archive")
+        if os.path.normpath(dest) in {os.path.normpath(link.path)
+                                      for link in volume.chain.links}:
+            raise InvalidRequest("the archive would replace the volume it is made of",
+                                 **where, hint="choose another destination")
+        replace_sidecar = self._check_archive_target(dest, sidecar, overwrite, where)
+        self._refuse_in_use(volume, "archived (the archive would be torn)")
+        need = self.measure_archive(pool, name)
+        try:
+            vfs = self.transport.statvfs(directory)
+        except OSError as err:
+            raise StorageError(f"cannot read the free space of {directory}: {err.strerror}",
+                               **where) from None
+        if need > vfs.f_bavail * vfs.f_frsize:
+            raise NoSpace(f"the archive may need {size_text(need)} in {directory}, which has "
+                          f"{size_text(vfs.f_bavail * vfs.f_frsize)} free", **where,
+                          hint="free space there or archive elsewhere; nothing was written")
+        self._check_cancel(should_cancel, where, "archive")
+        for leftover in temps:
+            self._clear_leftover(leftover, where)
+        try:
+            source = volume.path
+            if qemuimg.qemu_format(volume.format) != "raw":
+                source = temps[2]
+                reporter = CopyProgress(progress, volume.capacity, "flatten")
+                result = self._run(qemuimg.convert(volume.path, volume.format, source, "raw"),
+                                   where, reporter.feed, should_cancel)
+                if result.returncode != 0:
+                    raise self._failure(result, "qemu-img convert (flattening it to raw)",
+                                        where, hint="nothing was published")
+                reporter.finish()
+            streamed = self.transport.compress_file(
+                source, temp, argv, progress=_bytes_progress(progress, "compress"),
+                should_cancel=should_cancel)
+            if source != volume.path:
+                self.transport.remove_file(source)
+            if streamed.raw_size != volume.capacity:
+                raise StorageError(f"the volume changed size while it was archived "
+                                   f"({size_text(streamed.raw_size)} read)", **where)
+            info = ArchiveInfo(
+                volume=name, format=str(volume.format), virtual_size=streamed.raw_size,
+                raw_sha256=streamed.raw_sha256, data_bytes=streamed.data_bytes,
+                archive_sha256=streamed.archive_sha256, archive_size=streamed.archive_size,
+                level=level, created=_utc_now(), producer=producer or archive.producer())
+            self.transport.write_new_file(temps[1], info.to_json())
+            # The sidecar first: an archive is never seen without what it holds.
+            self.transport.publish(temps[1], sidecar, replace=replace_sidecar)
+            try:
+                self.transport.publish(temp, dest, replace=overwrite)
+            except BaseException:
+                self._discard_quietly(sidecar)
+                raise
+        except Cancelled:
+            self._discard_all(temps)
+            raise Cancelled("archive cancelled: its temporary files were removed, nothing was "
+                            "published", **where) from None
+        except FileExistsError:
+            self._discard_all(temps)
+            raise VolumeExists(f"{dest} appeared meanwhile", **where,
+                               hint="nothing was changed") from None
+        except OSError as err:
+            self._discard_all(temps)
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace(f"no space left for the archive in {directory}: {err.strerror}",
+                              **where, hint="its temporary files were removed") from None
+            raise StorageError(f"cannot write the archive: {err.strerror}", **where,
+                               hint="its temporary files were removed") from None
+        except BaseException:
+            self._discard_all(temps)
+            raise
+        if progress:
+            progress(Progress(1, 1, info.virtual_size, info.virtual_size, "compress"))
+        return info
+
+    def measure_archive(self, pool: Pool, name: str) -> int:
+        volume = self.probe_volume(pool, name)
+        data = 0
+        for link in volume.chain.links:
+            try:
+                data += self.transport.lstat(link.path).st_blocks * 512
+            except OSError:
+                data += link.capacity
+        data = min(data, volume.capacity)
+        # zstd's bound on incompressible input: a 1/256 more, and a little.
+        need = data + data // 256 + (1 << 20)
+        if qemuimg.qemu_format(volume.format) != "raw":
+            need += data  # the flattened copy it compresses
+        return need
+
+    def read_archive(self, path: str) -> ArchiveInfo:
+        if not path.startswith("/"):
+            raise InvalidRequest(f"the archive {path!r} must be given as an absolute path")
+        kind = self.transport.probe_path(path, None)["kind"]
+        if kind != "file":
+            raise InvalidRequest(f"there is no archive at {path}"
+                                 + ("" if kind == "missing" else f" (it is a {kind})"))
+        sidecar = path + archive.SIDECAR_SUFFIX
+        try:
+            data = self.transport.read_bytes(sidecar, 0, SIDECAR_MAX)
+        except OSError as err:
+            raise InvalidRequest(f"cannot read the archive's sidecar {sidecar}: {err.strerror}",
+                                 hint="an archive is restored with the sidecar written beside "
+                                      "it, which holds its checksums") from None
+        try:
+            return ArchiveInfo.from_json(data)
+        except ValueError as err:
+            raise InvalidRequest(f"{sidecar} is not an archive's sidecar: {err}") from None
+
+    def restore_volume(
+        self,
+        pool: Pool,
+        archive_path: str,
+        name: str,
+        *,
+        fmt: ImageFormat | None = None,
+        into_existing: bool = False,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        temp_name: str | None = None,
+    ) -> Volume:
+        validate_name(name, pool=pool)
+        where = _where(pool, name)
+        info = self._archive_info(archive_path, where)
+        temp = os.path.join(pool.path, self._temp_name(name, temp_name, where, room=ROOM))
+        staged = temp + RAW_SUFFIX
+        if into_existing:
+            self._restore_into(pool, name, archive_path, info, fmt, staged, where, progress,
+                               should_cancel)
+            return self.probe_volume(pool, name)
+        out_fmt = fmt or ImageFormat.RAW
+        if out_fmt not in (ImageFormat.RAW, ImageFormat.QCOW2):
+            raise InvalidRequest(f"cannot restore into a {out_fmt} volume", **where,
+                                 hint="restore as raw or qcow2")
+        if out_fmt == ImageFormat.QCOW2 and info.virtual_size % 512:
+            raise InvalidRequest(f"the archive's {size_text(info.virtual_size)} are not a "
+                                 "multiple of 512 bytes, as a qcow2 volume's size must be",
+                                 **where, hint="restore it as raw")
+        final = os.path.join(pool.path, name)
+        if self.transport.probe_path(final, None)["kind"] != "missing":
+            raise VolumeExists("a file with that name already exists", **where,
+                               hint="choose another name, or restore into it; nothing was "
+                                    "changed")
+        self._check_cancel(should_cancel, where, "restore")
+        for leftover in (temp, staged):
+            self._clear_leftover(leftover, where)
+        try:
+            raw_out = temp if out_fmt == ImageFormat.RAW else staged
+            self._decompress(archive_path, raw_out, info, info.virtual_size, False, where,
+                             progress, should_cancel)
+            if raw_out != temp:
+                reporter = CopyProgress(progress, info.virtual_size, "convert")
+                result = self._run(qemuimg.convert(staged, "raw", temp, out_fmt), where,
+                                   reporter.feed, should_cancel)
+                if result.returncode != 0:
+                    raise self._failure(result, "qemu-img convert", where,
+                                        hint="nothing was published")
+                reporter.finish()
+                self.transport.remove_file(staged)
+            self._publish_copy(temp, final, False, where)
+        except Cancelled:
+            self._discard_all((temp, staged))
+            raise Cancelled("restore cancelled: the partial volume was removed, nothing was "
+                            "published", **where) from None
+        except OSError as err:
+            self._discard_all((temp, staged))
+            raise StorageError(f"cannot restore: {err.strerror}", **where,
+                               hint="nothing was published") from None
+        except BaseException:
+            self._discard_all((temp, staged))
+            raise
+        return self.probe_volume(pool, name)
+
+    def measure_restore(self, pool: Pool, archive_path: str, name: str, *,
+                        fmt: ImageFormat | None = None, into_existing: bool = False) -> int:
+        info = self._archive_info(archive_path, _where(pool, name))
+        data = info.data_bytes
+        if into_existing:
+            volume = self.probe_volume(pool, name)
+            raw = qemuimg.qemu_format(volume.format) == "raw"
+            return data if raw else 2 * data  # the staged raw, and the clusters written
+        if fmt in (None, ImageFormat.RAW):
+            return data
+        return 2 * data + data // 64 + (1 << 20)  # staged raw, qcow2 with its tables
+
+    def _restore_into(self, pool: Pool, name: str, archive_path: str, info: ArchiveInfo,
+                      fmt: ImageFormat | None, staged: str, where: dict[str, str],
+                      progress: ProgressCallback | None,
+                      should_cancel: CancelCheck | None) -> None:
+        volume = self.probe_volume(pool, name)
+        self._require_usable(volume, "restore into")
+        if volume.readonly or volume.format == ImageFormat.ISO:
+            raise InvalidRequest("it is read-only (a snapshot or an ISO): it is never "
+                                 "written", **where, hint="restore into a new volume")
+        if volume.format not in COPY_FORMATS:
+            raise NotSupported(f"cannot write into a {volume.format} volume", **where)
+        if fmt is not None and fmt != volume.format:
+            raise InvalidRequest(f"a restore into an existing volume keeps its format "
+                                 f"({volume.format})", **where)
+        if volume.capacity < info.virtual_size:
+            raise InvalidRequest(
+                f"it is smaller ({size_text(volume.capacity)}) than the archive's data "
+                f"({size_text(info.virtual_size)}); nothing was changed", **where,
+                hint="grow it first, or restore into a new volume")
+        self._refuse_in_use(volume, "overwritten")
+        self._check_cancel(should_cancel, where, "restore")
+        self._clear_leftover(staged, where)
+        if qemuimg.qemu_format(volume.format) != "raw":
+            try:
+                self._decompress(archive_path, staged, info, volume.capacity, False, where,
+                                 progress, should_cancel)
+                reporter = CopyProgress(progress, volume.capacity, "write")
+                argv = qemuimg.convert(staged, "raw", volume.path, volume.format,
+                                       existing=True)
+                result = self._run(argv, where, reporter.feed, should_cancel)
+                if result.returncode != 0:
+                    raise self._failure(result, "qemu-img convert", where,
+                                        hint="the volume may hold part of the archive's data")
+                reporter.finish()
+            except OSError as err:
+                raise StorageError(f"cannot restore: {err.strerror}", **where) from None
+            finally:
+                self._discard_quietly(staged)
+            return
+        # In place: the archive file is checked whole before the volume is touched.
+        try:
+            digest, size = self.transport.sha256_file(
+                archive_path, progress=_bytes_progress(progress, "verify"),
+                should_cancel=should_cancel)
+        except OSError as err:
+            raise StorageError(f"cannot read the archive {archive_path}: {err.strerror}",
+                               **where) from None
+        if (digest, size) != (info.archive_sha256, info.archive_size):
+            raise ChecksumMismatch(f"the archive {archive_path} does not have the sha256 its "
+                                   "sidecar records: the volume was not touched", **where,
+                                   hint="the archive is damaged or was changed")
+        try:
+            self._decompress(archive_path, volume.path, info, volume.capacity, True, where,
+                             progress, should_cancel)
+        except StorageError as err:
+            raise type(err)(f"{err.what}; the volume was written in part and holds neither "
+                             "its old data nor the archive's", **where,
+                             hint="restore it again") from None
+
+    def _decompress(self, archive_path: str, out: str, info: ArchiveInfo, length: int,
+                    existing: bool, where: dict[str, str], progress: ProgressCallback | None,
+                    should_cancel: CancelCheck | None) -> None:
+        try:
+            self.transport.decompress_file(
+                archive_path, out, archive.decompress_argv(), length=length, existing=existing,
+                expect=info, progress=_bytes_progress(progress, "decompress"),
+                should_cancel=should_cancel)
+        except Cancelled:
+            raise Cancelled("restore cancelled", **where) from None
+        except ChecksumMismatch as err:
+            raise ChecksumMismatch(f"{archive_path}: {err.what}", **where,
+                                   hint="the archive is damaged or was changed") from None
+        except CommandFailed as err:
+            raise CommandFailed(f"{archive_path}: {err.what}", **where) from None
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace(f"no space left to restore into: {err.strerror}", **where,
+                              hint="free space in the pool") from None
+            raise StorageError(f"cannot restore: {err.strerror}", **where) from None
+
+    def _archive_info(self, archive_path: str, where: dict[str, str]) -> ArchiveInfo:
+        try:
+            return self.read_archive(archive_path)
+        except InvalidRequest as err:
+            raise InvalidRequest(err.what, **where, hint=err.hint) from None
+
+    def _archive_destination(self, dest: str, where: dict[str, str]) -> tuple[str, str]:
+        """(directory, file name) of an archive's destination, checked."""
+        if not dest.startswith("/") or dest.endswith("/") or "\0" in dest:
+            raise InvalidRequest(f"the archive's destination {dest!r} is not an absolute "
+                                 "file path", **where, hint="e.g. /backup/disk.zst")
+        directory, base = os.path.split(os.path.normpath(dest))
+        if base in ("", ".", "..") or base.startswith(TEMP_PREFIX) or os.path.normpath(
+                dest) != dest:
+            raise InvalidRequest(f"the archive's destination {dest!r} is not a plain file "
+                                 "path", **where, hint="e.g. /backup/disk.zst")
+        if len(os.fsencode(base)) + ROOM > MAX_NAME_BYTES:
+            raise InvalidRequest("the archive's file name is too long", **where)
+        kind = self.transport.probe_path(directory, None)["kind"]
+        if kind not in ("directory", "other"):  # "other": a symbolic link, to a directory
+            raise InvalidRequest(f"{directory} is not a directory", **where,
+                                 hint="create it first")
+        return directory, base
+
+    def _check_archive_target(self, dest: str, sidecar: str, overwrite: bool,
+                              where: dict[str, str]) -> bool:
+        """Refuse a taken destination unless ``overwrite``; whether the sidecar's name
+        must be replaced (taken by an old sidecar, or by ours left alone by a crash)."""
+        kinds = {path: self.transport.probe_path(path, None)["kind"]
+                 for path in (dest, sidecar)}
+        for path, kind in kinds.items():
+            if kind not in ("missing", "file"):
+                raise InvalidRequest(f"{path} is a {kind}: it is never replaced", **where)
+        if kinds[dest] == "file" and not overwrite:
+            raise VolumeExists(f"{dest} already exists", **where,
+                               hint="choose another name, or overwrite it; nothing was "
+                                    "changed")
+        if kinds[sidecar] == "missing":
+            return False
+        if overwrite:
+            return True
+        try:
+            ours = archive.is_sidecar(self.transport.read_bytes(sidecar, 0, SIDECAR_MAX))
+        except OSError:
+            ours = False
+        if not ours:
+            raise VolumeExists(f"{sidecar} (where the archive's sidecar goes) already "
+                               "exists", **where,
+                               hint="choose another name, or overwrite it; nothing was "
+                                    "changed")
+        return True  # a sidecar whose archive never got published
+
+    def _lstat(self, path: str) -> os.stat_result | None:
+        try:
+            return self.transport.lstat(path)
+        except FileNotFoundError:
+            return None
+
+    def _discard_all(self, paths: tuple[str, ...]) -> None:
+        for path in paths:
+            self._discard_quietly(path)
+
     # -- helpers of the operations ---------------------------------------------------
 
     def _run(self, argv: list[str], where: dict[str, str],
@@ -623,7 +1239,7 @@ class DirDriver(Driver):
 
     def _refuse_in_use(self, volume: Volume, what: str) -> None:
         if self.volume_in_use(volume):
-            raise VolumeBusy(f"a running QEMU has it open for writing: it is not {what}",
+            raise VolumeBusy(f"in use by a running QEMU (its file lock): it is not {what}",
                              host=volume.host, pool=volume.pool, volume=volume.name,
                              hint="stop the VM (or qemu-nbd) using it first")
 
@@ -674,11 +1290,14 @@ class DirDriver(Driver):
                 self._discard_quietly(temp)
         return filesystems.ext_filesystem(lambda offset, length: head[offset:offset + length])
 
-    def _temp_name(self, name: str, temp_name: str | None, where: dict[str, str]) -> str:
+    def _temp_name(self, name: str, temp_name: str | None, where: dict[str, str], *,
+                   room: int = 0) -> str:
+        """The temporary name to use; ``room`` bytes are kept free for the suffixes of
+        its companions (``.raw``, ``.json``)."""
         if temp_name is None:
-            return temporary_name(name)
+            return os.fsdecode(os.fsencode(temporary_name(name))[:MAX_NAME_BYTES - room])
         if (not temp_name.startswith(TEMP_PREFIX) or "/" in temp_name or "\0" in temp_name
-                or len(os.fsencode(temp_name)) > MAX_NAME_BYTES):
+                or len(os.fsencode(temp_name)) > MAX_NAME_BYTES - room):
             raise InvalidRequest(f"temporary name {temp_name!r} is not one file name "
                                  f"starting with {TEMP_PREFIX!r}", **where)
         return temp_name
@@ -777,6 +1396,19 @@ class DirDriver(Driver):
 
 def _where(pool: Pool, name: str) -> dict[str, str]:
     return {"host": pool.host, "pool": pool.name, "volume": name}
+
+
+def _bytes_progress(progress: ProgressCallback | None,
+                    label: str) -> Callable[[int, int], None] | None:
+    """A byte stream's (done, total) as ``Progress`` labelled ``label``."""
+    if progress is None:
+        return None
+    report = progress
+
+    def bytes_done(done: int, total: int) -> None:
+        report(Progress(1, 1, done, total, label))
+
+    return bytes_done
 
 
 def qemuimg_name(argv: list[str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -14,9 +15,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from backends import archive
+from backends.archive import ArchiveInfo, StreamResult
 from backends.contract import (
+    WIPES,
+    ByteProgress,
     CancelCheck,
     Cancelled,
+    ChecksumMismatch,
     CommandFailed,
     CommandResult,
     ReadOnlyViolation,
@@ -28,6 +34,7 @@ from backends.transport import scanner
 # every UI, as DESIGN.md asks).
 READ_ONLY_COMMANDS = frozenset({"qemu-img info", "qemu-img check", "qemu-img measure",
                                 "qemu-img compare", "qemu-img map", "dumpe2fs"})
+WIPE_CHUNK = 1 << 20
 
 
 def command_key(argv: list[str]) -> str:
@@ -99,6 +106,32 @@ def extents_hold_data(fd: int) -> bool:
             start += len(data)
             budget -= len(data)
         offset = end
+
+
+def overwrite_extents(fd: int, pattern: str, progress: ByteProgress | None,
+                      should_cancel: CancelCheck | None) -> int:
+    """Write zeroes or random bytes over every allocated extent of ``fd``, then fsync;
+    the bytes written. Raises ``archive.Stopped`` when asked to stop."""
+    if pattern not in WIPES:
+        raise ValueError(f"a wipe is one of {WIPES}, not {pattern!r}")
+    extents = list(archive.data_extents(fd))
+    total = sum(end - start for start, end in extents)
+    zeros = memoryview(bytes(WIPE_CHUNK))
+    done = 0
+    for start, end in extents:
+        while start < end:
+            if should_cancel is not None and should_cancel():
+                raise archive.Stopped("wipe stopped")
+            length = min(WIPE_CHUNK, end - start)
+            # os.urandom: ~500 MiB/s, and not a pattern a disk or SSD could compress.
+            block = zeros[:length] if pattern == "zero" else memoryview(os.urandom(length))
+            while block:
+                n = os.pwrite(fd, block, start)
+                block, start, done = block[n:], start + n, done + n
+            if progress is not None:
+                progress(done, total)
+    os.fsync(fd)
+    return done
 
 
 class LocalTransport(Transport):
@@ -235,11 +268,7 @@ class LocalTransport(Transport):
         else:
             os.link(temp, final)
             os.unlink(temp)
-        dfd = os.open(os.path.dirname(final) or ".", os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _fsync_directory(os.path.dirname(final))
 
     def has_data(self, path: str) -> bool:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -266,6 +295,115 @@ class LocalTransport(Transport):
         finally:
             os.close(fd)
 
+    # -- snapshots, wipes, archives -------------------------------------------------
+
+    def lstat(self, path: str) -> os.stat_result:
+        return os.lstat(path)
+
+    def link(self, existing: str, new: str) -> None:
+        self._refuse_if_read_only("link a file")
+        os.link(existing, new, follow_symlinks=False)
+        _fsync_directory(os.path.dirname(new))
+
+    def make_read_only(self, path: str) -> None:
+        self._refuse_if_read_only("change a file's mode")
+        fd = archive.open_regular(path)
+        try:
+            os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~0o222)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def copy_attributes(self, source: str, target: str) -> None:
+        self._refuse_if_read_only("change a file's mode")
+        st = os.lstat(source)
+        fd = archive.open_regular(target)
+        try:
+            if os.geteuid() == 0 or st.st_uid == os.geteuid():
+                with contextlib.suppress(PermissionError):  # the mode is copied still
+                    os.fchown(fd, st.st_uid, st.st_gid)
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        finally:
+            os.close(fd)
+
+    def write_new_file(self, path: str, data: bytes) -> None:
+        self._refuse_if_read_only("write a file")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def wipe_file(self, path: str, pattern: str, *, progress: ByteProgress | None = None,
+                  should_cancel: CancelCheck | None = None) -> int:
+        self._refuse_if_read_only("wipe a file")
+        fd = archive.open_regular(path, os.O_WRONLY)
+        try:
+            return overwrite_extents(fd, pattern, progress, should_cancel)
+        except archive.Stopped:
+            raise Cancelled("the wipe was stopped: the file is partly overwritten",
+                            host=self.host) from None
+        finally:
+            os.close(fd)
+
+    def compress_file(self, source: str, out: str, argv: list[str], *,
+                      progress: ByteProgress | None = None,
+                      should_cancel: CancelCheck | None = None) -> StreamResult:
+        self._refuse_if_read_only("write an archive")
+        return self._stream_command(argv, lambda: archive.compress(
+            source, out, argv, progress=progress, should_cancel=should_cancel))
+
+    def decompress_file(self, archive_path: str, out: str, argv: list[str], *, length: int,
+                        existing: bool, expect: ArchiveInfo,
+                        progress: ByteProgress | None = None,
+                        should_cancel: CancelCheck | None = None) -> StreamResult:
+        self._refuse_if_read_only("restore an archive")
+        return self._stream_command(argv, lambda: archive.decompress(
+            archive_path, out, argv, length=length, existing=existing, expect=expect,
+            progress=progress, should_cancel=should_cancel))
+
+    def sha256_file(self, path: str, *, progress: ByteProgress | None = None,
+                    should_cancel: CancelCheck | None = None) -> tuple[str, int]:
+        try:
+            return archive.sha256_file(path, progress=progress, should_cancel=should_cancel)
+        except archive.Stopped:
+            raise Cancelled("the checksum was stopped", host=self.host) from None
+
+    def _stream_command(self, argv: list[str],
+                        stream: Callable[[], StreamResult]) -> StreamResult:
+        """Run one of ``archive``'s streams, recording its command for the audit and
+        turning its errors into the contract's."""
+        started = time.monotonic()
+        returncode = -1
+        try:
+            result = stream()
+            returncode = 0
+            return result
+        except archive.Stopped:
+            raise Cancelled(f"{command_key(argv)} was stopped", host=self.host) from None
+        except archive.ChecksumMismatch as err:
+            returncode = 0
+            raise ChecksumMismatch(str(err), host=self.host) from None
+        except archive.StreamFailed as err:
+            returncode = err.returncode
+            raise CommandFailed(str(err), host=self.host) from None
+        finally:
+            if self.observer is not None:
+                self.observer(self.host, tuple(argv), returncode,
+                              time.monotonic() - started)
+
     def _refuse_if_read_only(self, what: str) -> None:
         if self.read_only:
             raise ReadOnlyViolation(f"refused to {what} in read-only mode", host=self.host)
+
+
+def _fsync_directory(path: str) -> None:
+    dfd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -1,0 +1,612 @@
+"""Archives of volumes: the volume's guest-visible data as raw, compressed by the ``zstd``
+command line tool, with a JSON sidecar ``<archive>.json`` that records what it holds and
+its checksums; and the byte streams that make, check and restore them.
+
+The streams run ``zstd`` with its input or output in this process, so the raw data is
+hashed (sha256) on its way through and holes are handled here: a hole of a raw source
+is fed as zeroes without reading the disk (zstd turns them into a few bytes), and a
+restore leaves a hole wherever the data is zeroes. qemu-img 7.2 cannot write raw to a
+pipe (``convert`` and ``dd`` both insist on a regular file they can resize), so a volume
+in another format is first flattened into a temporary raw file (the caller does that).
+
+Stdlib only (like ``scanner``) and free of the rest of ``backends``: the local transport
+calls it in-process, and a remote transport can ship it whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import queue
+import selectors
+import stat
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+ZSTD = "zstd"
+SIDECAR_SUFFIX = ".json"
+SIDECAR_KIND = "storage-console archive"
+SIDECAR_VERSION = 1
+LEVELS = range(1, 20)  # zstd's regular levels; 20+ need --ultra and gigabytes of memory
+CHUNK = 1 << 20  # bytes per read and write: small enough to notice a cancel at once
+BLOCK = 64 << 10  # granularity of holes a restore leaves and of ``data_bytes``
+POLL_SECONDS = 0.1
+TERM_GRACE_SECONDS = 0.5
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_ZEROS = bytes(CHUNK)
+
+ProgressFn = Callable[[int, int], None]  # (bytes done, bytes in all)
+CancelFn = Callable[[], bool]
+
+
+class Stopped(Exception):
+    """``should_cancel`` said stop; the stream stopped and its command was killed."""
+
+
+class StreamFailed(Exception):
+    """The stream could not finish: ``zstd`` failed (``returncode``), or the data is not
+    what it should be. ``str()`` says which, in a line."""
+
+    def __init__(self, message: str, returncode: int = -1) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+class ChecksumMismatch(StreamFailed):
+    """The data read does not have the checksum (or size) the sidecar records."""
+
+
+def producer() -> str:
+    """``storage-console 0.1.0``: who wrote an archive, for its sidecar."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - a stripped remote python
+        return "storage-console"
+    try:
+        return f"storage-console {version('storage-console')}"
+    except PackageNotFoundError:
+        return "storage-console"
+
+
+def compress_argv(level: int = 1) -> list[str]:
+    """``zstd`` compressing stdin to stdout with every core (``-T0``). The frame carries
+    zstd's own checksum of the content (the command line's default), so a damaged archive
+    fails to decompress."""
+    if isinstance(level, bool) or level not in LEVELS:
+        raise ValueError(f"the zstd level is one of 1..19, not {level!r}")
+    return [ZSTD, "-q", f"-{level}", "-T0", "-c"]
+
+
+def decompress_argv() -> list[str]:
+    """``zstd`` decompressing stdin to stdout."""
+    return [ZSTD, "-q", "-d", "-c"]
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """What the sidecar of an archive records.
+
+    ``raw_sha256`` is the sha256 of the volume's raw content, all ``virtual_size`` bytes
+    of it (``zstd -dc ARCHIVE | sha256sum`` gives the same); ``archive_sha256`` that of the
+    compressed file as written. ``data_bytes`` counts the 64 KiB blocks that are not all
+    zeroes: what a sparse restore writes.
+    """
+
+    volume: str
+    format: str  # the volume's format when archived; the archive holds raw data
+    virtual_size: int
+    raw_sha256: str
+    data_bytes: int
+    archive_sha256: str
+    archive_size: int
+    level: int
+    created: str  # ISO 8601, UTC
+    producer: str  # "storage-console 0.1.0"
+    compression: str = "zstd"
+
+    def to_json(self) -> bytes:
+        record = {"kind": SIDECAR_KIND, "version": SIDECAR_VERSION, **asdict(self)}
+        return (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ArchiveInfo:
+        """Parse a sidecar; ``ValueError`` saying what is wrong when it is not one."""
+        try:
+            record = json.loads(data)
+        except ValueError as err:
+            raise ValueError(f"not JSON: {err}") from None
+        if not isinstance(record, dict) or record.get("kind") != SIDECAR_KIND:
+            raise ValueError(f"not a {SIDECAR_KIND} sidecar")
+        if record.get("version") != SIDECAR_VERSION:
+            raise ValueError(f"sidecar version {record.get('version')!r} is not "
+                             f"{SIDECAR_VERSION}, the one this version reads")
+        def text(name: str) -> str:
+            value = record.get(name)
+            if not isinstance(value, str):
+                raise ValueError(f"its {name!r} is missing or not text")
+            return value
+
+        def number(name: str) -> int:
+            value = record.get(name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"its {name!r} is missing or not a size")
+            return value
+
+        for name in ("raw_sha256", "archive_sha256"):
+            digest = text(name)
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"its {name!r} is not a sha256 in hex")
+        if text("compression") != "zstd":
+            raise ValueError(f"compression {record['compression']!r} is not zstd")
+        return cls(volume=text("volume"), format=text("format"),
+                   virtual_size=number("virtual_size"), raw_sha256=text("raw_sha256"),
+                   data_bytes=number("data_bytes"), archive_sha256=text("archive_sha256"),
+                   archive_size=number("archive_size"), level=number("level"),
+                   created=text("created"), producer=text("producer"),
+                   compression=text("compression"))
+
+
+def is_sidecar(data: bytes) -> bool:
+    """Whether ``data`` is a sidecar this module wrote (of any version)."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("kind") == SIDECAR_KIND
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    raw_size: int
+    raw_sha256: str
+    data_bytes: int
+    archive_size: int
+    archive_sha256: str
+
+
+# -- files ------------------------------------------------------------------------
+
+
+def open_regular(path: str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """Open ``path`` without following a symlink or blocking on a FIFO; ``OSError``
+    (EINVAL) unless it is a regular file."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def data_extents(fd: int, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
+    """(start, end) of each allocated extent of ``fd`` within [start, end), as SEEK_DATA
+    and SEEK_HOLE report them (extents fallocate() reserved but never wrote may count as
+    holes or as data: either way they read as zeroes)."""
+    if end is None:
+        end = os.fstat(fd).st_size
+    offset = start
+    while offset < end:
+        try:
+            data = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as err:
+            if err.errno == errno.ENXIO:  # only a hole up to the end
+                return
+            raise
+        if data >= end:
+            return
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        yield data, hole
+        offset = hole
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc: ctypes.CDLL | None = None
+
+
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Deallocate [offset, offset + length) of ``fd`` so it reads as zeroes, keeping the
+    file's size; False when the file system cannot (the caller writes zeroes instead)."""
+    global _libc
+    if length <= 0:
+        return True
+    if _libc is None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                                   ctypes.c_int64]
+        _libc = libc
+    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EOPNOTSUPP, errno.ENOSYS):
+        return False
+    raise OSError(code, os.strerror(code))
+
+
+def zero_range(fd: int, offset: int, length: int) -> None:
+    """Make [offset, offset + length) of ``fd`` read as zeroes: punch a hole, or write
+    zeroes over what is allocated there when holes cannot be punched."""
+    if punch_hole(fd, offset, length):
+        return
+    for start, end in list(data_extents(fd, offset, offset + length)):
+        while start < end:
+            start += os.pwrite(fd, memoryview(_ZEROS)[:min(CHUNK, end - start)], start)
+
+
+def _write_all(fd: int, data: memoryview | bytes, offset: int | None = None) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[n:]
+        if offset is not None:
+            offset += n
+
+
+def count_data(view: memoryview) -> int:
+    """Bytes of ``view`` in BLOCK-sized pieces that are not all zeroes."""
+    if _ZEROS.startswith(view):
+        return 0
+    return sum(min(BLOCK, len(view) - i) for i in range(0, len(view), BLOCK)
+               if not _ZEROS.startswith(view[i:i + BLOCK]))
+
+
+def sha256_file(path: str, *, progress: ProgressFn | None = None,
+                should_cancel: CancelFn | None = None) -> tuple[str, int]:
+    """(sha256 in hex, size) of the regular file ``path``."""
+    fd = open_regular(path)
+    try:
+        total = os.fstat(fd).st_size
+        digest, done = hashlib.sha256(), 0
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while True:
+            if should_cancel is not None and should_cancel():
+                raise Stopped("checksum stopped")
+            n = os.readv(fd, [view])
+            if not n:
+                return digest.hexdigest(), done
+            digest.update(view[:n])
+            done += n
+            if progress is not None:
+                progress(done, total)
+    finally:
+        os.close(fd)
+
+
+# -- zstd as a filter ---------------------------------------------------------------
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(TERM_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class _Filter:
+    """``argv`` running with both ends piped to this process, stderr kept in a file."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.errfile = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self.errfile)
+        except OSError as err:
+            self.errfile.close()
+            raise StreamFailed(f"cannot run {argv[0]}: {err.strerror} (is it installed?)",
+                               -1) from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin = self.proc.stdin.fileno()
+        self.stdout = self.proc.stdout.fileno()
+        for fd in (self.stdin, self.stdout):
+            with contextlib.suppress(OSError):  # a smaller pipe means more system calls
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, CHUNK)
+
+    def close_stdin(self) -> None:
+        assert self.proc.stdin is not None
+        if not self.proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+
+    def failure(self, what: str) -> StreamFailed:
+        """The error of a finished filter that exited non-zero."""
+        self.errfile.seek(0)
+        lines = self.errfile.read().decode(errors="replace").strip().splitlines()
+        last = lines[-1].strip() if lines else f"exited with status {self.proc.returncode}"
+        return StreamFailed(f"{what} failed: {last}", self.proc.returncode)
+
+    def finish(self) -> int:
+        """Wait for the end of a filter whose input is closed and output drained."""
+        return self.proc.wait()
+
+    def kill(self) -> None:
+        _stop(self.proc)
+
+    def __enter__(self) -> _Filter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _stop(self.proc)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None and not stream.closed:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self.errfile.close()
+
+
+class _Pump(threading.Thread):
+    """Copies ``read`` to ``write`` in a thread, hashing and counting what passes; any
+    error is kept for the caller, and ``on_error`` runs (it kills the filter, so the
+    other side never blocks on a pipe nobody serves)."""
+
+    def __init__(self, read: Callable[[memoryview], int], write: Callable[[memoryview], None],
+                 on_error: Callable[[], None], done: Callable[[], None]) -> None:
+        super().__init__(daemon=True)
+        self._read, self._write, self._on_error, self._done = read, write, on_error, done
+        self.digest = hashlib.sha256()
+        self.count = 0
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        try:
+            while not self.stop.is_set():
+                n = self._read(view)
+                if not n:
+                    break
+                self.digest.update(view[:n])
+                self._write(view[:n])
+                self.count += n
+            self._done()
+        except BaseException as err:  # handed to the caller, which raises it
+            self.error = err
+            self._on_error()
+
+
+class _Hasher(threading.Thread):
+    """sha256 of what is handed to it, computed in a thread of its own: hashing (~1.8
+    GB/s with the CPU's SHA instructions) is the slowest step of a stream, and runs
+    beside the copying this way. What is handed over must never change afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.digest = hashlib.sha256()
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=16)
+
+    def run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self.digest.update(data)
+
+    def feed(self, data: bytes | memoryview) -> None:
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        if self.is_alive():
+            self._queue.put(None)
+            self.join()
+
+
+def compress(src: str, out: str, argv: list[str], *, progress: ProgressFn | None = None,
+             should_cancel: CancelFn | None = None) -> StreamResult:
+    """Compress the raw file ``src`` with ``argv`` (``compress_argv``) into the new file
+    ``out`` (created exclusively, mode 0600: it holds a disk's data; fsynced).
+
+    Holes of ``src`` are fed as zeroes without reading them. Raises ``Stopped`` on
+    cancel, ``StreamFailed`` when zstd fails or ``src`` changes size while it is read,
+    ``OSError`` for the files (ENOSPC included). ``out`` is left for the caller to
+    remove on failure.
+    """
+    fd = open_regular(src)
+    try:
+        size = os.fstat(fd).st_size
+        out_fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+        try:
+            with _Filter(argv) as zstd:
+                drain = _Pump(lambda view: os.readv(zstd.stdout, [view]),
+                              lambda view: _write_all(out_fd, view), zstd.kill, lambda: None)
+                drain.start()
+                hasher = _Hasher()
+                hasher.start()
+                done, data = 0, 0
+
+                def feed(chunk: bytes | memoryview) -> None:
+                    nonlocal done
+                    if should_cancel is not None and should_cancel():
+                        raise Stopped("compression stopped")
+                    hasher.feed(chunk)
+                    _write_all(zstd.stdin, chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, size)
+
+                try:
+                    zeros = memoryview(_ZEROS)
+                    for start, end in [*data_extents(fd, 0, size), (size, size)]:
+                        while done < start:  # a hole: zeroes, never read
+                            feed(zeros[:min(CHUNK, start - done)])
+                        while done < end:
+                            chunk = os.pread(fd, min(CHUNK, end - done), done)
+                            if not chunk:
+                                raise StreamFailed(f"{src} got shorter while it was read")
+                            data += count_data(memoryview(chunk))
+                            feed(chunk)
+                    zstd.close_stdin()
+                except BrokenPipeError:
+                    pass  # zstd died: its status (or the drain's error) says why, below
+                except BaseException:
+                    zstd.kill()
+                    drain.join()
+                    raise
+                finally:
+                    raw_sha256 = hasher.hexdigest()
+                drain.join()
+                if drain.error is not None:
+                    raise drain.error
+                if zstd.finish() != 0:
+                    raise zstd.failure("zstd")
+                if done != size or os.fstat(fd).st_size != size:
+                    raise StreamFailed(f"{src} changed size while it was read")
+            os.fsync(out_fd)
+        finally:
+            os.close(out_fd)
+        return StreamResult(done, raw_sha256, data, drain.count, drain.digest.hexdigest())
+    finally:
+        os.close(fd)
+
+
+def decompress(archive: str, out: str, argv: list[str], *, length: int, existing: bool,
+               expect: ArchiveInfo, progress: ProgressFn | None = None,
+               should_cancel: CancelFn | None = None) -> StreamResult:
+    """Decompress ``archive`` with ``argv`` (``decompress_argv``) into ``out``, checking
+    sizes and both checksums against ``expect`` on the way.
+
+    ``existing`` False: ``out`` is a new file (created exclusively), written sparse (a
+    64 KiB block of zeroes stays a hole) and sized ``length`` bytes at the end.
+    ``existing`` True: ``out`` is an existing raw file of ``length`` bytes written in
+    place; a block of zeroes, and everything past the archive's data, is made to read
+    as zeroes by punching holes (or writing zeroes where holes cannot be punched).
+
+    Raises ``ChecksumMismatch`` when the data is not what ``expect`` records, ``Stopped``,
+    ``StreamFailed`` (zstd failed: a damaged archive) or ``OSError``. On failure ``out``
+    holds partial data: a new file is for the caller to remove.
+    """
+    if length < expect.virtual_size:
+        raise StreamFailed(f"the target ({length} bytes) is smaller than the archive's "
+                           f"data ({expect.virtual_size} bytes)")
+    source = open_regular(archive)
+    try:
+        flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+        out_fd = (open_regular(out, os.O_WRONLY) if existing
+                  else os.open(out, flags | os.O_CREAT | os.O_EXCL, 0o666))
+        try:
+            with _Filter(argv) as zstd:
+                feeder = _Pump(lambda view: os.readv(source, [view]),
+                               lambda view: _write_all(zstd.stdin, view), zstd.kill,
+                               zstd.close_stdin)
+                feeder.start()
+                try:
+                    result = _unpack(zstd, out_fd, length, existing, expect, progress,
+                                     should_cancel)
+                except BaseException:
+                    zstd.kill()
+                    feeder.stop.set()
+                    feeder.join()
+                    raise
+                feeder.join()
+                if feeder.error is not None and not isinstance(feeder.error,
+                                                               BrokenPipeError):
+                    raise feeder.error
+                if zstd.finish() != 0:
+                    raise zstd.failure("zstd -d (the archive is damaged)")
+                raw_size, raw_sha, data = result
+            if raw_size != expect.virtual_size:
+                raise ChecksumMismatch(f"the archive holds {raw_size} bytes, its sidecar "
+                                       f"says {expect.virtual_size}")
+            if (feeder.count, feeder.digest.hexdigest()) != (expect.archive_size,
+                                                              expect.archive_sha256):
+                raise ChecksumMismatch("the archive file's sha256 differs from the one "
+                                       "its sidecar records")
+            if raw_sha != expect.raw_sha256:
+                raise ChecksumMismatch("the data's sha256 differs from the one the "
+                                       "sidecar records")
+            if existing:
+                zero_range(out_fd, raw_size, length - raw_size)
+            else:
+                os.ftruncate(out_fd, length)
+            os.fsync(out_fd)
+        finally:
+            os.close(out_fd)
+        return StreamResult(raw_size, raw_sha, data, feeder.count, feeder.digest.hexdigest())
+    finally:
+        os.close(source)
+
+
+def _unpack(zstd: _Filter, out_fd: int, length: int, existing: bool, expect: ArchiveInfo,
+            progress: ProgressFn | None,
+            should_cancel: CancelFn | None) -> tuple[int, str, int]:
+    """Read zstd's output block by block into ``out_fd``; (size, sha256, data bytes)."""
+    hasher = _Hasher()
+    hasher.start()
+    offset, data = 0, 0
+    zero_from: int | None = None  # start of a run of zero blocks not yet punched
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(zstd.stdout, selectors.EVENT_READ)
+            eof = False
+            while not eof:
+                # A fresh buffer each time: the hasher may still be reading the last one.
+                view = memoryview(bytearray(CHUNK))
+                filled = 0
+                while filled < CHUNK:  # a whole chunk, or what is left at the end
+                    if should_cancel is not None and should_cancel():
+                        raise Stopped("restore stopped")
+                    if not selector.select(POLL_SECONDS):
+                        continue
+                    n = os.readv(zstd.stdout, [view[filled:]])
+                    if not n:
+                        eof = True
+                        break
+                    filled += n
+                if offset + filled > length:
+                    raise ChecksumMismatch(f"the archive holds more than the {length} bytes "
+                                           "of the target")
+                chunk = view[:filled]
+                hasher.feed(chunk)
+                if _ZEROS.startswith(chunk):  # the common case of a sparse volume, at once
+                    if zero_from is None:
+                        zero_from = offset
+                    offset += filled
+                    if progress is not None:
+                        progress(offset, expect.virtual_size)
+                    continue
+                run: int | None = None  # start (in the chunk) of data blocks not yet written
+                for start in [*range(0, filled, BLOCK), filled]:
+                    zero = start < filled and _ZEROS.startswith(chunk[start:start + BLOCK])
+                    if (zero or start == filled) and run is not None:
+                        _write_all(out_fd, chunk[run:start], offset + run)
+                        data += start - run
+                        run = None
+                    if start == filled:
+                        break
+                    if zero:
+                        if zero_from is None:
+                            zero_from = offset + start
+                        continue
+                    if zero_from is not None:
+                        if existing:
+                            zero_range(out_fd, zero_from, offset + start - zero_from)
+                        zero_from = None
+                    if run is None:
+                        run = start
+                offset += filled
+                if progress is not None:
+                    progress(offset, expect.virtual_size)
+        if zero_from is not None and existing:
+            zero_range(out_fd, zero_from, offset - zero_from)
+    finally:
+        raw_sha256 = hasher.hexdigest()
+    return offset, raw_sha256, data
