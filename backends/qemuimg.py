@@ -133,6 +133,7 @@ def convert(
     target_is_zero: bool = False,
     existing: bool = False,
     progress: bool = True,
+    out_of_order: bool = False,
 ) -> list[str]:
     """``qemu-img convert`` of ``src`` into a new image ``dst``, or into the existing
     image ``dst`` (``existing``: ``-n``, every byte written, zeroes included).
@@ -148,6 +149,9 @@ def convert(
             qemu-img does.
         existing: ``dst`` exists already (``-n``); qemu-img then writes the source's
             length only: what lies past it in ``dst`` is left as it was.
+        out_of_order: ``-W -m 16``: writes in any order, 16 at a time; for a target
+            nobody reads before it is complete (a temporary file published whole),
+            where it cuts a copy's time by up to a third.
     """
     argv = [QEMU_IMG, "convert"]
     if progress:
@@ -157,6 +161,8 @@ def convert(
         argv += ["-S", "0"]
     if compress:
         argv.append("-c")
+    if out_of_order:
+        argv += ["-W", "-m", "16"]
     if backing is not None:
         argv += ["-B", *_backing(backing, backing_fmt)]
     if preallocation:

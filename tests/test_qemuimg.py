@@ -59,9 +59,11 @@ def test_convert_sparse_with_progress() -> None:
 def test_convert_every_option() -> None:
     assert qemuimg.convert("/p/-a", "qcow2", "/p/b", "qcow2", sparse=False, compress=True,
                            backing="-base", backing_fmt=ImageFormat.RAW,
-                           preallocation="metadata", progress=False) == [
-        "qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", "-S", "0", "-c",
-        "-B", "-base", "-F", "raw", "-o", "preallocation=metadata", "--", "/p/-a", "/p/b"]
+                           preallocation="metadata", progress=False,
+                           out_of_order=True) == [
+        "qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", "-S", "0", "-c", "-W", "-m",
+        "16", "-B", "-base", "-F", "raw", "-o", "preallocation=metadata", "--", "/p/-a",
+        "/p/b"]
 
 
 def test_convert_onto_zeroed_target() -> None:

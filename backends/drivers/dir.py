@@ -556,9 +556,11 @@ class DirDriver(Driver):
         reporter = CopyProgress(progress, source.capacity, "copy")
         try:
             if backing is None or base_depth == 1:
+                # Out of order is safe: the temporary file is published only whole.
                 argv = qemuimg.convert(
                     source.path, source.format, temp, out_fmt, backing=back_name,
-                    backing_fmt=backing.format if backing is not None else None)
+                    backing_fmt=backing.format if backing is not None else None,
+                    out_of_order=True)
                 result = self._run(argv, where, reporter.feed, should_cancel)
             else:
                 assert back_name is not None
