@@ -6,9 +6,14 @@ deterministic (fixed ``last_seen`` and clock), so snapshots stay byte-identical.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from backends.model import (
     Capacity,
@@ -25,8 +30,10 @@ from backends.model import (
     Volume,
 )
 from console.cache import Cache
-from console.config import Config, HostConfig
+from console.config import Config, HostConfig, journal_path
 from console.inventory import Inventory
+from console.jobs.journal import Journal
+from console.jobs.runner import Runner
 
 NOW = 1_700_000_000.0  # the fixed clock of UI tests
 G = 1 << 30
@@ -166,3 +173,82 @@ def real_inventory(*dirs: str | os.PathLike[str], cache_path: str | os.PathLike[
     """The real thing over directories on disk (pools named by their paths)."""
     config = Config.for_targets([str(d) for d in dirs])
     return Inventory(config, Cache(os.fspath(cache_path)), read_only=read_only)
+
+
+def runner_for(inventory: Inventory, journal: str | os.PathLike[str] | None = None) -> Runner:
+    """A runner over ``journal`` (default: the XDG one, which each test has of its own)."""
+    return Runner(Journal(journal if journal is not None else journal_path()), inventory)
+
+
+JOB_ROWS: tuple[dict[str, object], ...] = (
+    {"id": 6, "kind": "delete", "params": {"host": "local", "pool": "images",
+                                           "volume": "old.qcow2", "typed_name": None},
+     "volume": "old.qcow2", "state": "aborted", "stage": 1, "stages": 2,
+     "stage_label": "check", "error": "cancelled", "created": NOW - 600,
+     "started": NOW - 600, "finished": NOW - 599},
+    {"id": 7, "kind": "create", "params": {"host": "local", "pool": "images",
+                                           "volume": "web03.qcow2", "format": "qcow2",
+                                           "capacity": 20 * G, "backing": None},
+     "volume": "web03.qcow2", "state": "done", "stage": 2, "stages": 2,
+     "stage_label": "publish", "percent": 100.0, "created": NOW - 130,
+     "started": NOW - 130, "finished": NOW - 128},
+    {"id": 8, "kind": "copy", "params": {"host": "local", "pool": "images",
+                                         "volume": "db01.raw", "dest_pool": "iso",
+                                         "dest_name": "db01-copy.qcow2", "format": "qcow2",
+                                         "overwrite": False},
+     "volume": "db01.raw", "state": "running", "stage": 2, "stages": 3,
+     "stage_label": "copy", "percent": 42.0, "done_bytes": 42 * G, "total_bytes": 100 * G,
+     "throughput": 180.0 * M, "created": NOW - 240, "started": NOW - 239},
+    {"id": 9, "kind": "resize", "params": {"host": "local", "pool": "images",
+                                           "volume": "web01.qcow2", "capacity": 40 * G,
+                                           "shrink": False},
+     "volume": "web01.qcow2", "state": "failed", "stage": 2, "stages": 2,
+     "stage_label": "resize",
+     "error": "host 'local', pool 'images', volume 'web01.qcow2': a running QEMU has it "
+              "open for writing: it is not resized (stop the VM (or qemu-nbd) using it "
+              "first)", "created": NOW - 100, "started": NOW - 100, "finished": NOW - 99},
+    {"id": 10, "kind": "copy", "params": {"host": "local", "pool": "images",
+                                          "volume": "legacy-v2.qcow2", "dest_pool": "images",
+                                          "dest_name": "legacy-v3.qcow2", "format": None,
+                                          "overwrite": False},
+     "volume": "legacy-v2.qcow2", "state": "interrupted", "stage": 2, "stages": 3,
+     "stage_label": "copy", "percent": 17.0,
+     "error": "interrupted while running: the process running it ended",
+     "created": NOW - 90, "started": NOW - 90},
+    {"id": 11, "kind": "delete", "params": {"host": "local", "pool": "images",
+                                            "volume": "scratch.img", "typed_name": None},
+     "volume": "scratch.img", "state": "pending", "stage": 0, "stages": 1,
+     "created": NOW - 10},
+)
+
+
+def demo_journal(path: str | os.PathLike[str] | None = None) -> Journal:
+    """A journal holding ``JOB_ROWS``: fixed times, every state. Active jobs name this
+    process as their owner, so recovery leaves them alone."""
+    journal = Journal(path if path is not None else journal_path())
+    with journal.transaction() as conn:
+        for row in JOB_ROWS:
+            values = {"host": "local", "pool": "images", "who": "ops@console-1",
+                      "owner": journal.owner if row["state"] in ("pending", "running")
+                      else None, **row}
+            values["params"] = json.dumps(values["params"])
+            columns = ",".join(values)
+            conn.execute(f"INSERT INTO jobs ({columns}) VALUES "
+                         f"({','.join('?' * len(values))})", list(values.values()))
+    return journal
+
+
+SLOW_DATA = 512 << 20
+
+
+@pytest.fixture(scope="session")
+def slow_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A qcow2 holding 512 MiB of data written by qemu-io as compressed clusters: about
+    a megabyte on disk, and a copy of it (decompressing) lasts long enough to be
+    interrupted. Import it into a test module to use it; copy it before changing it."""
+    path = tmp_path_factory.mktemp("slow") / "slow.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "1G"], check=True,
+                   capture_output=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -c -P 0x5a 0 {SLOW_DATA}",
+                    str(path)], check=True, capture_output=True)
+    return path

@@ -17,8 +17,9 @@ from pytest_textual_snapshot import SVGImageExtension
 from syrupy.assertion import SnapshotAssertion
 from syrupy.location import PyTestLocation
 
+from console.jobs.runner import Runner
 from console.ui.app import StorageConsoleApp
-from tests.conftest_ui import clock, demo_inventory
+from tests.conftest_ui import JOB_ROWS, clock, demo_inventory, demo_journal, runner_for
 
 SNAPSHOTS = Path(__file__).resolve().parent.parent / "snapshots"
 
@@ -53,8 +54,9 @@ def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
 
 
 def demo_app(**kwargs: Any) -> StorageConsoleApp:
-    return StorageConsoleApp(demo_inventory(), refresh_on_start=False, clock=clock,
-                             theme="storage-dark", cursor_blink=False, **kwargs)
+    inventory = demo_inventory()
+    return StorageConsoleApp(inventory, runner=runner_for(inventory), refresh_on_start=False,
+                             clock=clock, theme="storage-dark", cursor_blink=False, **kwargs)
 
 
 def test_main_80x24(snap_compare: SnapCompare) -> None:
@@ -80,7 +82,8 @@ def test_create_dialog(snap_compare: SnapCompare) -> None:
 
 def test_main_read_only_light(snap_compare: SnapCompare) -> None:
     """Read-only in the light theme: no create/delete in the footer, title says so."""
-    app = StorageConsoleApp(demo_inventory(read_only=True), refresh_on_start=False,
+    inventory = demo_inventory(read_only=True)
+    app = StorageConsoleApp(inventory, runner=runner_for(inventory), refresh_on_start=False,
                             clock=clock, theme="storage-light", cursor_blink=False,
                             select=("backup", "archive"))
     assert snap_compare(app, terminal_size=(100, 30))
@@ -91,8 +94,40 @@ def test_delete_dialog_when_the_volume_is_gone(snap_compare: SnapCompare) -> Non
     dialog (red: it destroys) says so, naming host, pool and volume."""
 
     async def plan_done(pilot: Any) -> None:
-        await pilot.app.workers.wait_for_complete()
+        await pilot.app.workers.wait_for_complete(
+            [w for w in pilot.app.workers if w.group == "delete"])
         await pilot.pause()
 
     assert snap_compare(demo_app(), press=["j", "d"], run_before=plan_done,
                         terminal_size=(80, 24))
+
+
+def jobs_app() -> StorageConsoleApp:
+    """The demo data and a journal of fixed jobs, one in each state."""
+    inventory = demo_inventory()
+    return StorageConsoleApp(inventory, runner=Runner(demo_journal(), inventory),
+                             refresh_on_start=False, clock=clock, theme="storage-dark",
+                             cursor_blink=False)
+
+
+async def jobs_read(pilot: Any) -> None:
+    screen = pilot.app.main_screen
+    while len(screen.jobs_panel.rows) < len(JOB_ROWS):
+        await pilot.pause(0.02)
+    await pilot.pause()
+
+
+def test_jobs_panel_80x24(snap_compare: SnapCompare) -> None:
+    """The jobs panel shows itself while jobs run: four lines at 80x24, newest first."""
+    assert snap_compare(jobs_app(), run_before=jobs_read, terminal_size=(80, 24))
+
+
+def test_jobs_panel_120x40(snap_compare: SnapCompare) -> None:
+    """Focused (J) with the cursor on the interrupted copy: every job, its keys below."""
+
+    async def focus_interrupted(pilot: Any) -> None:
+        await jobs_read(pilot)
+        await pilot.press("J", "j")
+        await pilot.pause()
+
+    assert snap_compare(jobs_app(), run_before=focus_interrupted, terminal_size=(120, 40))

@@ -26,7 +26,14 @@ from console.ui.screens.main import MainScreen
 from console.ui.widgets.pool_tree import PoolTree
 from console.ui.widgets.volume_detail import VolumeDetail
 from console.ui.widgets.volume_table import VolumeTable
-from tests.conftest_ui import big_inventory, big_name, clock, demo_inventory, real_inventory
+from tests.conftest_ui import (
+    big_inventory,
+    big_name,
+    clock,
+    demo_inventory,
+    real_inventory,
+    runner_for,
+)
 
 SIZE = (120, 40)
 
@@ -34,6 +41,7 @@ SIZE = (120, 40)
 def make_app(inventory: Inventory, **kwargs: object) -> StorageConsoleApp:
     kwargs.setdefault("refresh_on_start", False)
     kwargs.setdefault("clock", clock)
+    kwargs.setdefault("runner", runner_for(inventory))
     return StorageConsoleApp(inventory, cursor_blink=False, **kwargs)  # type: ignore[arg-type]
 
 
@@ -68,12 +76,24 @@ def image_info(path: Path) -> dict[str, object]:
     return dict(json.loads(out))
 
 
-async def settle(app: StorageConsoleApp, pilot: object) -> None:
-    """Wait for every worker and the messages they posted."""
-    await app.workers.wait_for_complete()
-    await pilot.pause()  # type: ignore[attr-defined]
-    await app.workers.wait_for_complete()
-    await pilot.pause()  # type: ignore[attr-defined]
+async def settle(app: StorageConsoleApp, pilot: object, *, timeout: float = 30) -> None:
+    """Wait for the jobs this console runs, every worker but the journal's reader, and
+    the messages they posted, until nothing is left to do."""
+    deadline = time.monotonic() + timeout
+
+    def pending() -> tuple[list[int], list[Any]]:
+        screen = app.main_screen
+        running = screen.jobs_running_here() if screen is not None else []
+        return running, [w for w in app.workers if w.group != "jobs" and not w.is_finished]
+
+    quiet = 0
+    while quiet < 2:
+        assert time.monotonic() < deadline, f"still busy: {pending()}"
+        running, busy = pending()
+        if busy:
+            await app.workers.wait_for_complete(busy)
+        await pilot.pause(0.02 if running else 0)  # type: ignore[attr-defined]
+        quiet = quiet + 1 if not running and not busy else 0
 
 
 # -- navigation, filter, sort (demo data) -----------------------------------------------
@@ -320,7 +340,8 @@ def real_app(pool: Path, tmp_path: Path, *, read_only: bool = False,
     inventory = real_inventory(pool, cache_path=tmp_path / "cache.db", read_only=read_only)
     if not refresh_on_start:
         inventory.refresh()
-    return StorageConsoleApp(inventory, select=inventory.config.selected,
+    return StorageConsoleApp(inventory, runner=runner_for(inventory),
+                             select=inventory.config.selected,
                              refresh_on_start=refresh_on_start, cursor_blink=False)
 
 

@@ -11,7 +11,11 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 
 from console.inventory import Inventory
+from console.jobs.journal import JobRecord
+from console.jobs.runner import Runner
 from console.ui.commands import ConsoleCommands, PaletteCommand
+from console.ui.messages import JobUpdated
+from console.ui.screens.confirm import ConfirmScreen
 from console.ui.screens.help import HelpScreen, binding_sections
 from console.ui.screens.main import MainScreen
 from themes import CSS_PATH, DEFAULT_THEME, THEMES, other_theme
@@ -22,6 +26,9 @@ class StorageConsoleApp(App[None]):
 
     Args:
         inventory: What to show and act on; its cache paints the first screen.
+        runner: The job engine over the shared journal: create, delete, resize and copy
+            run as its jobs, and the jobs panel shows them (and those of other
+            processes). Without it the console only browses.
         select: ``(host, pool)`` to open on (default: the first pool).
         refresh_on_start: Re-read every pool from disk once the cache is painted.
         clock: Seconds since the epoch, for the age of cached rows (fixed in tests).
@@ -33,16 +40,21 @@ class StorageConsoleApp(App[None]):
     CSS_PATH = CSS_PATH
     COMMANDS = App.COMMANDS | {ConsoleCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit", "Quit"),
+        Binding("q", "quit", "Quit", show=False),  # as everywhere; ? lists it
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("t", "toggle_theme", "Light/dark", show=False),
     ]
 
-    def __init__(self, inventory: Inventory, *, select: tuple[str, str] | None = None,
-                 refresh_on_start: bool = True, clock: Callable[[], float] = time.time,
-                 theme: str | None = None, cursor_blink: bool = True) -> None:
+    def __init__(self, inventory: Inventory, *, runner: Runner | None = None,
+                 select: tuple[str, str] | None = None, refresh_on_start: bool = True,
+                 clock: Callable[[], float] = time.time, theme: str | None = None,
+                 cursor_blink: bool = True) -> None:
         super().__init__()
         self.inventory = inventory
+        self.runner = runner
+        self.main_screen: MainScreen | None = None
+        if runner is not None:
+            runner.on_update = self.job_updated
         self.select = select
         self.refresh_on_start = refresh_on_start
         self.clock = clock
@@ -54,15 +66,34 @@ class StorageConsoleApp(App[None]):
             self.sub_title = "read-only"
 
     def get_default_screen(self) -> Screen[None]:
-        return MainScreen(self.inventory, clock=self.clock, select=self.select,
-                          refresh_on_start=self.refresh_on_start,
-                          cursor_blink=self.cursor_blink)
+        self.main_screen = MainScreen(self.inventory, runner=self.runner, clock=self.clock,
+                                      select=self.select,
+                                      refresh_on_start=self.refresh_on_start,
+                                      cursor_blink=self.cursor_blink)
+        return self.main_screen
+
+    def job_updated(self, job: JobRecord) -> None:
+        """The runner's ``on_update``: called in job threads, so it only posts."""
+        if self.main_screen is not None:
+            self.main_screen.post_message(JobUpdated(job))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # q types into dialogs' fields; it quits only from the console and help.
         if action == "quit" and isinstance(self.screen, ModalScreen):
             return isinstance(self.screen, HelpScreen)
         return True
+
+    async def action_quit(self) -> None:
+        running = self.main_screen.jobs_running_here() if self.main_screen else []
+        if not running:
+            self.exit()
+            return
+        ids = ", ".join(str(i) for i in running)
+        self.push_screen(
+            ConfirmScreen("Quit?", f"Jobs started here are still running ({ids}). Quitting "
+                          "cancels them; each removes what it wrote. Quit anyway?",
+                          "Quit and cancel"),
+            lambda yes: self.exit() if yes else None)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -75,4 +106,4 @@ class StorageConsoleApp(App[None]):
         yield PaletteCommand("Help: keys", "Every key binding", self.action_help)
         yield PaletteCommand("Toggle light/dark theme", "storage-dark <-> storage-light",
                              self.action_toggle_theme)
-        yield PaletteCommand("Quit", "Leave storage-console", self.exit)
+        yield PaletteCommand("Quit", "Leave storage-console", self.action_quit)

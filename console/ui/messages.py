@@ -11,6 +11,7 @@ from textual.message import Message
 
 from backends.model import Progress
 from console.cache import VolumeRow
+from console.jobs.journal import JobRecord
 
 
 class PoolRefreshed(Message):
@@ -65,3 +66,51 @@ class OperationFailed(Message):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
+
+
+class JobUpdated(Message):
+    """This console's runner reports a job (from a job's thread, ~10 times a second)."""
+
+    def __init__(self, job: JobRecord) -> None:
+        super().__init__()
+        self.job = job
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, JobUpdated) and message.job.id == self.job.id
+
+
+class JobsPolled(Message):
+    """The newest jobs as the journal has them; posted only when they changed."""
+
+    def __init__(self, jobs: list[JobRecord]) -> None:
+        super().__init__()
+        self.jobs = jobs
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, JobsPolled)
+
+
+class JobsRecovered(Message):
+    """At start: jobs whose process died, now marked interrupted."""
+
+    def __init__(self, jobs: list[JobRecord]) -> None:
+        super().__init__()
+        self.jobs = jobs
+
+
+class JobSubmitted(Message):
+    """A dialog's job is in the journal (durable); the dialog closes."""
+
+    def __init__(self, job: JobRecord) -> None:
+        super().__init__()
+        self.job = job
+
+
+class JobActionFailed(Message):
+    """Cancel, resume or roll back was refused (or the journal cannot be read);
+    ``text`` says why."""
+
+    def __init__(self, text: str, *, job_id: int | None = None) -> None:
+        super().__init__()
+        self.text = text
+        self.job_id = job_id

@@ -1,7 +1,9 @@
 """Create a volume: name, format, size (with units), optional backing volume.
 
-Bad input is reported inside the dialog and nothing typed is lost; the creation runs in
-a thread worker with progress, and a failure leaves the dialog open with its message.
+Bad input is reported inside the dialog and nothing typed is lost. Submitting checks
+the name on disk and submits a create job (in a thread worker); the dialog closes once
+the job is in the journal, and its progress shows in the jobs panel. A refusal (a name
+taken, read-only mode) leaves the dialog open with its message.
 """
 
 from __future__ import annotations
@@ -12,28 +14,24 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
-from textual.message import Message
-from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Button, Input, Label, LoadingIndicator, Select, Static
 
-from backends.contract import Capabilities, StorageError
-from backends.model import ImageFormat, Pool, Progress
+from backends.contract import Capabilities, StorageError, VolumeExists, VolumeNotFound
+from backends.model import ImageFormat, Pool
 from console.inventory import Inventory
+from console.jobs.journal import JobRecord
+from console.jobs.operations import CreateVolume
+from console.jobs.runner import Runner
 from console.ui.cells import printable
-from console.ui.messages import OperationFailed, OperationProgress
+from console.ui.messages import JobSubmitted, OperationFailed
 from console.ui.screens.dialog import DialogScreen
 from console.units import format_size, parse_size
 
 MAX_BACKINGS = 1000  # a Select is no place for 100,000 names: the first ones by name
 
 
-class VolumeCreated(Message):
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-
-
-class CreateVolumeScreen(DialogScreen[str | None]):
-    """Dismissed with the new volume's name, or ``None`` when cancelled."""
+class CreateVolumeScreen(DialogScreen[JobRecord | None]):
+    """Dismissed with the submitted create job, or ``None`` when cancelled."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
@@ -54,15 +52,16 @@ class CreateVolumeScreen(DialogScreen[str | None]):
         #size-error { color: $error; height: auto; display: none; }
         #size-error.-shown { display: block; }
         #hint { color: $text-muted; height: auto; margin: 1 0 0 0; }
-        #progress { display: none; margin: 1 0 0 0; }
-        #progress.-shown { display: block; }
+        LoadingIndicator { height: 1; display: none; }
+        LoadingIndicator.-shown { display: block; }
     }
     """
 
-    def __init__(self, inventory: Inventory, pool: Pool, capabilities: Capabilities, *,
-                 cursor_blink: bool = True) -> None:
+    def __init__(self, inventory: Inventory, runner: Runner, pool: Pool,
+                 capabilities: Capabilities, *, cursor_blink: bool = True) -> None:
         super().__init__()
         self.inventory = inventory
+        self.runner = runner
         self.pool = pool
         self.capabilities = capabilities
         self.cursor_blink = cursor_blink
@@ -93,7 +92,7 @@ class CreateVolumeScreen(DialogScreen[str | None]):
                              disabled=not backings or not self.capabilities.backing)
             yield Static("", id="size-error")
             yield Static(self.hint(len(backings)), id="hint")
-            yield ProgressBar(total=None, show_eta=False, id="progress")
+            yield LoadingIndicator()
             yield Static("", id="error")
             with Horizontal(id="buttons"):
                 yield Button("Create", id="create", variant="primary", compact=True)
@@ -104,7 +103,7 @@ class CreateVolumeScreen(DialogScreen[str | None]):
                 "the backing's."
         if backings >= MAX_BACKINGS:
             words += f" Backing choices: the first {MAX_BACKINGS} volumes by name."
-        return words + " ctrl+s creates, esc cancels."
+        return words + " ctrl+s creates (a job: see the jobs panel), esc cancels."
 
     def backing_options(self) -> list[tuple[str, str]]:
         rows = self.inventory.cache.volume_page(self.pool.host, self.pool.name,
@@ -174,34 +173,30 @@ class CreateVolumeScreen(DialogScreen[str | None]):
         self.busy = busy
         for widget in self.query("Input, Select, Button"):
             widget.disabled = busy
-        self.query_one("#progress", ProgressBar).set_class(busy, "-shown")
+        self.query_one(LoadingIndicator).set_class(busy, "-shown")
         if not busy:
             self.format_changed()
 
     @work(thread=True, exclusive=True, group="create")
     def create(self, name: str, fmt: ImageFormat, capacity: int, backing: str | None) -> None:
-        def report(progress: Progress) -> None:
-            self.post_message(OperationProgress(progress))
-
         try:
-            self.inventory.create_volume(self.pool.host, self.pool.name, name, fmt, capacity,
-                                         backing=backing, progress=report)
+            try:  # the job would fail on a taken name: say so while the dialog is open
+                self.inventory.probe_volume(self.pool.host, self.pool.name, name)
+            except VolumeNotFound:
+                pass
+            else:
+                raise VolumeExists("a file with that name already exists", host=self.pool.host,
+                                   pool=self.pool.name, volume=name,
+                                   hint="choose another name")
+            job = self.runner.submit(CreateVolume(
+                self.pool.host, self.pool.name, name, format=str(fmt), capacity=capacity,
+                backing=backing))
         except StorageError as err:
             self.post_message(OperationFailed(str(err)))
         except Exception as err:  # never a traceback in the console
             self.post_message(OperationFailed(f"{type(err).__name__}: {err}"))
         else:
-            self.post_message(VolumeCreated(name))
-
-    @on(OperationProgress)
-    def progress(self, message: OperationProgress) -> None:
-        progress: Progress = message.progress
-        bar = self.query_one("#progress", ProgressBar)
-        if progress.percent < 0:
-            bar.update(total=None)
-        else:
-            bar.update(total=100 * progress.stages,
-                       progress=100 * (progress.stage - 1) + progress.percent)
+            self.post_message(JobSubmitted(job))
 
     @on(OperationFailed)
     def failed(self, message: OperationFailed) -> None:
@@ -209,9 +204,9 @@ class CreateVolumeScreen(DialogScreen[str | None]):
         self.show_error("error", message.text)
         self.query_one("#name", Input).focus()
 
-    @on(VolumeCreated)
-    def created(self, message: VolumeCreated) -> None:
-        self.dismiss(message.name)
+    @on(JobSubmitted)
+    def submitted(self, message: JobSubmitted) -> None:
+        self.dismiss(message.job)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

@@ -1,7 +1,9 @@
 """Delete a volume, after re-reading it from disk.
 
 The plan comes first (in a worker): a volume others are based on is refused, with their
-names; one that holds data needs its exact name typed; an empty one needs a y.
+names; one that holds data needs its exact name typed; an empty one needs a y. The
+confirmation submits a delete job (which checks all that again on disk); the dialog
+closes once the job is in the journal.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from textual.widgets import Button, Input, LoadingIndicator, Static
 from backends.contract import StorageError
 from backends.model import Pool
 from console.inventory import DeletePlan, Inventory
+from console.jobs.journal import JobRecord
+from console.jobs.operations import DeleteVolume
+from console.jobs.runner import Runner
 from console.ui.cells import printable
-from console.ui.messages import OperationFailed
+from console.ui.messages import JobSubmitted, OperationFailed
 from console.ui.screens.dialog import DialogScreen
 from console.units import format_size
 
@@ -30,12 +35,8 @@ class PlanReady(Message):
         self.plan = plan
 
 
-class VolumeDeleted(Message):
-    pass
-
-
-class DeleteVolumeScreen(DialogScreen[bool]):
-    """Dismissed with True once the volume is gone, False when cancelled or refused."""
+class DeleteVolumeScreen(DialogScreen[JobRecord | None]):
+    """Dismissed with the submitted delete job, or None when cancelled or refused."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
@@ -57,10 +58,11 @@ class DeleteVolumeScreen(DialogScreen[bool]):
     }
     """
 
-    def __init__(self, inventory: Inventory, pool: Pool, name: str, *,
+    def __init__(self, inventory: Inventory, runner: Runner, pool: Pool, name: str, *,
                  cursor_blink: bool = True) -> None:
         super().__init__()
         self.inventory = inventory
+        self.runner = runner
         self.pool = pool
         self.volume_name = name
         self.cursor_blink = cursor_blink
@@ -165,14 +167,14 @@ class DeleteVolumeScreen(DialogScreen[bool]):
     @work(thread=True, exclusive=True, group="delete")
     def delete(self, typed: str | None) -> None:
         try:
-            self.inventory.delete_volume(self.pool.host, self.pool.name, self.volume_name,
-                                         typed_name=typed)
+            job = self.runner.submit(DeleteVolume(self.pool.host, self.pool.name,
+                                                  self.volume_name, typed_name=typed))
         except StorageError as err:
             self.post_message(OperationFailed(str(err)))
         except Exception as err:  # never a traceback in the console
             self.post_message(OperationFailed(f"{type(err).__name__}: {err}"))
         else:
-            self.post_message(VolumeDeleted())
+            self.post_message(JobSubmitted(job))
 
     @on(OperationFailed)
     def failed(self, message: OperationFailed) -> None:
@@ -195,11 +197,11 @@ class DeleteVolumeScreen(DialogScreen[bool]):
         self.query_one("#cancel", Button).focus()
         self.refresh_bindings()
 
-    @on(VolumeDeleted)
-    def deleted(self) -> None:
-        self.dismiss(True)
+    @on(JobSubmitted)
+    def submitted(self, message: JobSubmitted) -> None:
+        self.dismiss(message.job)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         if not self.busy or self.plan is None:
-            self.dismiss(False)
+            self.dismiss(None)

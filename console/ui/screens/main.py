@@ -1,11 +1,20 @@
-"""The main screen: pools on the left; volumes, filter and details on the right.
+"""The main screen: pools on the left; volumes, filter and details on the right; the
+jobs panel at the bottom.
 
 Paints from the cache at once, then refreshes from disk in a thread worker that posts
 ``PoolRefreshed`` per pool; the table re-queries in place, cursor on the same volume.
+
+Create, delete, resize and copy are jobs of the runner: each dialog closes once its job
+is in the journal. The runner's updates (``JobUpdated``) and a thread that reads the
+journal about once a second while anything runs (``JobsPolled``, only when something
+changed: jobs of other processes show up too) feed the jobs panel; a job that ends gets
+its pools re-read from disk.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import ClassVar
@@ -14,23 +23,59 @@ from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
+from textual.worker import get_current_worker
 
 from backends.contract import Capabilities, StorageError
 from backends.model import Pool
 from console.cache import PoolRow
 from console.inventory import Inventory
+from console.jobs.journal import ACTIVE, JobRecord, JobState
+from console.jobs.runner import Runner
+from console.ui.cells import printable
 from console.ui.commands import PaletteCommand
-from console.ui.messages import PoolRefreshed, RefreshFinished, VolumeHighlighted
+from console.ui.job_board import PANEL_LIMIT, Change, JobBoard, job_pools, job_title
+from console.ui.messages import (
+    JobActionFailed,
+    JobsPolled,
+    JobsRecovered,
+    JobUpdated,
+    PoolRefreshed,
+    RefreshFinished,
+    VolumeHighlighted,
+)
+from console.ui.screens.copy_volume import CopyVolumeScreen
 from console.ui.screens.create_volume import CreateVolumeScreen
 from console.ui.screens.delete_volume import DeleteVolumeScreen
+from console.ui.screens.resize_volume import ResizeVolumeScreen
+from console.ui.widgets.jobs_panel import JobsPanel
 from console.ui.widgets.pool_summary import PoolSummary
 from console.ui.widgets.pool_tree import PoolEntry, PoolTree
 from console.ui.widgets.volume_detail import VolumeDetail
 from console.ui.widgets.volume_table import SORT_LABELS, VolumeTable
 
 AGE_TICK = 10.0  # seconds between repaints of the age column and pool states
+
+
+class JobRead(Message):
+    """One job as the journal has it after acting on it (cancel, roll back)."""
+
+    def __init__(self, job: JobRecord) -> None:
+        super().__init__()
+        self.job = job
+
+
+class JobPoolsRefreshed(Message):
+    """The pools of an ended job were re-read from disk (``errors``: those that failed)."""
+
+    def __init__(self, job: JobRecord, pools: list[tuple[str, str]],
+                 errors: list[str]) -> None:
+        super().__init__()
+        self.job = job
+        self.pools = pools
+        self.errors = errors
 
 
 class MainScreen(Screen[None]):
@@ -41,24 +86,35 @@ class MainScreen(Screen[None]):
         Binding("r", "refresh", "Refresh"),
         Binding("c", "create", "Create"),
         Binding("d,delete", "delete", "Delete"),
-        Binding("s", "sort", "Sort"),
+        Binding("e", "resize", "Resize"),
+        Binding("y", "copy", "Copy"),
+        Binding("J", "jobs", "Jobs"),
+        Binding("s", "sort", "Sort", show=False),  # the header marks the sort column
         Binding("S", "reverse_sort", "Reverse sort", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("p", "focus_pools", "Focus pools", show=False),
         Binding("v", "focus_volumes", "Focus volumes", show=False),
     ]
 
+    # Seconds between reads of the journal: while a job is active, and when all is idle.
+    JOB_POLL_BUSY: ClassVar[float] = 1.0
+    JOB_POLL_IDLE: ClassVar[float] = 3.0
+
     def __init__(self, inventory: Inventory, *, clock: Callable[[], float],
-                 select: tuple[str, str] | None = None, refresh_on_start: bool = True,
-                 cursor_blink: bool = True) -> None:
+                 runner: Runner | None = None, select: tuple[str, str] | None = None,
+                 refresh_on_start: bool = True, cursor_blink: bool = True) -> None:
         super().__init__()
         self.inventory = inventory
+        self.runner = runner
         self.clock = clock
         self.initial = select
         self.refresh_on_start = refresh_on_start
         self.cursor_blink = cursor_blink
         self.current: PoolEntry | None = None
         self.nothing_selected = True
+        self.board = JobBoard(started=time.time())
+        self.jobs_hidden_by_user = False
+        self.select_after: dict[int, tuple[str, str, str]] = {}  # job -> volume to select
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -71,6 +127,8 @@ class MainScreen(Screen[None]):
                             compact=True)
                 yield VolumeTable(self.inventory.cache, clock=self.clock, id="volumes")
                 yield VolumeDetail(clock=self.clock, id="detail")
+        yield JobsPanel(self.board, clock=self.clock, id="jobs",
+                        can_act=self.runner is not None and not self.inventory.read_only)
         yield Footer()
 
     @property
@@ -80,6 +138,10 @@ class MainScreen(Screen[None]):
     @property
     def pool_tree(self) -> PoolTree:
         return self.query_one(PoolTree)
+
+    @property
+    def jobs_panel(self) -> JobsPanel:
+        return self.query_one(JobsPanel)
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).cursor_blink = self.cursor_blink
@@ -96,9 +158,13 @@ class MainScreen(Screen[None]):
         self.set_interval(AGE_TICK, self.repaint_ages)
         if self.refresh_on_start:
             self.action_refresh()
+        if self.runner is not None:
+            self.watch_jobs()
 
     def on_resize(self, event: events.Resize) -> None:
         self.set_class(event.size.width >= 110, "-wide")
+        self.query_one(Footer).compact = event.size.width < 110  # every key fits in 80
+        self.jobs_panel.set_max_lines(max(2, min(8, event.size.height // 5)))
 
     # -- data -----------------------------------------------------------------------
 
@@ -133,6 +199,8 @@ class MainScreen(Screen[None]):
         self.volume_table.refresh()
         self.pool_tree.repaint_states()
         self.query_one(PoolSummary).refresh()
+        if self.jobs_panel.display:
+            self.jobs_panel.refresh()
 
     def current_pool(self) -> Pool | None:
         if self.current is None:
@@ -258,49 +326,277 @@ class MainScreen(Screen[None]):
     def action_focus_volumes(self) -> None:
         self.volume_table.focus()
 
-    # -- create and delete ---------------------------------------------------------------
+    # -- create, delete, resize, copy: jobs ------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("create", "delete", "resize", "copy", "jobs") and self.runner is None:
+            return False  # no job engine: the console only browses
+        capabilities = self.capabilities()
         if action == "create":
-            return self.capabilities().create or False
-        if action == "delete":
-            if not self.capabilities().delete:
+            return capabilities.create or False
+        if action in ("delete", "resize", "copy"):
+            if not getattr(capabilities, action):
                 return False
             return True if self.volume_table.current is not None else None
         return True
 
     def action_create(self) -> None:
         pool = self.current_pool()
-        if pool is None:
+        if pool is None or self.runner is None:
             return
         self.app.push_screen(
-            CreateVolumeScreen(self.inventory, pool, self.capabilities(),
+            CreateVolumeScreen(self.inventory, self.runner, pool, self.capabilities(),
                                cursor_blink=self.cursor_blink),
-            lambda name: self.volume_created(pool, name))
-
-    def volume_created(self, pool: Pool, name: str | None) -> None:
-        if name is None:
-            return
-        self.reload_pool(pool.host, pool.name, select=name)
-        if self.volume_table.current is None or self.volume_table.current.name != name:
-            self.action_clear_filter()  # the filter hid it: show it anyway
-            self.volume_table.select_name(name)
-        self.notify(f"created {name} in {pool.host} › {pool.name}", title="volume created")
+            lambda job: self.job_submitted(job, select=True))
 
     def action_delete(self) -> None:
         pool, volume = self.current_pool(), self.volume_table.current
-        if pool is None or volume is None:
+        if pool is None or volume is None or self.runner is None:
             return
         self.app.push_screen(
-            DeleteVolumeScreen(self.inventory, pool, volume.name,
+            DeleteVolumeScreen(self.inventory, self.runner, pool, volume.name,
                                cursor_blink=self.cursor_blink),
-            lambda done: self.volume_deleted(pool, volume.name, done))
+            self.job_submitted)
 
-    def volume_deleted(self, pool: Pool, name: str, done: bool | None) -> None:
-        if done:
-            self.reload_pool(pool.host, pool.name)
-            self.notify(f"deleted {name} from {pool.host} › {pool.name}",
-                        title="volume deleted")
+    def action_resize(self) -> None:
+        pool, volume = self.current_pool(), self.volume_table.current
+        if pool is None or volume is None or self.runner is None:
+            return
+        self.app.push_screen(
+            ResizeVolumeScreen(self.runner, pool, volume, cursor_blink=self.cursor_blink),
+            self.job_submitted)
+
+    def action_copy(self) -> None:
+        pool, volume = self.current_pool(), self.volume_table.current
+        if pool is None or volume is None or self.runner is None:
+            return
+        self.app.push_screen(
+            CopyVolumeScreen(self.runner, pool, volume, cursor_blink=self.cursor_blink),
+            lambda job: self.job_submitted(job, select=True))
+
+    def job_submitted(self, job: JobRecord | None, *, select: bool = False) -> None:
+        """A dialog's job is in the journal: the panel shows it from now on."""
+        if job is None:
+            return
+        if select:  # put the cursor on the new volume once it exists
+            dest = job.params.get("dest_pool") or job.pool
+            name = job.params.get("dest_name") or job.volume
+            self.select_after[job.id] = (job.host, str(dest), str(name))
+        change = self.board.submitted(job)
+        self.jobs_changed([change] if change else [])
+
+    # -- the jobs panel -------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="jobs")
+    def watch_jobs(self) -> None:
+        """Recover, then read the journal until the screen goes: about once a second
+        while a job is active, every few seconds when idle; posts only changes."""
+        runner = self.runner
+        assert runner is not None
+        worker = get_current_worker()
+        journal = runner.journal
+        try:
+            try:
+                recovered = runner.recover()
+            except (sqlite3.Error, OSError) as err:
+                self.post_message(JobActionFailed(f"cannot read the journal: {err}"))
+                recovered = []
+            if recovered:
+                self.post_message(JobsRecovered(recovered))
+            last: list[JobRecord] | None = None
+            failing = False
+            while not worker.is_cancelled:
+                try:
+                    jobs = journal.jobs(limit=PANEL_LIMIT)
+                except sqlite3.Error as err:
+                    if not failing:
+                        self.post_message(JobActionFailed(f"cannot read the journal: {err}"))
+                    failing = True
+                    jobs = last or []
+                else:
+                    failing = False
+                    if jobs != last:
+                        last = jobs
+                        self.post_message(JobsPolled(jobs))
+                    for job in jobs:
+                        if job.state == JobState.ABORTING and job.owner == journal.owner:
+                            # Cancelled by another process (the command line): the runner
+                            # only hears its own cancels (reported upstream).
+                            runner._cancel_event(job.id).set()
+                busy = any(job.state in ACTIVE for job in jobs)
+                worker.cancelled_event.wait(self.JOB_POLL_BUSY if busy
+                                            else self.JOB_POLL_IDLE)
+        finally:
+            journal.close()  # this thread's connection
+
+    @on(JobUpdated)
+    def job_updated(self, message: JobUpdated) -> None:
+        change = self.board.local_update(message.job)
+        self.jobs_changed([change] if change else [])
+
+    @on(JobsPolled)
+    def jobs_polled(self, message: JobsPolled) -> None:
+        self.jobs_changed(self.board.polled(message.jobs))
+
+    @on(JobRead)
+    def job_read(self, message: JobRead) -> None:
+        change = self.board.observe(message.job)
+        self.jobs_changed([change] if change else [])
+
+    def jobs_changed(self, changes: list[Change]) -> None:
+        if not changes:
+            return  # nothing new: nothing to redraw
+        panel = self.jobs_panel
+        panel.update_jobs()
+        started = [c for c in changes if c.after.state in ACTIVE
+                   and (c.before is None or c.before.state not in ACTIVE)]
+        if started:
+            self.jobs_hidden_by_user = False
+        if started and not panel.has_class("-shown"):
+            self.show_jobs()
+        for change in changes:
+            if change.ended and (change.before is not None
+                                 or (change.after.finished or 0) >= self.board.started):
+                self.job_ended(change.after)
+
+    def job_ended(self, job: JobRecord) -> None:
+        title = printable(job_title(job))
+        if job.state == JobState.DONE:
+            self.notify(title, title=f"job {job.id} done")
+        elif job.state == JobState.ABORTED:
+            self.notify(f"{title}: {job.error or 'cancelled'}",
+                        title=f"job {job.id} cancelled", severity="warning")
+        else:
+            self.notify(f"{title}: {job.error}", title=f"job {job.id} failed",
+                        severity="error", timeout=15)
+        known = []
+        for host, pool in job_pools(job):
+            try:
+                self.inventory.pool(host, pool)
+            except KeyError:
+                continue  # a pool of another process's config
+            known.append((host, pool))
+        if known:
+            self.refresh_job_pools(job, known)
+
+    @work(thread=True, group="job-refresh")
+    def refresh_job_pools(self, job: JobRecord, pools: list[tuple[str, str]]) -> None:
+        errors = []
+        for host, name in pools:
+            try:
+                self.inventory.refresh_pool(self.inventory.pool(host, name))
+            except StorageError as err:
+                errors.append(str(err))
+            except Exception as err:  # a bug below must not take the console down
+                errors.append(f"refresh failed: {type(err).__name__}: {err}")
+        self.post_message(JobPoolsRefreshed(job, pools, errors))
+
+    @on(JobPoolsRefreshed)
+    def job_pools_refreshed(self, message: JobPoolsRefreshed) -> None:
+        target = self.select_after.pop(message.job.id, None)
+        for host, pool in message.pools:
+            select = target[2] if target is not None and message.job.state == JobState.DONE \
+                and target[:2] == (host, pool) else None
+            self.reload_pool(host, pool, select=select)
+            shown = self.current is not None and self.current.key == (host, pool)
+            table = self.volume_table
+            if select is not None and shown and (table.current is None
+                                                 or table.current.name != select):
+                self.action_clear_filter()  # the filter hid it: show it anyway
+                table.select_name(select)
+        for error in message.errors:
+            self.notify(error, title="refresh failed", severity="error", timeout=10)
+
+    @on(JobsRecovered)
+    def jobs_recovered(self, message: JobsRecovered) -> None:
+        for job in message.jobs:
+            self.board.observe(job)
+            how = "R resumes it, b rolls it back" if self.jobs_panel.can_act else \
+                "resume or roll it back from a console that is not read-only"
+            self.notify(f"{printable(job_title(job))}: its process ended while it ran. In the "
+                        f"jobs panel (J), {how}.", title=f"job {job.id} was interrupted",
+                        severity="warning", timeout=20)
+        self.jobs_panel.update_jobs()
+        self.show_jobs()
+
+    @on(JobsPanel.Act)
+    def job_act(self, message: JobsPanel.Act) -> None:
+        if self.runner is None or self.inventory.read_only:
+            return
+        job = message.job
+        if message.action == "cancel":
+            self.board.cancel_requested(job.id)
+            self.jobs_panel.update_jobs()
+        elif message.action == "resume":
+            self.board.expect(job.id)
+        self.run_job_action(message.action, job.id)
+
+    @work(thread=True, group="job-action")
+    def run_job_action(self, action: str, job_id: int) -> None:
+        runner = self.runner
+        assert runner is not None
+        try:
+            if action == "cancel":
+                job = runner.cancel(job_id)
+            elif action == "resume":
+                job = runner.resume(job_id)
+            else:
+                job = runner.rollback(job_id)
+        except StorageError as err:
+            self.post_message(JobActionFailed(str(err), job_id=job_id))
+        except KeyError as err:
+            self.post_message(JobActionFailed(
+                f"job {job_id}: its pool {err} is not in this console's config",
+                job_id=job_id))
+        except Exception as err:  # never a traceback in the console
+            self.post_message(JobActionFailed(f"{type(err).__name__}: {err}", job_id=job_id))
+        else:
+            if action != "resume":  # resuming: the runner reports from now on
+                self.post_message(JobRead(job))
+
+    @on(JobActionFailed)
+    def job_action_failed(self, message: JobActionFailed) -> None:
+        if message.job_id is not None:
+            self.board.forget(message.job_id)
+            self.board.cancelling.discard(message.job_id)
+            self.jobs_panel.update_jobs()
+        self.notify(message.text, title="jobs", severity="error", timeout=10)
+
+    @on(JobsPanel.Details)
+    def job_details(self, message: JobsPanel.Details) -> None:
+        job = message.job
+        lines = [printable(job_title(job)),
+                 f"{job.state}, stage {job.stage}/{job.stages} {job.stage_label}".rstrip(),
+                 f"by {job.who}, pool {printable(job.host)}:{printable(job.pool)}"]
+        if job.error:
+            lines.append(printable(job.error))
+        self.notify("\n".join(lines), title=f"job {job.id}", timeout=20)
+
+    def show_jobs(self, *, focus: bool = False) -> None:
+        if self.jobs_hidden_by_user and not focus:
+            return
+        panel = self.jobs_panel
+        panel.add_class("-shown")
+        panel.update_jobs()
+        if focus:
+            panel.focus()
+
+    def action_jobs(self) -> None:
+        """J: show and focus the jobs panel; again: hide it."""
+        panel = self.jobs_panel
+        if not panel.has_class("-shown"):
+            self.jobs_hidden_by_user = False
+            self.show_jobs(focus=True)
+        elif self.focused is not panel:
+            panel.focus()
+        else:
+            self.jobs_hidden_by_user = True
+            panel.remove_class("-shown")
+            self.volume_table.focus()
+
+    def jobs_running_here(self) -> list[int]:
+        """Jobs this console's runner has not finished (quitting cancels them)."""
+        return self.board.running_here()
 
     # -- palette ------------------------------------------------------------------------
 
@@ -310,10 +606,19 @@ class MainScreen(Screen[None]):
         if self.check_action("create", ()):
             yield PaletteCommand("Create a volume", "A new raw or qcow2 volume in this pool",
                                  self.action_create)
+        name = self.volume_table.current.name if self.volume_table.current else ""
         if self.check_action("delete", ()):
-            name = self.volume_table.current.name if self.volume_table.current else ""
             yield PaletteCommand(f"Delete volume {name}", "Asks before deleting",
                                  self.action_delete)
+        if self.check_action("resize", ()):
+            yield PaletteCommand(f"Resize volume {name}", "Grow (or shrink) it, as a job",
+                                 self.action_resize)
+        if self.check_action("copy", ()):
+            yield PaletteCommand(f"Copy volume {name}", "To a pool of the same host, as a job",
+                                 self.action_copy)
+        if self.runner is not None:
+            yield PaletteCommand("Jobs panel", "Show, focus or hide the recent jobs",
+                                 self.action_jobs)
         yield PaletteCommand("Filter volumes", "Show only names containing some text",
                              self.action_filter)
         if self.volume_table.filter_text:

@@ -1,0 +1,121 @@
+"""Copy a volume to a pool of the same host: destination pool, name, format, overwrite.
+
+As with resize, the first Enter reads the plan (the space the copy reserves, measured
+with ``qemu-img measure`` in a worker) and the second submits the job.
+"""
+
+from __future__ import annotations
+
+import os
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Grid, Horizontal, Vertical
+from textual.widgets import Button, Checkbox, Input, Label, LoadingIndicator, Select, Static
+
+from backends.contract import InvalidRequest, VolumeExists, VolumeNotFound
+from backends.model import ImageFormat, Pool
+from console.cache import VolumeRow
+from console.jobs.operations import CopyVolume, Operation
+from console.jobs.runner import Runner
+from console.ui.cells import printable
+from console.ui.screens.plan import PlanDialog
+from console.units import format_size
+
+KEEP = "keep"
+FORMATS: tuple[str, ...] = (KEEP, str(ImageFormat.RAW), str(ImageFormat.QCOW2))
+
+
+def copy_name(name: str) -> str:
+    """``web01.qcow2`` → ``web01-copy.qcow2``: a default that never names the source."""
+    stem, ext = os.path.splitext(name)
+    return f"{stem or name}-copy{ext if stem else ''}"
+
+
+class CopyVolumeScreen(PlanDialog):
+    """Dismissed with the submitted job, or ``None`` when cancelled."""
+
+    VERB = "Copy"
+
+    def __init__(self, runner: Runner, pool: Pool, volume: VolumeRow, *,
+                 cursor_blink: bool = True) -> None:
+        super().__init__(runner, pool, volume, cursor_blink=cursor_blink)
+        self.pools = [p for p in runner.inventory.pools() if p.host == pool.host]
+
+    def compose(self) -> ComposeResult:
+        v = self.volume
+        with Vertical(id="dialog") as dialog:
+            dialog.border_title = f"Copy {printable(v.name)}"
+            yield Static(f"{printable(v.name)}: {v.format}, {format_size(v.capacity)} "
+                         f"virtual, {format_size(v.allocation)} allocated; the copy holds "
+                         "its whole chain (flattened)", id="what")
+            with Grid(id="fields"):
+                yield Label("to pool")
+                yield Select([(printable(p.name), p.name) for p in self.pools],
+                             value=self.pool.name, allow_blank=False, id="dest-pool",
+                             compact=True)
+                yield Label("name")
+                yield Input(copy_name(v.name), id="name", compact=True)
+                yield Label("format")
+                yield Select([(f"keep ({v.format})" if f == KEEP else f, f) for f in FORMATS],
+                             value=KEEP, allow_blank=False, id="format", compact=True)
+                yield Label("")
+                yield Checkbox("overwrite an existing volume of that name", id="overwrite",
+                               compact=True)
+            yield Static("", id="plan")
+            yield LoadingIndicator()
+            yield Static("", id="error")
+            with Horizontal(id="buttons"):
+                yield Button("Plan", id="primary", variant="primary", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
+
+    @on(Select.Changed)
+    def select_changed(self, event: Select.Changed) -> None:
+        self.edited()
+        if event.select.id == "dest-pool":
+            # The default name follows the pool (a copy elsewhere keeps the name), unless
+            # a name was typed.
+            field = self.query_one("#name", Input)
+            same = event.value == self.pool.name
+            if field.value in (self.volume.name, copy_name(self.volume.name)):
+                field.value = copy_name(self.volume.name) if same else self.volume.name
+
+    def operation(self) -> Operation | None:
+        name = self.query_one("#name", Input).value
+        if not name.strip():
+            self.show_error("name: enter a name for the copy")
+            return None
+        dest_pool = str(self.query_one("#dest-pool", Select).value)
+        fmt = str(self.query_one("#format", Select).value)
+        return CopyVolume(self.pool.host, self.pool.name, self.volume.name,
+                          dest_pool=dest_pool, dest_name=name,
+                          format=None if fmt == KEEP else fmt,
+                          overwrite=self.query_one("#overwrite", Checkbox).value)
+
+    def check(self, op: Operation) -> None:
+        assert isinstance(op, CopyVolume)
+        where = {"host": op.host, "pool": op.dest_pool, "volume": op.dest_name}
+        if (op.dest_pool, op.dest_name) == (op.pool, op.volume):
+            raise InvalidRequest("a volume cannot be copied onto itself", **where)
+        inventory = self.runner.inventory
+        inventory.probe_volume(op.host, op.pool, op.volume)  # the source is still there
+        try:
+            inventory.probe_volume(op.host, op.dest_pool, op.dest_name)
+        except VolumeNotFound:
+            return
+        if not op.overwrite:
+            raise VolumeExists("a file with that name already exists", **where,
+                               hint="choose another name, or tick overwrite to replace it")
+
+    def fallback(self) -> str:
+        source = self.volume.format
+        plan = self.plan
+        target = plan.op.format if plan is not None and isinstance(plan.op, CopyVolume) \
+            and plan.op.format else source
+        return (f"qemu-img convert -f {source} -O {target} into a temporary file in the "
+                "pool, renamed to the name once whole")
+
+    def notes(self) -> list[tuple[str, str]]:
+        return [("note", "sparse: holes stay holes; refused while a running QEMU writes the "
+                         "source; an existing name is replaced only with overwrite, once the "
+                         "copy is whole")]

@@ -1,0 +1,305 @@
+"""The job commands as a script runs them: real processes, real images, the shared journal.
+
+Results are checked with qemu-img (info, compare); the journal is read by a second
+``Journal`` in this process, as a running console would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from console.config import journal_path
+from console.jobs.journal import JobRecord, JobState, Journal
+from console.jobs.operations import temp_name
+from tests.conftest import MakeImage
+from tests.conftest_ui import slow_image
+
+__all__ = ["slow_image"]  # a fixture
+
+def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True,
+                          text=True, timeout=60, input=stdin)
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "console.cli", *args], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def info(path: Path) -> dict[str, object]:
+    out = subprocess.run(["qemu-img", "info", "--output=json", "-U", str(path)],
+                         check=True, capture_output=True).stdout
+    return dict(json.loads(out))
+
+
+def identical(a: Path, a_fmt: str, b: Path, b_fmt: str) -> bool:
+    return subprocess.run(["qemu-img", "compare", "-q", "-f", a_fmt, "-F", b_fmt, str(a),
+                           str(b)]).returncode == 0
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def journal() -> Journal:
+    return Journal(journal_path())
+
+
+def leftovers(pool: Path) -> list[str]:
+    return [n for n in os.listdir(pool) if n.startswith(".sc-tmp")]
+
+
+@pytest.fixture
+def pools(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    yield a, b
+
+
+def wait_for(predicate: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_create_resize_copy_delete(pools: tuple[Path, Path]) -> None:
+    a, b = pools
+    done = run("create", str(a / "disk.qcow2"), "--size", "64M")
+    assert done.returncode == 0, done.stderr
+    assert "done" in done.stdout.splitlines()[-1] and not done.stderr
+    assert (info(a / "disk.qcow2")["format"], info(a / "disk.qcow2")["virtual-size"]) == \
+        ("qcow2", 64 << 20)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 1M 3M",
+                    str(a / "disk.qcow2")], check=True, capture_output=True)
+
+    done = run("resize", str(a / "disk.qcow2"), "+64M")
+    assert done.returncode == 0, done.stderr
+    assert info(a / "disk.qcow2")["virtual-size"] == 128 << 20
+    done = run("resize", str(a / "disk.qcow2"), "32M")  # a shrink without --shrink
+    assert done.returncode == 1
+    assert "smaller" in one_line(done.stderr) and "failed" in done.stderr
+    assert info(a / "disk.qcow2")["virtual-size"] == 128 << 20
+
+    done = run("copy", str(a / "disk.qcow2"), f"{b}/", "--format", "raw")
+    assert done.returncode == 0, done.stderr
+    assert info(b / "disk.qcow2")["format"] == "raw"
+    assert identical(a / "disk.qcow2", "qcow2", b / "disk.qcow2", "raw")
+    done = run("copy", str(a / "disk.qcow2"), str(b / "disk.qcow2"))
+    assert done.returncode == 1 and "already exists" in one_line(done.stderr)
+    done = run("copy", str(a / "disk.qcow2"), str(b / "disk.qcow2"), "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert info(b / "disk.qcow2")["format"] == "qcow2"  # the source's format this time
+    assert identical(a / "disk.qcow2", "qcow2", b / "disk.qcow2", "qcow2")
+
+    done = run("delete", str(b / "disk.qcow2"))  # it holds data, and stdin is no terminal
+    assert done.returncode == 2 and "--yes-i-am-sure-it-holds-data" in one_line(done.stderr)
+    assert (b / "disk.qcow2").exists()
+    done = run("delete", str(b / "disk.qcow2"), "--yes-i-am-sure-it-holds-data", "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert (record["kind"], record["state"], record["volume"]) == ("delete", "done",
+                                                                   "disk.qcow2")
+    assert not (b / "disk.qcow2").exists() and leftovers(a) == leftovers(b) == []
+
+    listed = run("jobs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    jobs = json.loads(listed.stdout)
+    assert [(j["kind"], j["state"]) for j in reversed(jobs)] == [
+        ("create", "done"), ("resize", "done"), ("resize", "failed"), ("copy", "done"),
+        ("copy", "failed"), ("copy", "done"), ("delete", "done")]
+    assert all(j["who"] and "@" in j["who"] for j in jobs)
+    text = run("jobs").stdout.splitlines()
+    assert text[0].split() == ["ID", "STATE", "KIND", "VOLUME", "STAGE", "PCT", "SPEED",
+                               "WHO", "ERROR"]
+    assert len(text) == 8 and "failed" in text[3]
+
+
+def test_addresses_backing_and_json(tmp_path: Path, make_image: MakeImage) -> None:
+    pool = tmp_path / "images"
+    pool.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f"[[host]]\nname = 'local'\n[[host.pool]]\nname = 'images'\n"
+                      f"path = '{pool}'\n")
+    make_image(pool / "base.qcow2", "qcow2", "8M")
+    done = run("create", "local:images/over.qcow2", "--backing", "base.qcow2", "--json",
+               "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)  # only the final record: no progress lines
+    assert (record["state"], record["host"], record["pool"]) == ("done", "local", "images")
+    assert record["params"]["backing"] == "base.qcow2" and record["percent"] == 100
+    over = info(pool / "over.qcow2")
+    assert over["backing-filename"] == "base.qcow2" and over["virtual-size"] == 8 << 20
+    # A second reader of the journal (a console) sees the job the command line ran.
+    job = journal().get(record["id"])
+    assert job.state == JobState.DONE and job.kind == "create" and job.finished
+
+
+@pytest.mark.parametrize("args", [
+    ("create", "{a}/new.qcow2", "--size", "1M"),
+    ("resize", "{a}/keep.raw", "2M"),
+    ("copy", "{a}/keep.raw", "{a}/copy.raw"),
+    ("delete", "{a}/keep.raw"),
+])
+def test_read_only_is_refused_by_the_job_layer(pools: tuple[Path, Path], make_image: MakeImage,
+                                               args: tuple[str, ...]) -> None:
+    a, _ = pools
+    make_image(a / "keep.raw", "raw", "1M")
+    done = run(*(arg.format(a=a) for arg in args), "--read-only")
+    assert done.returncode == 2
+    assert "read-only" in one_line(done.stderr)
+    assert sorted(os.listdir(a)) == ["keep.raw"]
+    assert info(a / "keep.raw")["virtual-size"] == 1 << 20
+    assert journal().jobs() == []  # refused before anything was journaled
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("create", "{a}/x.qcow2", "--size", "12 parsecs"), "not a size"),
+    (("create", "{a}/x.qcow2"), "--size is needed"),
+    (("create", "/nonexistent/dir/x.qcow2", "--size", "1M"), "no such directory"),
+    (("create", "nohost:pool/x.qcow2", "--size", "1M"), "no host 'nohost'"),
+    (("delete", "{a}/missing.raw"), "missing.raw"),
+    (("resize", "{a}/x.qcow2"), "the following arguments are required"),
+    (("job", "cancel", "4242"), "no job 4242"),
+    (("job", "explode", "1"), "invalid choice"),
+])
+def test_errors_are_one_line_exit_2(pools: tuple[Path, Path], args: tuple[str, ...],
+                                    message: str) -> None:
+    a, _ = pools
+    done = run(*(arg.format(a=a) for arg in args))
+    assert done.returncode == 2, done.stderr
+    assert message in one_line(done.stderr)
+
+
+def test_ctrl_c_cancels_the_copy(pools: tuple[Path, Path], slow_image: Path) -> None:
+    a, b = pools
+    src = a / "slow.qcow2"
+    src.write_bytes(slow_image.read_bytes())
+    child = start("copy", str(src), str(b / "copy.raw"), "--format", "raw")
+    reader = journal()
+
+    def copying() -> bool:
+        jobs = reader.jobs()
+        return bool(jobs) and jobs[0].stage == 2 and bool(leftovers(b))
+
+    wait_for(copying)
+    job = reader.jobs()[0]
+    assert (job.state, job.kind, job.stages) == (JobState.RUNNING, "copy", 3)  # seen live
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=20)
+    assert child.returncode == 1, err
+    assert f"job {job.id}: stage 2/3 copy" in out.splitlines()  # plain lines: no terminal
+    assert "cancelling job" in err and "was cancelled" in err and "Traceback" not in err
+    job = reader.get(job.id)
+    assert (job.state, job.error) == (JobState.ABORTED, "cancelled")
+    assert os.listdir(b) == [".storage-console"]  # no target, no temporary file
+    assert identical(src, "qcow2", slow_image, "qcow2")
+
+
+def test_cancel_from_another_process(pools: tuple[Path, Path], slow_image: Path) -> None:
+    a, b = pools
+    src = a / "slow.qcow2"
+    src.write_bytes(slow_image.read_bytes())
+    child = start("copy", str(src), str(b / "copy.raw"), "--format", "raw")
+    reader = journal()
+    wait_for(lambda: bool(leftovers(b)))
+    job_id = reader.jobs()[0].id
+    done = run("job", "cancel", str(job_id))
+    assert done.returncode == 0, done.stderr
+    assert f"job {job_id}: cancelled" in done.stdout
+    _, err = child.communicate(timeout=20)
+    assert child.returncode == 1 and "was cancelled" in err
+    assert reader.get(job_id).state == JobState.ABORTED
+    assert os.listdir(b) == [".storage-console"]
+
+
+def interrupted_copy(src: Path, dest_pool: Path, name: str) -> JobRecord:
+    """Journal a copy as a process that died mid-copy would have left it: running,
+    owned by a dead process, a partial temporary file in the target pool."""
+    j = journal()
+    params = {"host": "local", "pool": str(src.parent), "volume": src.name,
+              "dest_pool": str(dest_pool), "dest_name": name, "format": None,
+              "overwrite": False}
+    job = j.submit("copy", params, "local", str(src.parent), src.name)
+    j.start(job.id, 3)
+    temp = temp_name(job.id, name)
+    j.remember(job.id, temp=temp, temp_pool=str(dest_pool))
+    (dest_pool / temp).write_bytes(b"partial")
+    with j.transaction() as conn:
+        conn.execute("UPDATE jobs SET owner=?, stage=2 WHERE id=?",
+                     (f"{socket.gethostname()}:999999999:0", job.id))  # no such pid
+    return j.get(job.id)
+
+
+def test_interrupted_job_is_reported_then_resumed_or_rolled_back(
+        pools: tuple[Path, Path], make_image: MakeImage) -> None:
+    a, b = pools
+    src = make_image(a / "src.qcow2", "qcow2", "4M")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x22 0 1M", str(src)],
+                   check=True, capture_output=True)
+    first = interrupted_copy(src, b, "one.qcow2")
+    second = interrupted_copy(src, b, "two.qcow2")
+    listed = run("jobs")
+    assert listed.returncode == 0
+    notes = listed.stderr.strip().splitlines()
+    assert notes == [
+        f"storage-console: job {job.id} (copy src.qcow2 → {name} in b) was interrupted: "
+        f"`storage-console job resume {job.id}` or `storage-console job rollback {job.id}`"
+        for job, name in ((first, "one.qcow2"), (second, "two.qcow2"))]
+    assert run("jobs").stderr == ""  # reported once: they are interrupted now
+
+    done = run("job", "resume", str(first.id))
+    assert done.returncode == 0, done.stderr
+    assert identical(src, "qcow2", b / "one.qcow2", "qcow2")
+    done = run("job", "rollback", str(second.id), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["state"] == "aborted"
+    assert sorted(os.listdir(b)) == [".storage-console", "one.qcow2"]  # temps removed
+    done = run("job", "rollback", str(second.id))
+    assert done.returncode == 2 and "only interrupted or failed" in one_line(done.stderr)
+
+
+def test_progress_bar_on_a_terminal(pools: tuple[Path, Path]) -> None:
+    a, _ = pools
+    master, slave = pty.openpty()
+    child = subprocess.Popen([sys.executable, "-m", "console.cli", "create",
+                              str(a / "t.qcow2"), "--size", "1M"], stdout=slave,
+                             stderr=subprocess.PIPE)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed its terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert child.wait(30) == 0
+    text = out.decode(errors="replace")
+    assert "job 1" in text and "create t.qcow2" in text and "done" in text
+    assert "━" in text and "100%" in text  # rich's bar, at its end
+    assert (a / "t.qcow2").exists()
+
+
+def test_read_only_is_accepted_by_reading_commands(pools: tuple[Path, Path]) -> None:
+    a, _ = pools
+    for args in (("ls", str(a)), ("pools", str(a)), ("jobs",)):
+        done = run(*args, "--read-only")
+        assert done.returncode == 0, done.stderr

@@ -1,0 +1,345 @@
+"""Pilot tests of jobs in the console: dialogs submit jobs, the panel follows them (this
+console's and other processes'), and acts on them. Real images in tmp_path pools."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from rich.console import Console
+from textual.widgets import Checkbox, Input, Select, Static
+
+from backends.contract import Cancelled
+from backends.model import Progress
+from console.config import journal_path
+from console.jobs.journal import JobRecord, JobState, Journal
+from console.jobs.operations import OPERATIONS, Context, CreateVolume, Operation, temp_name
+from console.jobs.runner import Runner
+from console.ui.app import StorageConsoleApp
+from console.ui.screens.confirm import ConfirmScreen
+from console.ui.screens.copy_volume import CopyVolumeScreen
+from console.ui.screens.main import MainScreen
+from console.ui.screens.plan import PlanDialog, plan_text
+from console.ui.screens.resize_volume import ResizeVolumeScreen
+from console.ui.widgets.jobs_panel import JobsPanel
+from tests.conftest import MakeImage
+from tests.conftest_ui import real_inventory, runner_for
+from tests.test_ui import image_info, screen_text, settle, table
+
+SIZE = (120, 40)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hold(Operation):
+    """Writes a temporary file, then waits until ``gate`` exists (tests only)."""
+
+    kind: ClassVar[str] = "test-hold"
+    gate: str = ""
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return ("hold",)
+
+    def run(self, ctx: Context) -> None:
+        ctx.stage(1, "hold")
+        pool = ctx.inventory.pool(self.host, self.pool)
+        temp = temp_name(ctx.job_id, self.volume)
+        ctx.remember(temp=temp)
+        with open(os.path.join(pool.path, temp), "wb") as f:
+            f.write(b"x")
+        step = 0
+        while not os.path.exists(self.gate):
+            if ctx.should_cancel():
+                raise Cancelled("cancelled")
+            step = min(step + 1, 99)
+            ctx.progress(Progress(1, 1, step, 100))
+            time.sleep(0.02)
+        os.rename(os.path.join(pool.path, temp), os.path.join(pool.path, self.volume))
+
+
+OPERATIONS[Hold.kind] = Hold
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Path:
+    d = tmp_path / "pool"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(MainScreen, "JOB_POLL_BUSY", 0.05)
+    monkeypatch.setattr(MainScreen, "JOB_POLL_IDLE", 0.05)
+
+
+def console(pool: Path, tmp_path: Path, *, read_only: bool = False,
+            app_class: type[StorageConsoleApp] = StorageConsoleApp) -> StorageConsoleApp:
+    inventory = real_inventory(pool, cache_path=tmp_path / "cache.db", read_only=read_only)
+    inventory.refresh()
+    return app_class(inventory, runner=runner_for(inventory),
+                     select=inventory.config.selected, refresh_on_start=False,
+                     cursor_blink=False)
+
+
+def main(app: StorageConsoleApp) -> MainScreen:
+    assert app.main_screen is not None
+    return app.main_screen
+
+
+def panel(app: StorageConsoleApp) -> JobsPanel:
+    return main(app).jobs_panel
+
+
+async def until(pilot: Any, predicate: Callable[[], object], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.03)
+
+
+def newest(app: StorageConsoleApp) -> JobRecord:
+    return panel(app).rows[0]
+
+
+def plan_words(dialog: PlanDialog) -> str:
+    """The plan the dialog shows, as one wide text (paths do not wrap)."""
+    assert dialog.plan is not None
+    console = Console(width=500, file=io.StringIO())
+    with console.capture() as captured:
+        console.print(plan_text(dialog.plan, fallback=dialog.fallback(),
+                                notes=dialog.notes()))
+    return captured.get()
+
+
+def leftovers(pool: Path) -> list[str]:
+    return [n for n in os.listdir(pool) if n.startswith(".sc-tmp")]
+
+
+async def test_create_dialog_runs_a_job_the_panel_shows(pool: Path, tmp_path: Path) -> None:
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        assert not panel(app).display  # no jobs yet: no panel
+        await pilot.press("c")
+        await pilot.pause()
+        app.screen.query_one("#name", Input).value = "new.qcow2"
+        app.screen.query_one("#size", Input).value = "64M"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        job = newest(app)
+        assert (job.kind, job.volume, job.state) == ("create", "new.qcow2", JobState.DONE)
+        assert panel(app).display
+        text = screen_text(app)
+        assert f"✓ done        #{job.id}" in text and "create new.qcow2 (qcow2, 64M)" in text
+        assert "jobs · 1 done" in text
+        t = table(app)
+        assert t.current is not None and t.current.name == "new.qcow2"
+        assert image_info(pool / "new.qcow2")["virtual-size"] == 64 << 20
+        assert Journal(journal_path()).get(job.id).state == JobState.DONE
+
+
+async def test_cancel_from_the_panel_and_quitting_asks_first(pool: Path,
+                                                             tmp_path: Path) -> None:
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        runner = app.runner
+        assert runner is not None
+        job = runner.submit(Hold("local", str(pool.resolve()), "held",
+                                 gate=str(tmp_path / "never")))
+        await until(pilot, lambda: panel(app).rows and newest(app).stage_label == "hold"
+                    and leftovers(pool))
+        text = screen_text(app)
+        assert f"▸ running     #{job.id}" in text and "1/1" in text
+        await pilot.press("q")  # a job of this console runs: quitting asks
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert f"({job.id})" in screen_text(app)
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen) and app.is_running
+        await pilot.press("J")  # focus the panel
+        await pilot.pause()
+        assert app.focused is panel(app)
+        await pilot.press("x")
+        await settle(app, pilot)
+        assert newest(app).state == JobState.ABORTED
+        assert runner.journal.get(job.id).state == JobState.ABORTED
+        assert leftovers(pool) == [] and not (pool / "held").exists()
+        assert f"− aborted     #{job.id}" in screen_text(app)
+        await pilot.press("D")  # dismissed from the panel, not from the journal
+        await pilot.pause()
+        assert panel(app).rows == [] and "no jobs yet" in screen_text(app)
+        assert runner.journal.get(job.id).state == JobState.ABORTED
+        await pilot.press("J")  # hides it
+        await pilot.pause()
+        assert not panel(app).display
+
+
+async def test_a_job_of_another_process_shows_up(pool: Path, tmp_path: Path,
+                                                  fast_polls: None) -> None:
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        # Another runner on the same journal file: a command line, for the console.
+        inventory = real_inventory(pool, cache_path=tmp_path / "other.db")
+        other = Runner(Journal(journal_path()), inventory)
+        name = str(pool.resolve())
+        gate = tmp_path / "gate"
+        held = other.submit(Hold("local", name, "theirs.raw", gate=str(gate)))
+        await until(pilot, lambda: panel(app).rows and newest(app).state == JobState.RUNNING)
+        assert panel(app).display  # shown by itself while a job runs
+        assert f"#{held.id}" in screen_text(app)
+        gate.touch()
+        created = other.submit(CreateVolume("local", name, "new.raw", format="raw",
+                                            capacity=1 << 20))
+        other.wait(created.id, 30)
+        await until(pilot, lambda: [j.state for j in panel(app).rows] == [JobState.DONE] * 2)
+        # The console re-read the pool when each ended.
+        await until(pilot, lambda: table(app).row_count == 2)
+        assert "new.raw" in screen_text(app) and "theirs.raw" in screen_text(app)
+        other.close()
+
+
+async def test_copy_shows_the_plan_then_copies(pool: Path, tmp_path: Path,
+                                               make_image: MakeImage) -> None:
+    src = make_image(pool / "disk.qcow2", "qcow2", "16M")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 5M", str(src)],
+                   check=True, capture_output=True)
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("y")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, CopyVolumeScreen)
+        assert dialog.query_one("#name", Input).value == "disk-copy.qcow2"
+        dialog.query_one("#format", Select).value = "raw"
+        await pilot.press("ctrl+s")  # the plan first
+        await until(pilot, lambda: dialog.plan is not None)
+        assert dialog.query_one("#plan", Static).display
+        plan = plan_words(dialog)
+        assert "runs" in plan and "reserves" in plan and "free" in plan
+        assert "-O raw" in plan
+        assert not (pool / "disk-copy.qcow2").exists()
+        await pilot.press("ctrl+s")  # then the job
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        job = newest(app)
+        assert (job.kind, job.state) == ("copy", JobState.DONE)
+        assert image_info(pool / "disk-copy.qcow2")["format"] == "raw"
+        assert subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "raw",
+                               str(src), str(pool / "disk-copy.qcow2")]).returncode == 0
+        t = table(app)
+        assert t.current is not None and t.current.name == "disk-copy.qcow2"
+        # The same again: the name is taken, and the dialog says so before any job.
+        t.select_name("disk.qcow2")
+        await pilot.press("y")
+        await pilot.pause()
+        app.screen.query_one("#name", Input).value = "disk-copy.qcow2"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        error = str(app.screen.query_one("#error", Static).render())
+        assert "already exists" in error and "overwrite" in error
+        assert isinstance(app.screen, CopyVolumeScreen) and app.screen.plan is None
+        assert len(panel(app).rows) == 1
+
+
+async def test_resize_shows_the_command_then_resizes(pool: Path, tmp_path: Path,
+                                                     make_image: MakeImage) -> None:
+    make_image(pool / "disk.qcow2", "qcow2", "16M")
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("e")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ResizeVolumeScreen)
+        dialog.query_one("#size", Input).value = "8M"  # smaller, shrink not ticked
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        error = str(dialog.query_one("#error", Static).render())
+        assert "smaller" in error and "shrink" in error and dialog.plan is None
+        dialog.query_one("#size", Input).value = "+16M"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: dialog.plan is not None)
+        plan = plan_words(dialog)
+        assert f"qemu-img resize -f qcow2 -- {pool.resolve() / 'disk.qcow2'} 33554432" in plan
+        assert "reserves nothing" in plan and "32M (33554432 bytes), from 16M" in plan
+        dialog.query_one("#shrink", Checkbox).value = True  # an edit: a new plan is needed
+        await pilot.pause()
+        assert dialog.plan is None
+        dialog.query_one("#shrink", Checkbox).value = False
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: dialog.plan is not None)
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        assert newest(app).state == JobState.DONE
+        assert image_info(pool / "disk.qcow2")["virtual-size"] == 32 << 20
+        t = table(app)
+        assert t.current is not None and t.current.capacity == 32 << 20
+
+
+async def test_interrupted_job_is_offered_and_resumed(pool: Path, tmp_path: Path,
+                                                      make_image: MakeImage) -> None:
+    src = make_image(pool / "src.raw", "raw", "2M")
+    name = str(pool.resolve())
+    j = Journal(journal_path())
+    job = j.submit("copy", {"host": "local", "pool": name, "volume": "src.raw",
+                            "dest_pool": name, "dest_name": "dst.raw", "format": None,
+                            "overwrite": False}, "local", name, "src.raw")
+    j.start(job.id, 3)
+    j.remember(job.id, temp=temp_name(job.id, "dst.raw"), temp_pool=name)
+    (pool / temp_name(job.id, "dst.raw")).write_bytes(b"partial")
+    with j.transaction() as conn:  # its process died
+        conn.execute("UPDATE jobs SET owner=? WHERE id=?",
+                     (f"{socket.gethostname()}:999999999:0", job.id))
+    noted: list[str] = []
+
+    class Recording(StorageConsoleApp):
+        def notify(self, message: str, **kwargs: Any) -> None:
+            noted.append(f"{kwargs.get('title')}: {message}")
+            super().notify(message, **kwargs)
+
+    app = console(pool, tmp_path, app_class=Recording)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: panel(app).rows)
+        assert newest(app).state == JobState.INTERRUPTED and panel(app).display
+        assert any(f"job {job.id} was interrupted" in n and "R resumes" in n for n in noted)
+        await pilot.press("J", "R")
+        await settle(app, pilot)
+        assert newest(app).state == JobState.DONE
+        assert leftovers(pool) == []
+        assert (pool / "dst.raw").read_bytes() == src.read_bytes()
+        assert table(app).row_count == 2
+
+
+async def test_read_only_offers_no_job_actions(pool: Path, tmp_path: Path,
+                                               make_image: MakeImage) -> None:
+    make_image(pool / "keep.qcow2", "qcow2", "1M")
+    app = console(pool, tmp_path, read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        for key in ("e", "y", "c", "d"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, MainScreen), key
+        text = screen_text(app)
+        assert "Resize" not in text and "Copy" not in text and "J Jobs" in text
+        names = [c.name for c in main(app).palette_commands()]
+        assert not any(n.startswith(("Resize", "Copy", "Create", "Delete")) for n in names)
+        await pilot.press("J")
+        await pilot.pause()
+        assert app.focused is panel(app)
+        for action in ("cancel_job", "resume_job", "rollback_job"):
+            assert panel(app).check_action(action, ()) is False
+        assert "Cancel job" not in screen_text(app)
+    assert sorted(os.listdir(pool)) == ["keep.qcow2"]
+    assert Journal(journal_path()).jobs() == []
+
