@@ -532,11 +532,7 @@ def follow(engine: Engine, job: JobRecord, *, json_out: bool) -> JobRecord:
                 current = engine.journal.get(job.id)
                 if current.state.finished:
                     break
-                if current.state == JobState.ABORTING and not cancelled:
-                    # Cancelled from another process (`job cancel`, the console): the
-                    # runner only listens to its own cancel (reported).
-                    cancelled = True
-                    engine.runner._cancel_event(job.id).set()
+                # A cancel from another process reaches the runner through the journal.
     finally:
         signal.signal(signal.SIGINT, previous)
     final = engine.runner.wait(job.id)

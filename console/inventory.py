@@ -282,7 +282,10 @@ class Inventory:
         self.carry_out_delete(plan, wipe=wipe, progress=progress, should_cancel=should_cancel)
 
     def refresh_quietly(self, pool: Pool) -> None:
-        # The action succeeded; a failing refresh only leaves the cache stale.
+        """Refresh ``pool`` in the cache after an action; nothing without a cache (the
+        command line), and a failure only leaves the cache stale."""
+        if self._cache is None:
+            return
         with contextlib.suppress(StorageError):
             self.refresh_pool(pool)
 

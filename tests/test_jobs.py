@@ -284,3 +284,41 @@ def test_concurrency_is_bounded_per_pool(tmp_path: Path, pool_dir: Path) -> None
     spans = sorted((d.started or 0, d.finished or 0) for d in done)
     # One at a time in the pool: each started after the previous one finished.
     assert all(later[0] >= earlier[1] - 0.01 for earlier, later in pairwise(spans))
+
+
+def test_cancel_from_another_process_through_the_journal(tmp_path: Path,
+                                                        pool_dir: Path) -> None:
+    """Two runners on one journal file stand for two processes: the console and a
+    `storage-console job cancel`."""
+    pool = str(pool_dir.resolve())
+    inv = Inventory(Config.for_targets([str(pool_dir)]), Cache(None))
+    owner = Runner(Journal(tmp_path / "j.db"), inv, per_pool=1)
+    other = Runner(Journal(tmp_path / "j.db"), inv)
+    running = owner.submit(SlowWrite("local", pool, "a", steps=10_000, step_seconds=0.01))
+    waiting = owner.submit(SlowWrite("local", pool, "b", steps=1))  # no slot yet
+    deadline = time.monotonic() + 10
+    while owner.journal.get(running.id).done_bytes < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    other.cancel(waiting.id)
+    start = time.monotonic()
+    other.cancel(running.id)
+    first = owner.wait(running.id, 5)
+    assert time.monotonic() - start < 1.0
+    second = owner.wait(waiting.id, 5)
+    owner.close()
+    other.close()
+    assert (first.state, first.error) == (JobState.ABORTED, "cancelled")
+    assert (second.state, second.error) == (JobState.ABORTED, "cancelled before it started")
+    assert sorted(os.listdir(pool_dir)) == [".storage-console"]
+
+
+def test_rollback_refused_in_read_only(tmp_path: Path, pool_dir: Path) -> None:
+    journal = Journal(tmp_path / "j.db")
+    job = journal.submit("slow-write", SlowWrite("local", "p", "v").params(), "local", "p",
+                         "v")
+    journal.set_state(job.id, JobState.INTERRUPTED)
+    inv = Inventory(Config.for_targets([str(pool_dir)]), Cache(None), read_only=True)
+    with pytest.raises(ReadOnlyViolation):
+        Runner(journal, inv).rollback(job.id)
+    assert journal.get(job.id).state == JobState.INTERRUPTED

@@ -157,7 +157,8 @@ class LocalTransport(Transport):
             if on_output is None and should_cancel is None:
                 try:
                     done = subprocess.run(argv, capture_output=True, timeout=timeout,
-                                          check=False, stdin=subprocess.DEVNULL)
+                                          check=False, stdin=subprocess.DEVNULL,
+                                          process_group=0)
                 except OSError as err:
                     raise self._not_started(argv, err) from None
                 returncode = done.returncode
@@ -191,7 +192,10 @@ class LocalTransport(Transport):
         # stderr goes to a file so a chatty command can never block on a full pipe.
         with tempfile.TemporaryFile() as errfile:
             try:
+                # A group of its own: a terminal's Ctrl-C reaches the job (which cancels
+                # and cleans up), not qemu-img behind its back.
                 proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errfile,
+                                        process_group=0,
                                         stdin=subprocess.DEVNULL)
             except OSError as err:
                 raise self._not_started(argv, err) from None

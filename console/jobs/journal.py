@@ -184,11 +184,16 @@ class Journal:
         assert job_id is not None
         return self.get(job_id)
 
-    def start(self, job_id: int, stages: int) -> None:
+    def start(self, job_id: int, stages: int) -> bool:
+        """Pending → running, owned by this process; False (and nothing changed) when
+        the job is no longer pending: cancelled meanwhile, by anyone."""
         with self.transaction() as conn:
-            conn.execute("UPDATE jobs SET state=?, owner=?, started=?, stages=?, stage=1, "
-                         "error=NULL, finished=NULL WHERE id=?",
-                         (str(JobState.RUNNING), self.owner, time.time(), stages, job_id))
+            cur = conn.execute(
+                "UPDATE jobs SET state=?, owner=?, started=?, stages=?, stage=1, "
+                "error=NULL, finished=NULL WHERE id=? AND state=?",
+                (str(JobState.RUNNING), self.owner, time.time(), stages, job_id,
+                 str(JobState.PENDING)))
+            return cur.rowcount == 1
 
     def progress(self, job_id: int, *, stage: int, stages: int, label: str, percent: float,
                  done: int, total: int, throughput: float) -> None:

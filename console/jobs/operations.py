@@ -320,6 +320,15 @@ class CopyVolume(Operation):
     def describe(self) -> str:
         return f"copy {self.volume} to {self.dest_pool or self.pool}/{self.dest_name}"
 
+    def commands(self, inventory: Inventory) -> list[list[str]]:
+        source = inventory.probe_volume(self.host, self.pool, self.volume)
+        dest = self._pool(inventory, self.dest_pool or self.pool)
+        out = _fmt(self.format) if self.format else source.format
+        # The job's number names the temporary file; "0" stands for it in the plan.
+        return [qemuimg.convert(source.path, source.format,
+                                os.path.join(dest.path, temp_name(0, self.dest_name)), out,
+                                out_of_order=True)]
+
     def run(self, ctx: Context) -> None:
         ctx.stage(1, "check")
         inventory = ctx.inventory

@@ -29,6 +29,7 @@ from console.jobs.operations import Operation, operation_from
 from console.jobs.reservations import PoolSpace, Reservations
 
 UpdateCallback = Callable[[JobRecord], None]
+CANCEL_LOOK = 0.3  # seconds between looks at the journal for a cancel from elsewhere
 
 
 class JobContext:
@@ -52,7 +53,7 @@ class JobContext:
         return self._resume
 
     def should_cancel(self) -> bool:
-        return self.runner._cancel_event(self.job_id).is_set()
+        return self.runner.cancel_requested(self.job_id)
 
     def remember(self, **resume: Any) -> None:
         self._resume.update(resume)
@@ -72,8 +73,9 @@ class JobContext:
         now = time.monotonic()
         elapsed = max(now - self._stage_started, 1e-6)
         throughput = p.done / elapsed if p.done else 0.0
+        state = JobState.ABORTING if self.should_cancel() else JobState.RUNNING
         record = dataclasses.replace(
-            self._record, state=JobState.RUNNING, stage=p.stage, stages=p.stages,
+            self._record, state=state, stage=p.stage, stages=p.stages,
             stage_label=p.label, percent=p.percent, done_bytes=p.done, total_bytes=p.total,
             throughput=throughput)
         self._record = record
@@ -113,6 +115,7 @@ class Runner:
         self._host_slots: dict[str, threading.BoundedSemaphore] = {}
         self._pool_slots: dict[tuple[str, str], threading.BoundedSemaphore] = {}
         self._cancels: dict[int, threading.Event] = {}
+        self._next_look: dict[int, float] = {}
         self._futures: dict[int, Future[None]] = {}
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="job")
 
@@ -132,10 +135,27 @@ class Runner:
         """Ask a job to stop: a waiting one never starts, a running one stops within a
         second and removes its partial output."""
         job = self.journal.get(job_id)
-        if job.state in (JobState.PENDING, JobState.RUNNING):
-            self.journal.set_state(job_id, JobState.ABORTING)
+        if job.state in (JobState.PENDING, JobState.RUNNING, JobState.ABORTING):
+            if job.state != JobState.ABORTING:
+                self.journal.set_state(job_id, JobState.ABORTING)
             self._cancel_event(job_id).set()
         return self.journal.get(job_id)
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """Whether ``job_id`` was cancelled here or, through the shared journal, by any
+        other process (``storage-console job cancel``, another console). The journal
+        is looked at no more than every ``CANCEL_LOOK`` seconds per job."""
+        event = self._cancel_event(job_id)
+        if event.is_set():
+            return True
+        now = time.monotonic()
+        with self._lock:
+            due = now >= self._next_look.get(job_id, 0.0)
+            if due:
+                self._next_look[job_id] = now + CANCEL_LOOK
+        if due and self.journal.get(job_id).state == JobState.ABORTING:
+            event.set()
+        return event.is_set()
 
     def resume(self, job_id: int) -> JobRecord:
         """Run an interrupted or failed job again from the start, after removing what
@@ -158,6 +178,8 @@ class Runner:
         if job.state not in (JobState.INTERRUPTED, JobState.FAILED):
             raise StorageError(f"job {job_id} is {job.state}: only interrupted or failed "
                                "jobs can be rolled back")
+        if self.inventory.read_only:
+            raise ReadOnlyViolation(f"refused to roll back job {job_id}: read-only mode")
         self._rollback(job, operation_from(job.kind, job.params))
         self.journal.finish(job_id, JobState.ABORTED, "rolled back")
         return self.journal.get(job_id)
@@ -200,33 +222,32 @@ class Runner:
             self.on_update(job)
 
     def _run(self, job: JobRecord, op: Operation) -> None:
-        cancel = self._cancel_event(job.id)
         slots = self._slots(op.host, op.pool)
         acquired: list[threading.BoundedSemaphore] = []
         try:
             for slot in slots:  # host first, then pool: one order, no deadlock
-                if not self._acquire(slot, cancel):
+                if not self._acquire(slot, job.id):
                     break
                 acquired.append(slot)
-            if cancel.is_set():
+            # start() refuses a job cancelled meanwhile (here or by another process).
+            if self.cancel_requested(job.id) or not self.journal.start(job.id,
+                                                                        len(op.stages)):
                 self.journal.finish(job.id, JobState.ABORTED, "cancelled before it started")
                 return
-            self._execute(job, op, cancel)
+            self._execute(job, op)
         finally:
             for slot in reversed(acquired):
                 slot.release()
             self._notify(self.journal.get(job.id))
 
-    @staticmethod
-    def _acquire(slot: threading.BoundedSemaphore, cancel: threading.Event) -> bool:
+    def _acquire(self, slot: threading.BoundedSemaphore, job_id: int) -> bool:
         """Wait for a slot, giving up when the job is cancelled meanwhile."""
         while not slot.acquire(timeout=0.2):
-            if cancel.is_set():
+            if self.cancel_requested(job_id):
                 return False
         return True
 
-    def _execute(self, job: JobRecord, op: Operation, cancel: threading.Event) -> None:
-        self.journal.start(job.id, len(op.stages))
+    def _execute(self, job: JobRecord, op: Operation) -> None:
         ctx = JobContext(self, self.journal.get(job.id), len(op.stages))
         self._notify(self.journal.get(job.id))
         state, error = JobState.DONE, None
@@ -238,7 +259,7 @@ class Runner:
                                                     f"job {job.id} ({job.who})"))
                 self._reserve(job, op)
                 op.run(ctx)
-                if cancel.is_set():
+                if self.cancel_requested(job.id):
                     raise Cancelled("cancelled", host=op.host, pool=op.pool,
                                     volume=op.volume)
         except Cancelled:

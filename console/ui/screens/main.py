@@ -418,11 +418,6 @@ class MainScreen(Screen[None]):
                     if jobs != last:
                         last = jobs
                         self.post_message(JobsPolled(jobs))
-                    for job in jobs:
-                        if job.state == JobState.ABORTING and job.owner == journal.owner:
-                            # Cancelled by another process (the command line): the runner
-                            # only hears its own cancels (reported upstream).
-                            runner._cancel_event(job.id).set()
                 busy = any(job.state in ACTIVE for job in jobs)
                 worker.cancelled_event.wait(self.JOB_POLL_BUSY if busy
                                             else self.JOB_POLL_IDLE)
