@@ -455,6 +455,13 @@ class Driver(ABC):
         raise NotSupported("measuring copies is not supported", pool=pool.name,
                            host=pool.host)
 
+    def same_content(self, a: Volume, b_path: str, b_format: ImageFormat | str, *,
+                     should_cancel: CancelCheck | None = None) -> bool:
+        """Whether the guest sees the same bytes in ``a`` and in the image at ``b_path``
+        (``qemu-img compare``: reads both, so it takes as long as reading them)."""
+        raise NotSupported("comparing volumes is not supported", host=a.host, pool=a.pool,
+                           volume=a.name)
+
     def volume_in_use(self, volume: Volume) -> bool:
         """Whether a running QEMU (or qemu-nbd, qemu-storage-daemon) has the volume open
         for writing, as its file lock says. Reads only."""

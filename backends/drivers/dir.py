@@ -658,6 +658,15 @@ class DirDriver(Driver):
         except ValueError as err:
             raise CommandFailed(f"qemu-img measure: {err}", **where) from None
 
+    def same_content(self, a: Volume, b_path: str, b_format: ImageFormat | str, *,
+                     should_cancel: CancelCheck | None = None) -> bool:
+        where = {"host": a.host, "pool": a.pool, "volume": a.name}
+        result = self._run(qemuimg.compare(a.path, a.format, b_path, b_format), where,
+                           should_cancel=should_cancel)
+        if result.returncode in (0, 1):
+            return result.returncode == 0
+        raise self._failure(result, "qemu-img compare", where)
+
     def volume_in_use(self, volume: Volume) -> bool:
         """Asks qemu-img info (without ``-U``, so QEMU's file locking answers) for
         single-file formats. A raw image is looked at through its lock bytes instead:
