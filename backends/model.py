@@ -154,6 +154,7 @@ class Volume:
     backing_format: str | None = None
     readonly: bool = False  # read-only on disk: shown as a snapshot
     error: str | None = None  # the file could not be read at all
+    in_use: bool = False  # a running QEMU holds it for writing (its file lock)
 
     @property
     def chain_depth(self) -> int:

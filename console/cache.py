@@ -27,7 +27,7 @@ from pathlib import Path
 from backends.model import Health, PoolScan, Volume
 from console.database import Database
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: volumes.in_use
 
 # Columns the volume table can sort by; each but last_seen (one value per refresh, and
 # rewritten by every refresh) has an index (host, pool, column, name).
@@ -93,18 +93,19 @@ class VolumeRow:
     chain_problem_path: str | None
     mtime: float
     last_seen: float
+    in_use: bool = False  # a running QEMU held it for writing when it was last seen
 
 
 _VOLUME_COLUMNS = ("host", "pool", "name", "path", "format", "capacity", "allocation",
                    "backing", "backing_format", "chain_depth", "health", "reasons",
                    "readonly", "chain", "chain_problem", "chain_problem_path", "mtime",
-                   "last_seen")
+                   "in_use", "last_seen")
 
 
 def _volume_row(row: sqlite3.Row | tuple[object, ...]) -> VolumeRow:
     (host, pool, name, path, fmt, capacity, allocation, backing, backing_format,
      chain_depth, health, reasons, readonly, chain, chain_problem, chain_problem_path,
-     mtime, last_seen) = tuple(row)
+     mtime, in_use, last_seen) = tuple(row)
     return VolumeRow(
         host=str(host), pool=str(pool), name=str(name),
         path=os.fsdecode(path) if isinstance(path, bytes) else str(path),
@@ -118,6 +119,7 @@ def _volume_row(row: sqlite3.Row | tuple[object, ...]) -> VolumeRow:
         chain_problem=str(chain_problem) if chain_problem else None,
         chain_problem_path=str(chain_problem_path) if chain_problem_path else None,
         mtime=float(mtime), last_seen=float(last_seen),  # type: ignore[arg-type]
+        in_use=bool(in_use),
     )
 
 
@@ -187,7 +189,8 @@ class Cache:
                 "capacity": int, "allocation": int, "backing": bytes,
                 "backing_format": str, "chain_depth": int, "health": str, "reasons": str,
                 "readonly": int, "chain": str, "chain_problem": str,
-                "chain_problem_path": str, "mtime": float, "last_seen": float,
+                "chain_problem_path": str, "mtime": float, "in_use": int,
+                "last_seen": float,
             }, pk=("host", "pool", "name"))
             for column in SORTABLE:
                 if column not in ("name", "last_seen"):
@@ -279,7 +282,7 @@ class Cache:
             int(v.readonly), chain,
             str(v.chain.problem) if v.chain.problem else None,
             display_text(v.chain.problem_path) if v.chain.problem_path else None,
-            float(v.mtime),
+            float(v.mtime), int(v.in_use),
         )
 
     def forget_pool(self, host: str, pool: str) -> None:

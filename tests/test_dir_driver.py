@@ -332,3 +332,36 @@ def test_parallel_probe_survives_a_failing_child(pool_dir: Path,
     monkeypatch.setattr(scanner.marshal, "dumps", broken_dumps)
     assert scanner.scan_directory(str(pool_dir), (str(pool_dir),))["entries"] == \
         serial["entries"]
+
+
+def test_in_use_seen_through_qemu_file_lock(pool_dir: Path, make_image: MakeImage) -> None:
+    """A qemu-nbd serving the image writable holds QEMU's write lock: the scan says so,
+    for raw and qcow2 alike, with one F_GETLK and no extra process."""
+    import shutil
+    import subprocess
+    import time
+
+    if shutil.which("qemu-nbd") is None:
+        pytest.skip("qemu-nbd is not installed")
+    make_image(pool_dir / "busy.qcow2", "qcow2", "4M")
+    make_image(pool_dir / "busy.raw", "raw", "4M")
+    make_image(pool_dir / "idle.qcow2", "qcow2", "4M")
+    servers = []
+    for i, (name, fmt) in enumerate((("busy.qcow2", "qcow2"), ("busy.raw", "raw"))):
+        sock = pool_dir.parent / f"nbd{i}.sock"
+        servers.append(subprocess.Popen(["qemu-nbd", "--persistent", "-k", str(sock), "-f",
+                                         fmt, str(pool_dir / name)]))
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            vols = by_name(pool_dir)
+            busy = {n for n, v in vols.items() if v.in_use}  # type: ignore[attr-defined]
+            if busy == {"busy.qcow2", "busy.raw"} or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert busy == {"busy.qcow2", "busy.raw"}
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait()
+    assert not any(v.in_use for v in by_name(pool_dir).values())  # type: ignore[attr-defined]

@@ -210,6 +210,7 @@ def volume_from_entry(pool: Pool, entry: dict[str, Any]) -> Volume:
         backing_format=info.backing_format,
         readonly=bool(entry.get("readonly", False)),
         error=entry.get("error"),
+        in_use=bool(entry.get("in_use", False)),
     )
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import selectors
 import stat
-import struct
 import subprocess
 import tempfile
 import time
@@ -29,6 +27,7 @@ from backends.contract import (
     Transport,
 )
 from backends.transport import scanner
+from backends.transport.scanner import QEMU_LOCK_WRITE_BYTE, lock_conflicts
 
 # Commands that only read; in read-only mode nothing else runs (enforced here, below
 # every UI, as DESIGN.md asks).
@@ -50,17 +49,6 @@ TERM_GRACE_SECONDS = 0.5  # between SIGTERM and SIGKILL
 
 # QEMU's file locking (block/file-posix.c): byte 100 + n is locked (shared) by a process
 # that holds permission n on the image; WRITE is permission bit 1.
-QEMU_LOCK_WRITE_BYTE = 101
-
-
-def lock_conflicts(fd: int, start: int) -> bool:
-    """Whether anybody holds a lock on byte ``start`` of ``fd`` that a write lock would
-    conflict with (``F_GETLK`` sees OFD and POSIX locks; it takes nothing)."""
-    # struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid
-    query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, start, 1, 0)
-    answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
-    (l_type,) = struct.unpack_from("h", answer)
-    return bool(l_type != fcntl.F_UNLCK)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -16,9 +16,11 @@ Safety rules (DESIGN.md, "Rules that keep it real"):
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import marshal
 import os
 import stat
+import struct
 import tempfile
 import threading
 from collections.abc import Iterable
@@ -55,6 +57,24 @@ def inside_roots(path: str, roots: Iterable[str]) -> bool:
         if path == root or path.startswith(root + os.sep if root != os.sep else root):
             return True
     return False
+
+
+# QEMU locks byte 100 + a permission's bit of the image file it holds (whatever the
+# format: the lock is the file layer's); 101 is "write". F_GETLK only looks.
+QEMU_LOCK_WRITE_BYTE = 101
+
+
+def lock_conflicts(fd: int, start: int) -> bool:
+    """Whether anybody holds a lock on byte ``start`` of ``fd`` that a write lock would
+    conflict with (``F_GETLK`` sees OFD and POSIX locks; it takes nothing)."""
+    # struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid
+    query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, start, 1, 0)
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+    except OSError:
+        return False  # a file system without locks: nobody can hold one
+    (l_type,) = struct.unpack_from("h", answer)
+    return bool(l_type != fcntl.F_UNLCK)
 
 
 _INFO_FIELDS = tuple(f.name for f in dataclasses.fields(ImageInfo))
@@ -100,6 +120,7 @@ def probe_open_file(path: str, st: os.stat_result, declared: str | None) -> Entr
             return os.pread(fd, length, offset)
 
         result["info"] = info_record(probe_image(read, opened.st_size, declared))
+        result["in_use"] = lock_conflicts(fd, QEMU_LOCK_WRITE_BYTE)
     except OSError as err:
         result["error"] = f"cannot read: {err.strerror}"
     finally:
