@@ -39,6 +39,7 @@ def test_ls_json_fields(pool_dir: Path, make_image: MakeImage) -> None:
     assert (top["backing_format"], top["chain_depth"]) == ("raw", 2)
     assert top["health"] == "optimized" and top["reasons"]
     assert records["base.raw"]["backing"] is None
+    assert top["in_use"] is False and top["snapshot"] is False
 
 
 def test_ls_json_broken_chain(pool_dir: Path, make_image: MakeImage) -> None:
@@ -108,6 +109,20 @@ def test_ls_does_not_import_textual(pool_dir: Path) -> None:
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "0"
+
+
+@pytest.mark.parametrize("command", ["ls", "pools"])
+def test_listing_does_not_import_the_job_engine(pool_dir: Path, command: str) -> None:
+    """Listing starts fast: no runner, no operations, no progress bar (rich)."""
+    heavy = ("textual", "rich", "console.jobs.runner", "console.jobs.operations",
+             "console.commands.engine", "console.commands.progress")
+    code = (f"import sys; from console.cli import main; rc = main([{command!r}, sys.argv[1], "
+            f"'--json']); print(rc, [m for m in {heavy!r} if m in sys.modules], "
+            "file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, str(pool_dir)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "0 []"
 
 
 def test_embedded_default_pool_created(xdg_home: Path) -> None:

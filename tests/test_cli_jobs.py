@@ -155,6 +155,14 @@ def test_addresses_backing_and_json(tmp_path: Path, make_image: MakeImage) -> No
     ("resize", "{a}/keep.raw", "2M"),
     ("copy", "{a}/keep.raw", "{a}/copy.raw"),
     ("delete", "{a}/keep.raw"),
+    ("create", "{a}/new.raw", "--size", "1M", "--format", "raw", "--preallocation", "full"),
+    ("delete", "{a}/keep.raw", "--wipe", "zero", "--with-dependants"),
+    ("snapshot", "{a}/keep.raw", "--name", "keep.snap"),
+    ("clone", "{a}/keep.raw", "{a}/clone.qcow2"),
+    ("growfs", "{a}/keep.raw"),
+    ("archive", "{a}/keep.raw", "{a}/keep.raw.zst"),
+    ("restore", "{a}/keep.raw.zst", "{a}/back.raw"),
+    ("copy", "{a}/keep.raw", "{a}/copy.qcow2", "--base", "keep.raw"),
 ])
 def test_read_only_is_refused_by_the_job_layer(pools: tuple[Path, Path], make_image: MakeImage,
                                                args: tuple[str, ...]) -> None:
@@ -177,6 +185,12 @@ def test_read_only_is_refused_by_the_job_layer(pools: tuple[Path, Path], make_im
     (("resize", "{a}/x.qcow2"), "the following arguments are required"),
     (("job", "cancel", "4242"), "no job 4242"),
     (("job", "explode", "1"), "invalid choice"),
+    (("create", "{a}/x.raw", "--size", "1M", "--zero"), "add --preallocation"),
+    (("delete", "{a}/x.raw", "--wipe", "twice"), "invalid choice"),
+    (("clone", "{a}/s.qcow2", "{a}/c.qcow2", "--format", "raw"), "--strategy performance"),
+    (("restore", "{a}/x.zst", "/nonexistent/dir/"), "no such directory"),
+    (("snapshot", "{a}/missing.qcow2"), "missing.qcow2"),
+    (("audit", "--limit", "0"), "--limit"),
 ])
 def test_errors_are_one_line_exit_2(pools: tuple[Path, Path], args: tuple[str, ...],
                                     message: str) -> None:
@@ -303,3 +317,134 @@ def test_read_only_is_accepted_by_reading_commands(pools: tuple[Path, Path]) -> 
     for args in (("ls", str(a)), ("pools", str(a)), ("jobs",)):
         done = run(*args, "--read-only")
         assert done.returncode == 0, done.stderr
+
+
+def test_snapshot_then_clone(pools: tuple[Path, Path], make_image: MakeImage) -> None:
+    a, b = pools
+    disk = make_image(a / "disk.qcow2", "qcow2", "8M")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 2M", str(disk)],
+                   check=True, capture_output=True)
+    done = run("snapshot", str(disk), "--name", "disk.snap", "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert (record["kind"], record["state"], record["params"]["name"]) == \
+        ("snapshot", "done", "disk.snap")
+    assert info(disk)["backing-filename"] == "disk.snap"  # the disk: an overlay on it
+    assert (a / "disk.snap").stat().st_mode & 0o222 == 0  # read-only on disk
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x44 0 1M", str(disk)],
+                   check=True, capture_output=True)  # the snapshot keeps the old data
+
+    done = run("clone", str(a / "disk.snap"), str(b / "clone.qcow2"))
+    assert done.returncode == 0, done.stderr
+    assert "clone disk.snap → clone.qcow2 in b" in done.stdout
+    clone = info(b / "clone.qcow2")
+    assert clone["format"] == "qcow2" and clone["backing-filename"] == str(a / "disk.snap")
+    assert identical(b / "clone.qcow2", "qcow2", a / "disk.snap", "qcow2")
+    assert not identical(b / "clone.qcow2", "qcow2", disk, "qcow2")
+    done = run("clone", str(a / "disk.snap"), f"{b}/", "--strategy", "performance",
+               "--format", "raw")
+    assert done.returncode == 0, done.stderr
+    assert info(b / "disk.snap")["format"] == "raw"
+    assert identical(b / "disk.snap", "raw", a / "disk.snap", "qcow2")
+    assert leftovers(a) == leftovers(b) == []
+
+
+def test_archive_then_restore(pools: tuple[Path, Path], make_image: MakeImage) -> None:
+    a, b = pools
+    src = make_image(a / "src.qcow2", "qcow2", "8M")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x55 1M 3M", str(src)],
+                   check=True, capture_output=True)
+    done = run("archive", str(src), f"{b}/", "--level", "3")
+    assert done.returncode == 0, done.stderr
+    assert (b / "src.qcow2.zst").exists() and (b / "src.qcow2.zst.json").exists()
+    done = run("archive", str(src), str(b / "src.qcow2.zst"))
+    assert done.returncode == 1 and "exists" in one_line(done.stderr)
+
+    done = run("restore", str(b / "src.qcow2.zst"), f"{b}/", "--format", "qcow2", "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)  # a directory as DEST: the archive's name, less .zst
+    assert (record["kind"], record["state"], record["volume"]) == ("restore", "done",
+                                                                   "src.qcow2")
+    assert info(b / "src.qcow2")["format"] == "qcow2"
+    assert identical(b / "src.qcow2", "qcow2", src, "qcow2")
+    make_image(a / "into.raw", "raw", "8M")
+    done = run("restore", str(b / "src.qcow2.zst"), str(a / "into.raw"), "--into-existing")
+    assert done.returncode == 0, done.stderr
+    assert identical(a / "into.raw", "raw", src, "qcow2")
+    assert leftovers(a) == leftovers(b) == []
+
+
+def test_delete_wipe_zero(pools: tuple[Path, Path], make_image: MakeImage) -> None:
+    a, _ = pools
+    base = make_image(a / "base.qcow2", "qcow2", "4M")
+    over = make_image(a / "over.qcow2", "qcow2", "4M", backing="base.qcow2",
+                      backing_fmt="qcow2")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x66 0 1M", str(over)],
+                   check=True, capture_output=True)
+    done = run("delete", str(base), "--wipe", "zero")
+    assert done.returncode == 2 and "based on it" in one_line(done.stderr)
+    done = run("delete", str(base), "--wipe", "zero", "--with-dependants",
+               "--yes-i-am-sure-it-holds-data", "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert (record["state"], record["params"]["wipe"], record["params"]["with_dependants"]) \
+        == ("done", "zero", True)
+    assert sorted(os.listdir(a)) == [".storage-console"]
+
+
+def test_growfs(pools: tuple[Path, Path]) -> None:
+    a, _ = pools
+    image = a / "fs.raw"
+    subprocess.run(["qemu-img", "create", "-f", "raw", str(image), "16M"], check=True,
+                   capture_output=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+
+    def blocks() -> int:
+        out = subprocess.run(["dumpe2fs", "-h", str(image)], check=True, capture_output=True,
+                             text=True).stdout
+        return int(next(line.split(":")[1] for line in out.splitlines()
+                        if line.startswith("Block count:")))
+
+    before = blocks()
+    done = run("resize", str(image), "32M")
+    assert done.returncode == 0, done.stderr
+    done = run("growfs", str(image))
+    assert done.returncode == 0, done.stderr
+    assert "growfs fs.raw" in done.stdout and "done" in done.stdout.splitlines()[-1]
+    assert blocks() == 2 * before
+    assert info(image)["virtual-size"] == 32 << 20
+
+
+def test_incremental_copy_with_base(pools: tuple[Path, Path], make_image: MakeImage) -> None:
+    a, b = pools
+    base = make_image(a / "base.qcow2", "qcow2", "8M")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x77 0 4M", str(base)],
+                   check=True, capture_output=True)
+    over = make_image(a / "over.qcow2", "qcow2", "8M", backing="base.qcow2",
+                      backing_fmt="qcow2")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x78 1M 1M", str(over)],
+                   check=True, capture_output=True)
+    assert run("copy", str(base), f"{b}/").returncode == 0
+    done = run("copy", str(over), f"{b}/", "--base", "base.qcow2")
+    assert done.returncode == 0, done.stderr
+    copied = info(b / "over.qcow2")
+    assert copied["format"] == "qcow2" and copied["backing-filename"] == "base.qcow2"
+    assert identical(b / "over.qcow2", "qcow2", over, "qcow2")
+
+
+def test_audit_lists_the_commands_a_create_ran(pools: tuple[Path, Path]) -> None:
+    a, _ = pools
+    assert run("audit", "--json").stdout.strip() == "[]"  # nothing ran yet
+    assert run("create", str(a / "aud.qcow2"), "--size", "1M").returncode == 0
+    done = run("audit", "--json")
+    assert done.returncode == 0, done.stderr
+    entries = json.loads(done.stdout)
+    create = next(e for e in entries if e["argv"][:2] == ["qemu-img", "create"])
+    assert create["host"] == "local" and create["returncode"] == 0
+    assert "@" in create["who"] and create["duration"] >= 0
+    assert [e["id"] for e in entries] == sorted((e["id"] for e in entries), reverse=True)
+    text = run("audit", "--host", "local", "--limit", "5").stdout.splitlines()
+    assert text[0].split() == ["WHEN", "WHO", "HOST", "EXIT", "TIME", "COMMAND"]
+    assert any("qemu-img create" in line and "aud.qcow2" in line for line in text[1:])
+    assert len(text) <= 6
+    assert run("audit", "--host", "elsewhere", "--json").stdout.strip() == "[]"
