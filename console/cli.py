@@ -224,13 +224,15 @@ def _open_cache(args: argparse.Namespace) -> Cache:
 
 def cmd_console(args: argparse.Namespace) -> int:
     from console.audit import AuditLog
-    from console.config import journal_path
+    from console.config import archive_dir, journal_path
     from console.inventory import Inventory
 
     config = load_targets(args)
     cache = _open_cache(args)
     inventory = Inventory(config, cache, read_only=args.read_only,
                           audit=AuditLog(journal_path()))
+    if not args.read_only:  # the archive dialog's default directory
+        archive_dir().mkdir(parents=True, exist_ok=True)
     from console.jobs.journal import Journal
     from console.jobs.runner import Runner
 

@@ -61,6 +61,11 @@ def state_dir() -> Path:
     return Path(platformdirs.user_state_dir(APP))
 
 
+def archive_dir() -> Path:
+    """Where the console proposes to put archives: away from the pools they back up."""
+    return data_dir() / "archives"
+
+
 def journal_path() -> Path:
     """The job journal and audit log: durable state, never beside the cache."""
     return state_dir() / "journal.db"

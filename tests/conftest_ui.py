@@ -29,6 +29,7 @@ from backends.model import (
     PoolScan,
     Volume,
 )
+from console.audit import AuditLog
 from console.cache import Cache
 from console.config import Config, HostConfig, journal_path
 from console.inventory import Inventory
@@ -169,10 +170,12 @@ def big_inventory(count: int) -> Inventory:
 
 
 def real_inventory(*dirs: str | os.PathLike[str], cache_path: str | os.PathLike[str],
-                   read_only: bool = False) -> Inventory:
-    """The real thing over directories on disk (pools named by their paths)."""
+                   read_only: bool = False, audit: bool = False) -> Inventory:
+    """The real thing over directories on disk (pools named by their paths); ``audit``
+    records every command in the audit log beside the (per-test XDG) journal."""
     config = Config.for_targets([str(d) for d in dirs])
-    return Inventory(config, Cache(os.fspath(cache_path)), read_only=read_only)
+    return Inventory(config, Cache(os.fspath(cache_path)), read_only=read_only,
+                     audit=AuditLog(journal_path()) if audit else None)
 
 
 def runner_for(inventory: Inventory, journal: str | os.PathLike[str] | None = None) -> Runner:

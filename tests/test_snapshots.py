@@ -131,3 +131,11 @@ def test_jobs_panel_120x40(snap_compare: SnapCompare) -> None:
         await pilot.pause()
 
     assert snap_compare(jobs_app(), run_before=focus_interrupted, terminal_size=(120, 40))
+
+
+def test_archive_dialog(snap_compare: SnapCompare, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The archive dialog on a raw volume: a file in the archives directory by default
+    (away from the pool it backs up), the zstd level, overwrite; the plan comes with the
+    first Enter."""
+    monkeypatch.setenv("XDG_DATA_HOME", "/home/admin/.local/share")  # a fixed path
+    assert snap_compare(demo_app(), press=["j", "a"], terminal_size=(80, 24))

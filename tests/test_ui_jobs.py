@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 from rich.console import Console
-from textual.widgets import Checkbox, Input, Select, Static
+from textual.widgets import Button, Checkbox, Input, Select, Static
 
 from backends.contract import Cancelled
 from backends.model import Progress
@@ -24,11 +24,19 @@ from console.jobs.journal import JobRecord, JobState, Journal
 from console.jobs.operations import OPERATIONS, Context, CreateVolume, Operation, temp_name
 from console.jobs.runner import Runner
 from console.ui.app import StorageConsoleApp
+from console.ui.screens.archive_volume import (
+    ArchiveVolumeScreen,
+    GrowFilesystemScreen,
+    RestoreVolumeScreen,
+)
+from console.ui.screens.audit_log import AuditScreen
 from console.ui.screens.confirm import ConfirmScreen
 from console.ui.screens.copy_volume import CopyVolumeScreen
+from console.ui.screens.delete_volume import DeleteVolumeScreen
 from console.ui.screens.main import MainScreen
 from console.ui.screens.plan import PlanDialog, plan_text
 from console.ui.screens.resize_volume import ResizeVolumeScreen
+from console.ui.screens.snapshot_volume import CloneVolumeScreen, SnapshotVolumeScreen
 from console.ui.widgets.jobs_panel import JobsPanel
 from tests.conftest import MakeImage
 from tests.conftest_ui import real_inventory, runner_for
@@ -81,9 +89,10 @@ def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(MainScreen, "JOB_POLL_IDLE", 0.05)
 
 
-def console(pool: Path, tmp_path: Path, *, read_only: bool = False,
+def console(pool: Path, tmp_path: Path, *, read_only: bool = False, audit: bool = False,
             app_class: type[StorageConsoleApp] = StorageConsoleApp) -> StorageConsoleApp:
-    inventory = real_inventory(pool, cache_path=tmp_path / "cache.db", read_only=read_only)
+    inventory = real_inventory(pool, cache_path=tmp_path / "cache.db", read_only=read_only,
+                               audit=audit)
     inventory.refresh()
     return app_class(inventory, runner=runner_for(inventory),
                      select=inventory.config.selected, refresh_on_start=False,
@@ -326,14 +335,24 @@ async def test_read_only_offers_no_job_actions(pool: Path, tmp_path: Path,
     app = console(pool, tmp_path, read_only=True)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        for key in ("e", "y", "c", "d"):
+        for key in ("e", "y", "c", "d", "n", "l", "a", "u", "f"):
             await pilot.press(key)
             await pilot.pause()
             assert isinstance(app.screen, MainScreen), key
         text = screen_text(app)
         assert "Resize" not in text and "Copy" not in text and "J Jobs" in text
         names = [c.name for c in main(app).palette_commands()]
-        assert not any(n.startswith(("Resize", "Copy", "Create", "Delete")) for n in names)
+        assert not any(n.startswith(("Resize", "Copy", "Create", "Delete", "Snapshot",
+                                     "Clone", "Archive", "Restore", "Grow")) for n in names)
+        assert "Audit log" in names  # reading it changes nothing
+        await pilot.press("question_mark")
+        await pilot.pause()
+        words = " ".join(t for _, rows in app.screen.sections for _, t in rows)
+        for action in ("Snapshot", "Clone", "Archive", "Restore", "Grow"):
+            assert action not in words
+        assert "Audit log" in words
+        await pilot.press("escape")
+        await pilot.pause()
         await pilot.press("J")
         await pilot.pause()
         assert app.focused is panel(app)
@@ -343,3 +362,242 @@ async def test_read_only_offers_no_job_actions(pool: Path, tmp_path: Path,
     assert sorted(os.listdir(pool)) == ["keep.qcow2"]
     assert Journal(journal_path()).jobs() == []
 
+
+
+def read_only_on_disk(path: Path) -> bool:
+    return not path.stat().st_mode & 0o222
+
+
+async def plan_then_submit(app: StorageConsoleApp, pilot: Any) -> str:
+    """ctrl+s for the plan, then ctrl+s for the job; returns the plan's words."""
+    dialog = app.screen
+    assert isinstance(dialog, PlanDialog)
+    await pilot.press("ctrl+s")
+    await until(pilot, lambda: dialog.plan is not None or dialog.query_one("#error").display)
+    assert dialog.plan is not None, str(dialog.query_one("#error", Static).render())
+    words = plan_words(dialog)
+    await pilot.press("ctrl+s")
+    await settle(app, pilot)
+    assert isinstance(app.screen, MainScreen)
+    return words
+
+
+async def test_snapshot_then_clone_it(pool: Path, tmp_path: Path,
+                                      make_image: MakeImage) -> None:
+    disk = make_image(pool / "disk.raw", "raw", "4M")
+    disk.write_bytes(b"\x42" * (1 << 20) + bytes(3 << 20))
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("l")  # a disk: nothing to clone
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        names = [c.name for c in main(app).palette_commands()]
+        for offered in ("Snapshot volume disk.raw", "Archive volume disk.raw",
+                        "Restore an archive", "Grow the file system in disk.raw",
+                        "Audit log"):
+            assert offered in names
+        assert not any(n.startswith("Clone") for n in names)
+        await pilot.press("n")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, SnapshotVolumeScreen)
+        dialog.query_one("#name", Input).value = "disk.snap1"
+        plan = await plan_then_submit(app, pilot)
+        assert "ln -- " in plan and "chmod a-w" in plan and "reserves" in plan
+        assert "becomes a qcow2 overlay" in plan  # a raw disk: the plan says so
+        job = newest(app)
+        assert (job.kind, job.state) == ("snapshot", JobState.DONE)
+        assert read_only_on_disk(pool / "disk.snap1")
+        info = image_info(pool / "disk.raw")  # the disk keeps its name, now an overlay
+        assert info["format"] == "qcow2" and info["backing-filename"] == "disk.snap1"
+        t = table(app)
+        assert t.current is not None and t.current.name == "disk.raw"
+        t.select_name("disk.snap1")
+        await pilot.pause()
+        assert t.current is not None and t.current.readonly
+        await pilot.press("n")  # a snapshot is not snapshotted again
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        assert "Clone snapshot disk.snap1" in [c.name for c in main(app).palette_commands()]
+        await pilot.press("l")
+        await pilot.pause()
+        assert isinstance(app.screen, CloneVolumeScreen)
+        assert app.screen.query_one("#name", Input).value == "disk-clone.snap1"
+        app.screen.query_one("#name", Input).value = "clone.qcow2"
+        plan = await plan_then_submit(app, pilot)
+        assert "qemu-img create" in plan and "-F raw" in plan
+        assert newest(app).state == JobState.DONE
+        info = image_info(pool / "clone.qcow2")
+        assert info["format"] == "qcow2" and info["backing-filename"] == "disk.snap1"
+        assert subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "raw",
+                               str(pool / "clone.qcow2"), str(pool / "disk.snap1")]
+                              ).returncode == 0
+        t = table(app)
+        assert t.current is not None and t.current.name == "clone.qcow2"
+
+
+async def test_delete_with_wipe(pool: Path, tmp_path: Path) -> None:
+    (pool / "data.raw").write_bytes(b"secret" * 4096)
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("d")
+        await settle(app, pilot)
+        dialog = app.screen
+        assert isinstance(dialog, DeleteVolumeScreen)
+        assert dialog.query_one("#wipe", Select).display
+        dialog.query_one("#wipe", Select).value = "zero"
+        dialog.query_one("#confirm", Input).value = "data.raw"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        job = newest(app)
+        assert (job.kind, job.state, job.params["wipe"]) == ("delete", JobState.DONE, "zero")
+        assert not (pool / "data.raw").exists() and table(app).row_count == 0
+
+
+async def test_delete_with_its_dependants(pool: Path, tmp_path: Path) -> None:
+    for name, backing in (("a-base.qcow2", None), ("b-mid.qcow2", "a-base.qcow2"),
+                          ("c-leaf.qcow2", "b-mid.qcow2"), ("other.qcow2", None)):
+        args = ["-b", backing, "-F", "qcow2"] if backing else []
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *args, str(pool / name),
+                        "1M"], check=True, capture_output=True)
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        assert table(app).current is not None and table(app).current.name == "a-base.qcow2"
+        await pilot.press("d")
+        await settle(app, pilot)
+        dialog = app.screen
+        assert isinstance(dialog, DeleteVolumeScreen)
+        listed = str(dialog.query_one("#dependants", Static).render())
+        assert listed.index("c-leaf.qcow2") < listed.index("b-mid.qcow2")  # leaves first
+        assert not dialog.query_one("#delete", Button).display
+        await pilot.press("space")  # tick "also delete the 2 volumes based on it"
+        await settle(app, pilot)
+        assert dialog.plan is not None and dialog.plan.with_dependants
+        assert [v.name for v in dialog.plan.order] == ["c-leaf.qcow2", "b-mid.qcow2",
+                                                       "a-base.qcow2"]
+        assert "hold no data" in str(dialog.query_one("#question", Static).render())
+        assert dialog.query_one("#delete", Button).display
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        assert newest(app).state == JobState.DONE
+        assert sorted(n for n in os.listdir(pool) if not n.startswith(".")) == ["other.qcow2"]
+        assert table(app).row_count == 1
+
+
+async def test_archive_then_restore(pool: Path, tmp_path: Path,
+                                    make_image: MakeImage) -> None:
+    disk = make_image(pool / "disk.qcow2", "qcow2", "8M")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x77 1M 2M", str(disk)],
+                   check=True, capture_output=True)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    archive = backup / "disk.qcow2.zst"
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f")  # growfs: raw volumes only
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        await pilot.press("a")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ArchiveVolumeScreen)
+        from console.config import archive_dir
+        assert dialog.query_one("#dest", Input).value == f"{archive_dir()}/disk.qcow2.zst"
+        dialog.query_one("#dest", Input).value = str(archive)
+        dialog.query_one("#level", Input).value = "30"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "level" in str(dialog.query_one("#error", Static).render())
+        dialog.query_one("#level", Input).value = "3"
+        plan = await plan_then_submit(app, pilot)
+        assert "zstd -q -3" in plan and "-O raw" in plan and ".json" in plan
+        assert newest(app).state == JobState.DONE
+        assert archive.exists() and (backup / "disk.qcow2.zst.json").exists()
+        await pilot.press("u")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, RestoreVolumeScreen)
+        dialog.query_one("#archive", Input).value = str(archive)
+        await pilot.pause()
+        assert dialog.query_one("#name", Input).value == "disk.qcow2"  # taken
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert "already exists" in str(dialog.query_one("#error", Static).render())
+        dialog.query_one("#name", Input).value = "back.qcow2"
+        dialog.query_one("#format", Select).value = "qcow2"
+        plan = await plan_then_submit(app, pilot)
+        assert "zstd" in plan and "-O qcow2" in plan
+        assert newest(app).state == JobState.DONE
+        assert subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2",
+                               str(disk), str(pool / "back.qcow2")]).returncode == 0
+        t = table(app)
+        assert t.current is not None and t.current.name == "back.qcow2"
+
+
+async def test_growfs_confirms_with_the_plan(pool: Path, tmp_path: Path,
+                                             make_image: MakeImage) -> None:
+    make_image(pool / "disk.raw", "raw", "4M")
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, GrowFilesystemScreen)
+        await until(pilot, lambda: dialog.plan is not None)  # read at once: no fields
+        plan = plan_words(dialog)
+        assert "e2fsck" in plan and "resize2fs" in plan
+        assert app.focused is dialog.query_one("#primary", Button)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen) and panel(app).rows == []
+
+
+async def test_audit_log_lists_the_commands_a_create_ran(pool: Path,
+                                                         tmp_path: Path) -> None:
+    app = console(pool, tmp_path, audit=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c")
+        await pilot.pause()
+        app.screen.query_one("#name", Input).value = "new.qcow2"
+        app.screen.query_one("#size", Input).value = "1M"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert newest(app).state == JobState.DONE
+        await pilot.press("A")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, AuditScreen)
+        await until(pilot, lambda: screen.entries is not None)
+        assert screen.entries
+        newest_first = [e.id for e in screen.entries]
+        assert newest_first == sorted(newest_first, reverse=True)
+        text = screen_text(app)
+        assert "qemu-img create" in text and "-f qcow2" in text and " ok " in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_create_preallocated(pool: Path, tmp_path: Path) -> None:
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c")
+        await pilot.pause()
+        dialog = app.screen
+        assert dialog.query_one("#zero", Checkbox).disabled  # sparse: nothing to zero
+        dialog.query_one("#name", Input).value = "full.raw"
+        dialog.query_one("#format", Select).value = "raw"
+        dialog.query_one("#size", Input).value = "4M"
+        dialog.query_one("#preallocation", Select).value = "falloc"
+        await pilot.pause()
+        zero = dialog.query_one("#zero", Checkbox)
+        assert not zero.disabled
+        zero.value = True
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        job = newest(app)
+        assert (job.state, job.params["preallocation"], job.params["zero"]) == \
+            (JobState.DONE, "falloc", True)
+        assert (pool / "full.raw").stat().st_blocks * 512 >= 4 << 20

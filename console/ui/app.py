@@ -26,9 +26,9 @@ class StorageConsoleApp(App[None]):
 
     Args:
         inventory: What to show and act on; its cache paints the first screen.
-        runner: The job engine over the shared journal: create, delete, resize and copy
-            run as its jobs, and the jobs panel shows them (and those of other
-            processes). Without it the console only browses.
+        runner: The job engine over the shared journal: every change to storage runs as
+            its job, and the jobs panel shows them (and those of other processes).
+            Without it the console only browses.
         select: ``(host, pool)`` to open on (default: the first pool).
         refresh_on_start: Re-read every pool from disk once the cache is painted.
         clock: Seconds since the epoch, for the age of cached rows (fixed in tests).

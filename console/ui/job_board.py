@@ -159,6 +159,23 @@ def job_title(job: JobRecord) -> str:
         what = f"{params.get('format', '')}, {format_size(size)}" if size else \
             f"{params.get('format', '')} on {params.get('backing')}"
         return f"create {job.volume} ({what})"
+    if job.kind == "clone":
+        dest_pool = str(params.get("dest_pool") or job.pool)
+        where = f" in {short_pool(dest_pool)}" if dest_pool != job.pool else ""
+        return f"clone {job.volume} → {params.get('dest_name', '')}{where} " \
+            f"({params.get('strategy', 'space')})"
+    if job.kind == "snapshot" and params.get("name"):
+        return f"snapshot {job.volume} as {params['name']}"
+    if job.kind == "archive":
+        return f"archive {job.volume} → {params.get('dest', '')}"
+    if job.kind == "restore":
+        into = "into" if params.get("into_existing") else "as"
+        return f"restore {os.path.basename(str(params.get('archive', '')))} {into} " \
+            f"{job.volume}"
+    if job.kind == "delete":
+        extra = " and what is based on it" if params.get("with_dependants") else ""
+        wipe = f" (wipe: {params['wipe']})" if params.get("wipe") else ""
+        return f"delete {job.volume}{extra}{wipe}"
     return f"{job.kind} {job.volume}"
 
 

@@ -19,7 +19,7 @@ from console.cache import VolumeRow
 from console.jobs.operations import CopyVolume, Operation
 from console.jobs.runner import Runner
 from console.ui.cells import printable
-from console.ui.screens.plan import PlanDialog
+from console.ui.screens.plan import VolumePlanDialog
 from console.units import format_size
 
 KEEP = "keep"
@@ -32,7 +32,7 @@ def copy_name(name: str) -> str:
     return f"{stem or name}-copy{ext if stem else ''}"
 
 
-class CopyVolumeScreen(PlanDialog):
+class CopyVolumeScreen(VolumePlanDialog):
     """Dismissed with the submitted job, or ``None`` when cancelled."""
 
     VERB = "Copy"

@@ -1,4 +1,5 @@
-"""Create a volume: name, format, size (with units), optional backing volume.
+"""Create a volume: name, format, size (with units), optional backing volume, and where
+the driver can, preallocation (none, falloc, full) and zeroing.
 
 Bad input is reported inside the dialog and nothing typed is lost. Submitting checks
 the name on disk and submits a create job (in a thread worker); the dialog closes once
@@ -14,7 +15,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
-from textual.widgets import Button, Input, Label, LoadingIndicator, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, LoadingIndicator, Select, Static
 
 from backends.contract import Capabilities, StorageError, VolumeExists, VolumeNotFound
 from backends.model import ImageFormat, Pool
@@ -28,6 +29,10 @@ from console.ui.screens.dialog import DialogScreen
 from console.units import format_size, parse_size
 
 MAX_BACKINGS = 1000  # a Select is no place for 100,000 names: the first ones by name
+NONE = "none"
+PREALLOCATIONS = ((f"{NONE}: sparse, space taken as it is written", NONE),
+                  ("falloc: blocks reserved now, reading as zeroes", "falloc"),
+                  ("full: zeroes written now", "full"))
 
 
 class CreateVolumeScreen(DialogScreen[JobRecord | None]):
@@ -54,6 +59,7 @@ class CreateVolumeScreen(DialogScreen[JobRecord | None]):
         #hint { color: $text-muted; height: auto; margin: 1 0 0 0; }
         LoadingIndicator { height: 1; display: none; }
         LoadingIndicator.-shown { display: block; }
+        Checkbox { border: none; padding: 0; height: 1; background: $surface; }
     }
     """
 
@@ -90,6 +96,13 @@ class CreateVolumeScreen(DialogScreen[JobRecord | None]):
                 yield Label("backing")
                 yield Select(backings, prompt="none", id="backing", compact=True,
                              disabled=not backings or not self.capabilities.backing)
+                yield Label("prealloc")
+                yield Select(PREALLOCATIONS, value=NONE, allow_blank=False,
+                             id="preallocation", compact=True,
+                             disabled=not self.capabilities.preallocate)
+                yield Label("")
+                yield Checkbox("zero: write the zeroes for real (falloc becomes full)",
+                               id="zero", compact=True, disabled=True)
             yield Static("", id="size-error")
             yield Static(self.hint(len(backings)), id="hint")
             yield LoadingIndicator()
@@ -116,6 +129,19 @@ class CreateVolumeScreen(DialogScreen[JobRecord | None]):
             field.cursor_blink = self.cursor_blink
         self.query_one("#name", Input).focus()
         self.format_changed()
+
+    @on(Select.Changed, "#preallocation")
+    def preallocation_changed(self) -> None:
+        zero = self.query_one("#zero", Checkbox)
+        zero.disabled = self.busy or self.preallocation() is None
+        if zero.disabled:
+            zero.value = False
+
+    def preallocation(self) -> str | None:
+        if not self.capabilities.preallocate:
+            return None
+        value = str(self.query_one("#preallocation", Select).value)
+        return None if value == NONE else value
 
     @on(Select.Changed, "#format")
     def format_changed(self) -> None:
@@ -166,19 +192,31 @@ class CreateVolumeScreen(DialogScreen[JobRecord | None]):
                                           "backing volume)")
             self.query_one("#size", Input).focus()
             return
+        preallocation = self.preallocation()
+        if preallocation is not None and capacity == 0:
+            self.show_error("size-error", "size: a preallocated volume needs a size")
+            self.query_one("#size", Input).focus()
+            return
         self.set_busy(True)
-        self.create(name, fmt, capacity, backing)
+        self.create(CreateVolume(self.pool.host, self.pool.name, name, format=str(fmt),
+                                 capacity=capacity, backing=backing,
+                                 preallocation=preallocation,
+                                 zero=self.query_one("#zero", Checkbox).value))
 
     def set_busy(self, busy: bool) -> None:
         self.busy = busy
-        for widget in self.query("Input, Select, Button"):
+        for widget in self.query("Input, Select, Checkbox, Button"):
             widget.disabled = busy
         self.query_one(LoadingIndicator).set_class(busy, "-shown")
         if not busy:
             self.format_changed()
+            self.query_one("#preallocation", Select).disabled = \
+                not self.capabilities.preallocate
+            self.preallocation_changed()
 
     @work(thread=True, exclusive=True, group="create")
-    def create(self, name: str, fmt: ImageFormat, capacity: int, backing: str | None) -> None:
+    def create(self, op: CreateVolume) -> None:
+        name = op.volume
         try:
             try:  # the job would fail on a taken name: say so while the dialog is open
                 self.inventory.probe_volume(self.pool.host, self.pool.name, name)
@@ -188,9 +226,7 @@ class CreateVolumeScreen(DialogScreen[JobRecord | None]):
                 raise VolumeExists("a file with that name already exists", host=self.pool.host,
                                    pool=self.pool.name, volume=name,
                                    hint="choose another name")
-            job = self.runner.submit(CreateVolume(
-                self.pool.host, self.pool.name, name, format=str(fmt), capacity=capacity,
-                backing=backing))
+            job = self.runner.submit(op)
         except StorageError as err:
             self.post_message(OperationFailed(str(err)))
         except Exception as err:  # never a traceback in the console

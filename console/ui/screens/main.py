@@ -4,11 +4,11 @@ jobs panel at the bottom.
 Paints from the cache at once, then refreshes from disk in a thread worker that posts
 ``PoolRefreshed`` per pool; the table re-queries in place, cursor on the same volume.
 
-Create, delete, resize and copy are jobs of the runner: each dialog closes once its job
-is in the journal. The runner's updates (``JobUpdated``) and a thread that reads the
-journal about once a second while anything runs (``JobsPolled``, only when something
-changed: jobs of other processes show up too) feed the jobs panel; a job that ends gets
-its pools re-read from disk.
+Create, delete, resize, copy, snapshot, clone, archive, restore and growfs are jobs of
+the runner: each dialog closes once its job is in the journal. The runner's updates
+(``JobUpdated``) and a thread that reads the journal about once a second while anything
+runs (``JobsPolled``, only when something changed: jobs of other processes show up too)
+feed the jobs panel; a job that ends gets its pools re-read from disk.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from textual.worker import get_current_worker
 from backends.contract import Capabilities, StorageError
 from backends.model import Pool
 from console.cache import PoolRow
+from console.config import journal_path
 from console.inventory import Inventory
 from console.jobs.journal import ACTIVE, JobRecord, JobState
 from console.jobs.runner import Runner
@@ -46,10 +47,18 @@ from console.ui.messages import (
     RefreshFinished,
     VolumeHighlighted,
 )
+from console.ui.screens.archive_volume import (
+    ArchiveVolumeScreen,
+    GrowFilesystemScreen,
+    RestoreVolumeScreen,
+)
+from console.ui.screens.audit_log import AuditScreen
 from console.ui.screens.copy_volume import CopyVolumeScreen
 from console.ui.screens.create_volume import CreateVolumeScreen
 from console.ui.screens.delete_volume import DeleteVolumeScreen
+from console.ui.screens.plan import VolumePlanDialog
 from console.ui.screens.resize_volume import ResizeVolumeScreen
+from console.ui.screens.snapshot_volume import CloneVolumeScreen, SnapshotVolumeScreen
 from console.ui.widgets.jobs_panel import JobsPanel
 from console.ui.widgets.pool_summary import PoolSummary
 from console.ui.widgets.pool_tree import PoolEntry, PoolTree
@@ -88,6 +97,12 @@ class MainScreen(Screen[None]):
         Binding("d,delete", "delete", "Delete"),
         Binding("e", "resize", "Resize"),
         Binding("y", "copy", "Copy"),
+        Binding("n", "snapshot", "Snapshot", show=False),
+        Binding("l", "clone", "Clone the snapshot", show=False),
+        Binding("a", "archive", "Archive", show=False),
+        Binding("u", "restore", "Restore an archive", show=False),
+        Binding("f", "growfs", "Grow the file system", show=False),
+        Binding("A", "audit", "Audit log", show=False),
         Binding("J", "jobs", "Jobs"),
         Binding("s", "sort", "Sort", show=False),  # the header marks the sort column
         Binding("S", "reverse_sort", "Reverse sort", show=False),
@@ -328,16 +343,35 @@ class MainScreen(Screen[None]):
 
     # -- create, delete, resize, copy: jobs ------------------------------------------------
 
+    # Actions on the selected volume: the capability that offers each, and what the
+    # volume must be (a snapshot is read-only on disk; growfs works on raw images).
+    VOLUME_ACTIONS: ClassVar[dict[str, str]] = {
+        "delete": "delete", "resize": "resize", "copy": "copy", "snapshot": "snapshot",
+        "clone": "clone", "archive": "archive", "growfs": "growfs"}
+    JOB_ACTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"create", "restore", "jobs", *VOLUME_ACTIONS})
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("create", "delete", "resize", "copy", "jobs") and self.runner is None:
+        if action in self.JOB_ACTIONS and self.runner is None:
             return False  # no job engine: the console only browses
+        if action not in self.JOB_ACTIONS or action == "jobs":
+            return True
         capabilities = self.capabilities()
         if action == "create":
             return capabilities.create or False
-        if action in ("delete", "resize", "copy"):
-            if not getattr(capabilities, action):
-                return False
-            return True if self.volume_table.current is not None else None
+        if action == "restore":
+            return capabilities.archive or False
+        if not getattr(capabilities, self.VOLUME_ACTIONS[action]):
+            return False
+        volume = self.volume_table.current
+        if volume is None:
+            return None
+        if action == "snapshot" and volume.readonly:
+            return None  # a snapshot already: clone it instead
+        if action == "clone" and not volume.readonly:
+            return None  # only a snapshot is cloned
+        if action == "growfs" and volume.format != "raw":
+            return None
         return True
 
     def action_create(self) -> None:
@@ -373,6 +407,39 @@ class MainScreen(Screen[None]):
         self.app.push_screen(
             CopyVolumeScreen(self.runner, pool, volume, cursor_blink=self.cursor_blink),
             lambda job: self.job_submitted(job, select=True))
+
+    def volume_dialog(self, dialog: type[VolumePlanDialog], *, select: bool = False) -> None:
+        pool, volume = self.current_pool(), self.volume_table.current
+        if pool is None or volume is None or self.runner is None:
+            return
+        self.app.push_screen(dialog(self.runner, pool, volume,
+                                    cursor_blink=self.cursor_blink),
+                             lambda job: self.job_submitted(job, select=select))
+
+    def action_snapshot(self) -> None:
+        self.volume_dialog(SnapshotVolumeScreen)
+
+    def action_clone(self) -> None:
+        self.volume_dialog(CloneVolumeScreen, select=True)
+
+    def action_archive(self) -> None:
+        self.volume_dialog(ArchiveVolumeScreen)
+
+    def action_growfs(self) -> None:
+        self.volume_dialog(GrowFilesystemScreen)
+
+    def action_restore(self) -> None:
+        pool = self.current_pool()
+        if pool is None or self.runner is None:
+            return
+        self.app.push_screen(RestoreVolumeScreen(self.runner, pool,
+                                                 cursor_blink=self.cursor_blink),
+                             lambda job: self.job_submitted(job, select=True))
+
+    def action_audit(self) -> None:
+        """The audit log lives in the journal's file."""
+        path = self.runner.journal.path if self.runner is not None else journal_path()
+        self.app.push_screen(AuditScreen(path))
 
     def job_submitted(self, job: JobRecord | None, *, select: bool = False) -> None:
         """A dialog's job is in the journal: the panel shows it from now on."""
@@ -611,6 +678,26 @@ class MainScreen(Screen[None]):
         if self.check_action("copy", ()):
             yield PaletteCommand(f"Copy volume {name}", "To a pool of the same host, as a job",
                                  self.action_copy)
+        if self.check_action("snapshot", ()):
+            yield PaletteCommand(f"Snapshot volume {name}",
+                                 "It keeps its name; a read-only snapshot keeps its data",
+                                 self.action_snapshot)
+        if self.check_action("clone", ()):
+            yield PaletteCommand(f"Clone snapshot {name}",
+                                 "A new disk from it: an overlay, or a full copy",
+                                 self.action_clone)
+        if self.check_action("archive", ()):
+            yield PaletteCommand(f"Archive volume {name}",
+                                 "To a zstd-compressed file with checksums, as a job",
+                                 self.action_archive)
+        if self.check_action("restore", ()):
+            yield PaletteCommand("Restore an archive", "Into a new or an existing volume "
+                                 "of this pool, as a job", self.action_restore)
+        if self.check_action("growfs", ()):
+            yield PaletteCommand(f"Grow the file system in {name}",
+                                 "Its ext2/3/4 file system fills the volume", self.action_growfs)
+        yield PaletteCommand("Audit log", "Every command run on every host, newest first",
+                             self.action_audit)
         if self.runner is not None:
             yield PaletteCommand("Jobs panel", "Show, focus or hide the recent jobs",
                                  self.action_jobs)

@@ -98,7 +98,8 @@ class PlanDialog(DialogScreen[JobRecord | None]):
 
     Subclasses compose ``#plan``, ``#error``, ``#primary`` and a ``LoadingIndicator``,
     and implement ``operation`` (the op for the fields, or None after showing why) and
-    ``check`` (blocking checks in the plan's worker)."""
+    ``check`` (blocking checks in the plan's worker). ``VolumePlanDialog`` acts on one
+    volume; this base only on a pool (a restore makes its volume)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
@@ -128,12 +129,10 @@ class PlanDialog(DialogScreen[JobRecord | None]):
 
     VERB: ClassVar[str] = "Submit"
 
-    def __init__(self, runner: Runner, pool: Pool, volume: VolumeRow, *,
-                 cursor_blink: bool = True) -> None:
+    def __init__(self, runner: Runner, pool: Pool, *, cursor_blink: bool = True) -> None:
         super().__init__()
         self.runner = runner
         self.pool = pool
-        self.volume = volume
         self.cursor_blink = cursor_blink
         self.plan: Plan | None = None
         self.busy = False
@@ -141,9 +140,17 @@ class PlanDialog(DialogScreen[JobRecord | None]):
     def on_mount(self) -> None:
         for field in self.query(Input):
             field.cursor_blink = self.cursor_blink
-        first = self.query(Input).first()
-        first.focus()
-        first.cursor_position = len(first.value)
+        self.focus_first()
+
+    def focus_first(self) -> None:
+        """The first field, or the primary button in a dialog without fields."""
+        fields = self.query(Input)
+        if fields:
+            first = fields.first()
+            first.focus()
+            first.cursor_position = len(first.value)
+        else:
+            self.query_one("#primary", Button).focus()
 
     def operation(self) -> Operation | None:
         raise NotImplementedError
@@ -237,7 +244,7 @@ class PlanDialog(DialogScreen[JobRecord | None]):
         self.set_busy(False)
         self.invalidate()
         self.show_error(message.text)
-        self.query(Input).first().focus()
+        self.focus_first()
 
     @on(JobSubmitted)
     def submitted(self, message: JobSubmitted) -> None:
@@ -247,3 +254,12 @@ class PlanDialog(DialogScreen[JobRecord | None]):
     def action_cancel(self) -> None:
         if not self.busy:
             self.dismiss(None)
+
+
+class VolumePlanDialog(PlanDialog):
+    """A plan dialog for an operation on one volume (the one selected)."""
+
+    def __init__(self, runner: Runner, pool: Pool, volume: VolumeRow, *,
+                 cursor_blink: bool = True) -> None:
+        super().__init__(runner, pool, cursor_blink=cursor_blink)
+        self.volume = volume

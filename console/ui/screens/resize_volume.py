@@ -15,14 +15,14 @@ from textual.widgets import Button, Checkbox, Input, Label, LoadingIndicator, St
 from backends.contract import InvalidRequest
 from console.jobs.operations import Operation, ResizeVolume
 from console.ui.cells import printable
-from console.ui.screens.plan import PlanDialog
+from console.ui.screens.plan import VolumePlanDialog
 from console.units import format_size, parse_size
 
 NOTES = ("refused while a running QEMU has the volume open; a shrink never cuts an "
          "ext2/3/4 file system that starts the image")
 
 
-class ResizeVolumeScreen(PlanDialog):
+class ResizeVolumeScreen(VolumePlanDialog):
     """Dismissed with the submitted job, or ``None`` when cancelled."""
 
     VERB = "Resize"
