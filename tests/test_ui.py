@@ -596,3 +596,33 @@ async def test_read_only_offers_no_create_or_delete(pool: Path, tmp_path: Path) 
         await pilot.press("escape")
     after = (pool / "keep.qcow2").stat()
     assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
+
+
+async def test_in_use_is_marked(tmp_path: Path) -> None:
+    """A volume a running QEMU holds shows ▶ in the table and says so in the detail."""
+    import shutil
+
+    if shutil.which("qemu-nbd") is None:
+        pytest.skip("qemu-nbd is not installed")
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(pool / "busy.qcow2"),
+                    "4M"], check=True)
+    server = subprocess.Popen(["qemu-nbd", "--persistent", "-k", str(tmp_path / "s.sock"),
+                               "-f", "qcow2", str(pool / "busy.qcow2")])
+    try:
+        time.sleep(0.5)  # qemu-nbd takes its lock as it opens the image
+        inventory = real_inventory(pool, cache_path=tmp_path / "c.db")
+        app = StorageConsoleApp(inventory, select=("local", str(pool.resolve())),
+                                refresh_on_start=True, cursor_blink=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            row = app.query_one(VolumeTable).current
+            assert row is not None and row.name == "busy.qcow2" and row.in_use
+            table_text = "".join(s.text for s in [app.query_one(VolumeTable).render_line(1)])
+            assert "▶" in table_text
+            assert "in use by a running QEMU" in detail_text(app)
+    finally:
+        server.terminate()
+        server.wait()

@@ -15,6 +15,7 @@ from textual.widgets import Static
 
 LEGEND = (
     ("◆", "snapshot: read-only on disk"),
+    ("▶", "in use: a running QEMU holds it (destructive actions are refused)"),
     ("● ◌ ○", "pool fresh / stale (seen > 5 min ago) / never scanned"),
     ("✗ ↻", "pool refresh failed / refreshing"),
     ("█ ▒ ░ ▚", "space allocated / committed to volumes / free / committed past capacity"),

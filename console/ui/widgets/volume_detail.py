@@ -38,6 +38,7 @@ class VolumeDetail(VerticalScroll, can_focus=True):
         "volume-detail--broken",
         "volume-detail--problem",
         "volume-detail--snapshot",
+        "volume-detail--in-use",
         "volume-detail--guide",
     }
 
@@ -59,6 +60,7 @@ class VolumeDetail(VerticalScroll, can_focus=True):
         & > .volume-detail--broken { color: $error; text-style: bold; }
         & > .volume-detail--problem { color: $error; text-style: bold underline; }
         & > .volume-detail--snapshot { color: $accent; }
+        & > .volume-detail--in-use { color: $warning; text-style: bold; }
     }
     """
 
@@ -110,6 +112,9 @@ class VolumeDetail(VerticalScroll, can_focus=True):
         if row.readonly:
             text.append(" · snapshot (read-only)", part("volume-detail--snapshot",
                                                          partial=True))
+        if row.in_use:
+            text.append(" · in use by a running QEMU", part("volume-detail--in-use",
+                                                             partial=True))
         text.append(f" · {seen(self.clock() - row.last_seen)}\n", muted)
 
         text.append(f"chain, leaf first ({row.chain_depth} "

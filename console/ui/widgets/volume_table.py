@@ -31,6 +31,7 @@ PAGE_SIZE = 200
 MAX_PAGES = 8
 STALE_AFTER = 300.0  # seconds: older cached rows show their age in the warning colour
 SNAPSHOT_MARK = "◆"
+IN_USE_MARK = "▶"  # a running QEMU holds it: destructive actions are refused
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class VolumeTable(ScrollView, can_focus=True):
         "volume-table--age",
         "volume-table--stale",
         "volume-table--snapshot",
+        "volume-table--in-use",
         "volume-table--empty",
     }
 
@@ -136,6 +138,7 @@ class VolumeTable(ScrollView, can_focus=True):
         & > .volume-table--age { color: $text-muted; }
         & > .volume-table--stale { color: $warning; }
         & > .volume-table--snapshot { color: $accent; text-style: bold; }
+        & > .volume-table--in-use { color: $warning; text-style: bold; }
         & > .volume-table--empty { color: $text-muted; text-style: italic; }
     }
     """
@@ -389,8 +392,12 @@ class VolumeTable(ScrollView, can_focus=True):
             key = column.key
             accent: Style | None = None
             if key == "":
-                text = SNAPSHOT_MARK if row.readonly else " "
-                accent = partial("volume-table--snapshot", partial=True)
+                if row.in_use:
+                    text = IN_USE_MARK
+                    accent = partial("volume-table--in-use", partial=True)
+                else:
+                    text = SNAPSHOT_MARK if row.readonly else " "
+                    accent = partial("volume-table--snapshot", partial=True)
             elif key == "name":
                 text = printable(row.name)
             elif key == "format":
