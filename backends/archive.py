@@ -16,8 +16,6 @@ calls it in-process, and a remote transport can ship it whole.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import hashlib
@@ -31,6 +29,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 ZSTD = "zstd"
 SIDECAR_SUFFIX = ".json"
@@ -213,7 +212,7 @@ def data_extents(fd: int, start: int = 0, end: int | None = None) -> Iterator[tu
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
-_libc: ctypes.CDLL | None = None
+_libc: Any = None  # libc through ctypes, loaded by the first punch_hole
 
 
 def punch_hole(fd: int, offset: int, length: int) -> bool:
@@ -222,6 +221,9 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
     global _libc
     if length <= 0:
         return True
+    import ctypes  # here, not at the top: listings import this module and never punch
+    import ctypes.util
+
     if _libc is None:
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from backends.contract import (
     CancelCheck,
@@ -26,10 +27,12 @@ from backends.contract import (
 from backends.drivers.dir import DirDriver
 from backends.model import Health, Host, ImageFormat, Pool, PoolScan, Progress, Volume
 from backends.transport.local import LocalTransport
-from console.audit import AuditLog
 from console.cache import Cache
 from console.config import Config
 from console.health import assess
+
+if TYPE_CHECKING:  # the audit log (and the journal it imports) is not needed by `ls`
+    from console.audit import AuditLog
 
 PoolCallback = Callable[[Pool, StorageError | None], None]
 MAX_SCANS_PER_HOST = 4  # a host's disks are shared; more parallel scans only thrash
