@@ -39,7 +39,7 @@ LEVELS = range(1, 20)  # zstd's regular levels; 20+ need --ultra and gigabytes o
 CHUNK = 1 << 20  # bytes per read and write: small enough to notice a cancel at once
 BLOCK = 64 << 10  # granularity of holes a restore leaves and of ``data_bytes``
 POLL_SECONDS = 0.1
-TERM_GRACE_SECONDS = 0.5
+TERM_GRACE_SECONDS = 0.5  # between SIGTERM and SIGKILL
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _ZEROS = bytes(CHUNK)
 
@@ -290,7 +290,8 @@ def sha256_file(path: str, *, progress: ProgressFn | None = None,
 # -- zstd as a filter ---------------------------------------------------------------
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate ``proc``, kill it if it is still there after a grace, and reap it."""
     if proc.poll() is not None:
         return
     proc.terminate()
@@ -339,13 +340,13 @@ class _Filter:
         return self.proc.wait()
 
     def kill(self) -> None:
-        _stop(self.proc)
+        stop(self.proc)
 
     def __enter__(self) -> _Filter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _stop(self.proc)
+        stop(self.proc)
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None and not stream.closed:
                 with contextlib.suppress(OSError):

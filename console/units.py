@@ -45,3 +45,16 @@ def format_age(seconds: float) -> str:
         if seconds < limit:
             return f"{int(seconds // div)}{unit}"
     return f"{int(seconds // 86400)}d"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``0:34``, ``1:02:03``; ``-`` when it cannot be told (an ETA)."""
+    if seconds is None:
+        return "-"
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def format_rate(bytes_per_second: float) -> str:
+    """``180M/s``; empty when nothing moves."""
+    return f"{format_size(int(bytes_per_second))}/s" if bytes_per_second > 0 else ""

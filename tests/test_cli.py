@@ -174,3 +174,11 @@ def test_a_bug_is_one_line_and_debug_shows_it(pool_dir: Path,
     monkeypatch.setenv("STORAGE_CONSOLE_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         cli.main(["ls", str(pool_dir)])
+
+
+def test_printable_escapes_only_what_would_break_a_terminal() -> None:
+    from console.commands.text import printable
+
+    assert printable("café → b") == "café → b"
+    assert printable("new\nline\x1b[31m\u202e") == "new\\nline\\x1b[31m\\u202e"
+    assert printable("bad-\udcff\\x") == "bad-\\xff\\x"

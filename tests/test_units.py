@@ -25,3 +25,11 @@ def test_format() -> None:
     assert format_size(None) == "-"
     assert [format_age(s) for s in (0.5, 5, 300, 7200, 200000)] == ["now", "5s", "5m", "2h",
                                                                      "2d"]
+
+
+def test_duration_and_rate() -> None:
+    from console.units import format_duration, format_rate
+
+    assert [format_duration(s) for s in (None, 34.9, 62, 3723)] == ["-", "0:34", "1:02",
+                                                                    "1:02:03"]
+    assert (format_rate(0), format_rate(180 << 20)) == ("", "180M/s")

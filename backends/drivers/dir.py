@@ -66,9 +66,6 @@ MAX_NAME_BYTES = 255
 # Formats qemu-img writes without a secret or an extent list to trust.
 COPY_FORMATS = (ImageFormat.RAW, ImageFormat.QCOW2, ImageFormat.VMDK, ImageFormat.VDI,
                 ImageFormat.VPC, ImageFormat.VHDX)
-# Single-file formats whose header qemu-img info may open to ask QEMU's lock (a VMDK
-# may name extents, a qcow2 a data file, a LUKS image needs its secret).
-INFO_LOCK_FORMATS = (ImageFormat.QCOW2, ImageFormat.VDI, ImageFormat.VPC, ImageFormat.VHDX)
 HEAD_BYTES = 2048  # sector 0 (a boot signature) and the ext superblock at 1024
 SIDECAR_MAX = 1 << 20
 _LOCK_ERROR = re.compile(r'Failed to get (?:shared )?"[a-z-]+" lock')
@@ -669,18 +666,9 @@ class DirDriver(Driver):
         raise self._failure(result, "qemu-img compare", where)
 
     def volume_in_use(self, volume: Volume) -> bool:
-        """Asks qemu-img info (without ``-U``, so QEMU's file locking answers) for
-        single-file formats. A raw image is looked at through its lock bytes instead:
-        qemu-img opens a raw image read-only sharing writes, so it never notices a
-        writer there. Anything qemu-img cannot open is asked the lock bytes too."""
+        """QEMU (and qemu-nbd, qemu-storage-daemon) lock byte 101 of an image file they
+        hold for writing, whatever its format: one F_GETLK asks, taking nothing."""
         where = {"host": volume.host, "pool": volume.pool, "volume": volume.name}
-        if (volume.format in INFO_LOCK_FORMATS and not volume.info.data_file
-                and not volume.info.invalid and not volume.error):
-            result = self._run(qemuimg.info(volume.path, volume.format), where)
-            if result.returncode == 0:
-                return False
-            if _LOCK_ERROR.search(result.stderr.decode(errors="replace")):
-                return True
         try:
             return self.transport.qemu_write_locked(volume.path)
         except OSError as err:

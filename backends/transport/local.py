@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backends import archive
-from backends.archive import ArchiveInfo, StreamResult
+from backends.archive import ArchiveInfo, StreamResult, stop
 from backends.contract import (
     WIPES,
     ByteProgress,
@@ -45,23 +45,6 @@ def command_key(argv: list[str]) -> str:
 
 
 POLL_SECONDS = 0.1  # how often a running command's cancel flag is looked at
-TERM_GRACE_SECONDS = 0.5  # between SIGTERM and SIGKILL
-
-# QEMU's file locking (block/file-posix.c): byte 100 + n is locked (shared) by a process
-# that holds permission n on the image; WRITE is permission bit 1.
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate ``proc``, kill it if it is still there after a grace, and reap it."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(TERM_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
 
 ZERO_SCAN_BUDGET = 64 << 20  # bytes of allocated extents read before assuming data
 
@@ -72,16 +55,9 @@ def extents_hold_data(fd: int) -> bool:
     Allocated zeros (qemu-img allocates a raw image's first block) are not data. Past
     ``ZERO_SCAN_BUDGET`` the answer is yes: unknown is treated as precious.
     """
-    offset, budget, chunk = 0, ZERO_SCAN_BUDGET, 1 << 20
+    budget, chunk = ZERO_SCAN_BUDGET, 1 << 20
     zeros = bytes(chunk)
-    while True:
-        try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError as err:
-            if err.errno == errno.ENXIO:  # only holes up to the end
-                return False
-            raise
-        end = os.lseek(fd, start, os.SEEK_HOLE)
+    for start, end in archive.data_extents(fd):
         while start < end:
             length = min(chunk, end - start, budget)
             if length <= 0:
@@ -93,7 +69,7 @@ def extents_hold_data(fd: int) -> bool:
                 return True
             start += len(data)
             budget -= len(data)
-        offset = end
+    return False
 
 
 def overwrite_extents(fd: int, pattern: str, progress: ByteProgress | None,

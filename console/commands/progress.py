@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import queue
 import signal
 import sys
@@ -15,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from console.commands import PROG
 from console.commands.text import printable
 from console.jobs.journal import JobRecord, JobState
-from console.units import format_size
+from console.jobs.operations import describe_job
+from console.units import format_duration, format_rate
 
 if TYPE_CHECKING:
     from console.commands.engine import Engine
@@ -30,41 +30,13 @@ def job_record(job: JobRecord) -> dict[str, Any]:
     return record
 
 
-def _short_pool(pool: str) -> str:
-    return printable(os.path.basename(pool.rstrip("/")) or pool)
-
-
 def job_title(job: JobRecord) -> str:
-    """``copy a.raw → b.qcow2``: what a job does, in a few words."""
-    params = job.params
-    name = printable(job.volume)
-    if job.kind in ("copy", "clone"):
-        dest_pool = params.get("dest_pool") or job.pool
-        dest = printable(str(params.get("dest_name", "")))
-        where = f" in {_short_pool(dest_pool)}" if dest_pool != job.pool else ""
-        return f"{job.kind} {name} → {dest}{where}"
-    if job.kind == "resize":
-        return f"resize {name} to {format_size(int(params.get('capacity', 0)))}"
-    if job.kind == "snapshot" and params.get("name"):
-        return f"snapshot {name} as {printable(str(params['name']))}"
-    if job.kind == "archive":
-        return f"archive {name} → {printable(str(params.get('dest', '')))}"
-    if job.kind == "restore":
-        return f"restore {printable(str(params.get('archive', '')))} → {name}"
-    return f"{job.kind} {name}"
-
-
-def eta_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else \
-        f"{rest // 60}:{rest % 60:02d}"
+    """What a job does, as its operation says, made safe to print on a terminal."""
+    return printable(describe_job(job))
 
 
 def speed_text(job: JobRecord) -> str:
-    return f"{format_size(int(job.throughput))}/s" if job.throughput > 0 else "-"
+    return format_rate(job.throughput) or "-"
 
 
 def percent_text(job: JobRecord) -> str:
@@ -130,7 +102,7 @@ class TerminalProgress(PlainProgress):
         self.progress.update(self.task, total=100 if percent is not None else None,
                              completed=percent or 0, stage=stage,
                              percent=percent_text(job), speed=speed_text(job),
-                             eta=eta_text(job.eta))
+                             eta=format_duration(job.eta))
 
     def note(self, text: str) -> None:
         self.progress.console.print(f"{PROG}: {text}", style="yellow", highlight=False)

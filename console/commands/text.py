@@ -9,9 +9,14 @@ from typing import Any
 
 
 def printable(text: str) -> str:
-    # Names may hold newlines or undecodable bytes: never let them break the table.
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
-        .encode("unicode_escape").decode("ascii").replace("\\\\", "\\")
+    """``text`` safe on a terminal: undecodable bytes as ``\\xNN``, control and format
+    characters as Python writes them (``\\n``, ``\\x1b``, ``\\u202e``); everything else,
+    ``é`` and ``→`` included, as it is. Names may hold anything but ``/`` and NUL."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 def table(rows: Iterable[Sequence[str]], right: set[int]) -> str:

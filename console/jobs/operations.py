@@ -38,7 +38,9 @@ from backends.drivers.dir import MAX_NAME_BYTES, backing_reference
 from backends.model import ImageFormat, Pool, Progress, Volume
 from backends.transport.scanner import TEMP_PREFIX
 from console.inventory import Inventory
+from console.jobs.journal import JobRecord
 from console.jobs.locks import volume_lock
+from console.units import format_size
 
 
 class Context(Protocol):
@@ -120,7 +122,13 @@ class Operation(ABC):
         return []
 
     def describe(self) -> str:
+        """``copy a.raw → b.qcow2 in backup``: what it does, in a few words (job lists,
+        progress lines, refusals)."""
         return f"{self.kind} {self.volume}"
+
+    def _elsewhere(self, pool: str) -> str:
+        """`` in backup`` when ``pool`` is not the operation's own pool."""
+        return f" in {pool_label(pool)}" if pool and pool != self.pool else ""
 
     @abstractmethod
     def run(self, ctx: Context) -> None:
@@ -189,6 +197,11 @@ class CreateVolume(Operation):
     def stages(self) -> tuple[str, ...]:
         return ("create", "publish")
 
+    def describe(self) -> str:
+        what = (f"{self.format}, {format_size(self.capacity)}" if self.capacity
+                else f"{self.format} on {self.backing}")
+        return f"create {self.volume} ({what})"
+
     def space(self, inventory: Inventory) -> tuple[str, int]:
         if not self.preallocation or self.capacity <= 0:
             # A sparse image takes its metadata only; qcow2 tables for 1 TiB are ~2 MiB.
@@ -238,7 +251,7 @@ class DeleteVolume(Operation):
         return ("check", "delete")
 
     def describe(self) -> str:
-        extra = " and the volumes based on it" if self.with_dependants else ""
+        extra = " and what is based on it" if self.with_dependants else ""
         return f"delete {self.volume}{extra}" + (f" (wipe: {self.wipe})" if self.wipe else "")
 
     def commands(self, inventory: Inventory) -> list[list[str]]:
@@ -279,6 +292,9 @@ class ResizeVolume(Operation):
     @property
     def stages(self) -> tuple[str, ...]:
         return ("check", "resize")
+
+    def describe(self) -> str:
+        return f"resize {self.volume} to {format_size(self.capacity)}"
 
     def commands(self, inventory: Inventory) -> list[list[str]]:
         volume = inventory.probe_volume(self.host, self.pool, self.volume)
@@ -342,7 +358,7 @@ class CopyVolume(Operation):
         return (self.dest_pool or self.pool, need)
 
     def describe(self) -> str:
-        return f"copy {self.volume} to {self.dest_pool or self.pool}/{self.dest_name}"
+        return f"copy {self.volume} → {self.dest_name}{self._elsewhere(self.dest_pool)}"
 
     def commands(self, inventory: Inventory) -> list[list[str]]:
         source = inventory.probe_volume(self.host, self.pool, self.volume)
@@ -525,7 +541,7 @@ class CloneVolume(Operation):
                 driver.measure_create(pool, ImageFormat.QCOW2, snap.capacity))
 
     def describe(self) -> str:
-        return (f"clone {self.volume} to {self.dest_pool or self.pool}/{self.dest_name} "
+        return (f"clone {self.volume} → {self.dest_name}{self._elsewhere(self.dest_pool)} "
                 f"({self.strategy})")
 
     def commands(self, inventory: Inventory) -> list[list[str]]:
@@ -589,7 +605,7 @@ class ArchiveVolume(Operation):
         return (target.name, driver.measure_archive(pool, self.volume))
 
     def describe(self) -> str:
-        return f"archive {self.volume} to {self.dest}"
+        return f"archive {self.volume} → {self.dest}"
 
     def commands(self, inventory: Inventory) -> list[list[str]]:
         volume = inventory.probe_volume(self.host, self.pool, self.volume)
@@ -664,7 +680,7 @@ class RestoreVolume(Operation):
 
     def describe(self) -> str:
         into = "into" if self.into_existing else "as"
-        return f"restore {self.archive} {into} {self.volume}"
+        return f"restore {os.path.basename(self.archive)} {into} {self.volume}"
 
     def commands(self, inventory: Inventory) -> list[list[str]]:
         pool = self._pool(inventory)
@@ -719,3 +735,16 @@ def operation_from(kind: str, params: dict[str, Any]) -> Operation:
         raise InvalidRequest(f"the journal's job parameters for {kind!r} do not fit: {err}",
                              hint="roll the job back or remove it") from None
 
+
+def pool_label(pool: str) -> str:
+    """An ad-hoc pool is named by its path: its last component is enough in a line."""
+    return os.path.basename(pool.rstrip("/")) or pool
+
+
+def describe_job(job: JobRecord) -> str:
+    """What a journaled job does, as its operation describes itself (the job lists of the
+    console and the command line); ``kind volume`` for a row that no longer fits."""
+    try:
+        return operation_from(job.kind, job.params).describe()
+    except InvalidRequest:
+        return f"{job.kind} {job.volume}"

@@ -9,13 +9,11 @@ ignored for it until the job ends. Plain Python: the panel draws it, the screen 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from console.jobs.journal import ACTIVE, JobRecord, JobState
-from console.units import format_size
 
 PANEL_LIMIT = 50  # jobs read from the journal and shown, newest first
 
@@ -140,45 +138,6 @@ class JobBoard:
         return len(ended)
 
 
-def short_pool(pool: str) -> str:
-    """An ad-hoc pool is named by its path: its last component is enough in a line."""
-    return os.path.basename(pool.rstrip("/")) or pool
-
-
-def job_title(job: JobRecord) -> str:
-    """``copy a.raw → b.qcow2 in backup``: what a job does, in a few words."""
-    params = job.params
-    if job.kind == "copy":
-        dest_pool = str(params.get("dest_pool") or job.pool)
-        where = f" in {short_pool(dest_pool)}" if dest_pool != job.pool else ""
-        return f"copy {job.volume} → {params.get('dest_name', '')}{where}"
-    if job.kind == "resize":
-        return f"resize {job.volume} to {format_size(int(params.get('capacity', 0)))}"
-    if job.kind == "create":
-        size = int(params.get("capacity") or 0)
-        what = f"{params.get('format', '')}, {format_size(size)}" if size else \
-            f"{params.get('format', '')} on {params.get('backing')}"
-        return f"create {job.volume} ({what})"
-    if job.kind == "clone":
-        dest_pool = str(params.get("dest_pool") or job.pool)
-        where = f" in {short_pool(dest_pool)}" if dest_pool != job.pool else ""
-        return f"clone {job.volume} → {params.get('dest_name', '')}{where} " \
-            f"({params.get('strategy', 'space')})"
-    if job.kind == "snapshot" and params.get("name"):
-        return f"snapshot {job.volume} as {params['name']}"
-    if job.kind == "archive":
-        return f"archive {job.volume} → {params.get('dest', '')}"
-    if job.kind == "restore":
-        into = "into" if params.get("into_existing") else "as"
-        return f"restore {os.path.basename(str(params.get('archive', '')))} {into} " \
-            f"{job.volume}"
-    if job.kind == "delete":
-        extra = " and what is based on it" if params.get("with_dependants") else ""
-        wipe = f" (wipe: {params['wipe']})" if params.get("wipe") else ""
-        return f"delete {job.volume}{extra}{wipe}"
-    return f"{job.kind} {job.volume}"
-
-
 def job_pools(job: JobRecord) -> list[tuple[str, str]]:
     """(host, pool) pairs a job changes: refreshed from disk when it ends."""
     pools = [(job.host, job.pool)]
@@ -197,16 +156,3 @@ def short_error(error: str) -> str:
     return _WHERE.sub("", error, count=1)
 
 
-def eta_text(seconds: float | None) -> str:
-    """``0:34``, ``1:02:03``; ``-`` when it cannot be told."""
-    if seconds is None:
-        return "-"
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    if hours:
-        return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-    return f"{rest // 60}:{rest % 60:02d}"
-
-
-def speed_text(job: JobRecord) -> str:
-    return f"{format_size(int(job.throughput))}/s" if job.throughput > 0 else ""

@@ -21,7 +21,7 @@ from console.config import archive_dir
 from console.jobs.operations import ArchiveVolume, GrowFilesystem, Operation, RestoreVolume
 from console.jobs.runner import Runner
 from console.ui.cells import printable
-from console.ui.screens.plan import PlanDialog, VolumePlanDialog
+from console.ui.screens.plan import PlanDialog, VolumePlanDialog, volume_summary
 from console.units import format_size
 
 ARCHIVE_SUFFIX = ".zst"
@@ -43,8 +43,7 @@ class ArchiveVolumeScreen(VolumePlanDialog):
         v = self.volume
         with Vertical(id="dialog") as dialog:
             dialog.border_title = f"Archive {printable(v.name)}"
-            yield Static(f"{printable(v.name)}: {v.format}, {format_size(v.capacity)} "
-                         f"virtual, {format_size(v.allocation)} allocated; the archive "
+            yield Static(f"{volume_summary(v)}; the archive "
                          "holds its data flattened, as raw, compressed with zstd", id="what")
             with Grid(id="fields"):
                 yield Label("to file")

@@ -19,8 +19,7 @@ from console.cache import VolumeRow
 from console.jobs.operations import CopyVolume, Operation
 from console.jobs.runner import Runner
 from console.ui.cells import printable
-from console.ui.screens.plan import VolumePlanDialog
-from console.units import format_size
+from console.ui.screens.plan import VolumePlanDialog, volume_summary
 
 KEEP = "keep"
 FORMATS: tuple[str, ...] = (KEEP, str(ImageFormat.RAW), str(ImageFormat.QCOW2))
@@ -40,14 +39,13 @@ class CopyVolumeScreen(VolumePlanDialog):
     def __init__(self, runner: Runner, pool: Pool, volume: VolumeRow, *,
                  cursor_blink: bool = True) -> None:
         super().__init__(runner, pool, volume, cursor_blink=cursor_blink)
-        self.pools = [p for p in runner.inventory.pools() if p.host == pool.host]
+        self.pools = self.host_pools()
 
     def compose(self) -> ComposeResult:
         v = self.volume
         with Vertical(id="dialog") as dialog:
             dialog.border_title = f"Copy {printable(v.name)}"
-            yield Static(f"{printable(v.name)}: {v.format}, {format_size(v.capacity)} "
-                         f"virtual, {format_size(v.allocation)} allocated; the copy holds "
+            yield Static(f"{volume_summary(v)}; the copy holds "
                          "its whole chain (flattened)", id="what")
             with Grid(id="fields"):
                 yield Label("to pool")

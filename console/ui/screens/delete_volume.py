@@ -28,7 +28,7 @@ from console.jobs.runner import Runner
 from console.ui.cells import printable
 from console.ui.messages import JobSubmitted, OperationFailed
 from console.ui.screens.dialog import DialogScreen
-from console.units import format_size
+from console.ui.screens.plan import volume_summary
 
 WIPES = (("none: unlink only", "none"), ("zero: overwrite the data with zeroes", "zero"),
          ("random: overwrite the data with random bytes", "random"))
@@ -132,8 +132,7 @@ class DeleteVolumeScreen(DialogScreen[JobRecord | None]):
             widget.disabled = False
         volume = plan.volume
         self.query_one("#what", Static).update(
-            f"{printable(volume.name)}: {volume.format}, {format_size(volume.capacity)} "
-            f"virtual, {format_size(volume.allocation)} allocated\n{printable(volume.path)}")
+            f"{volume_summary(volume)}\n{printable(volume.path)}")
         self.show_plan(plan)
 
     def show_plan(self, plan: DeletePlan) -> None:

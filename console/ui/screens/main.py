@@ -34,10 +34,11 @@ from console.cache import PoolRow
 from console.config import journal_path
 from console.inventory import Inventory
 from console.jobs.journal import ACTIVE, JobRecord, JobState
+from console.jobs.operations import describe_job
 from console.jobs.runner import Runner
 from console.ui.cells import printable
 from console.ui.commands import PaletteCommand
-from console.ui.job_board import PANEL_LIMIT, Change, JobBoard, job_pools, job_title
+from console.ui.job_board import PANEL_LIMIT, Change, JobBoard, job_pools
 from console.ui.messages import (
     JobActionFailed,
     JobsPolled,
@@ -522,7 +523,7 @@ class MainScreen(Screen[None]):
                 self.job_ended(change.after)
 
     def job_ended(self, job: JobRecord) -> None:
-        title = printable(job_title(job))
+        title = printable(describe_job(job))
         if job.state == JobState.DONE:
             self.notify(title, title=f"job {job.id} done")
         elif job.state == JobState.ABORTED:
@@ -575,7 +576,7 @@ class MainScreen(Screen[None]):
             self.board.observe(job)
             how = "R resumes it, b rolls it back" if self.jobs_panel.can_act else \
                 "resume or roll it back from a console that is not read-only"
-            self.notify(f"{printable(job_title(job))}: its process ended while it ran. In the "
+            self.notify(f"{printable(describe_job(job))}: its process ended while it ran. In the "
                         f"jobs panel (J), {how}.", title=f"job {job.id} was interrupted",
                         severity="warning", timeout=20)
         self.jobs_panel.update_jobs()
@@ -627,7 +628,7 @@ class MainScreen(Screen[None]):
     @on(JobsPanel.Details)
     def job_details(self, message: JobsPanel.Details) -> None:
         job = message.job
-        lines = [printable(job_title(job)),
+        lines = [printable(describe_job(job)),
                  f"{job.state}, stage {job.stage}/{job.stages} {job.stage_label}".rstrip(),
                  f"by {job.who}, pool {printable(job.host)}:{printable(job.pool)}"]
         if job.error:

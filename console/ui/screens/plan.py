@@ -21,7 +21,7 @@ from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, LoadingIndicator, Static
 
 from backends.contract import StorageError
-from backends.model import Pool
+from backends.model import Pool, Volume
 from console.cache import VolumeRow
 from console.jobs.journal import JobRecord
 from console.jobs.operations import Operation
@@ -256,6 +256,12 @@ class PlanDialog(DialogScreen[JobRecord | None]):
             self.dismiss(None)
 
 
+def volume_summary(volume: VolumeRow | Volume) -> str:
+    """``name: format, capacity virtual, allocation allocated``: what a dialog is about."""
+    return (f"{printable(volume.name)}: {volume.format}, {format_size(volume.capacity)} "
+            f"virtual, {format_size(volume.allocation)} allocated")
+
+
 class VolumePlanDialog(PlanDialog):
     """A plan dialog for an operation on one volume (the one selected)."""
 
@@ -263,3 +269,7 @@ class VolumePlanDialog(PlanDialog):
                  cursor_blink: bool = True) -> None:
         super().__init__(runner, pool, cursor_blink=cursor_blink)
         self.volume = volume
+
+    def host_pools(self) -> list[Pool]:
+        """The pools a result may go to: those of the volume's host."""
+        return [p for p in self.runner.inventory.pools() if p.host == self.pool.host]

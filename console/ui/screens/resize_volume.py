@@ -15,7 +15,7 @@ from textual.widgets import Button, Checkbox, Input, Label, LoadingIndicator, St
 from backends.contract import InvalidRequest
 from console.jobs.operations import Operation, ResizeVolume
 from console.ui.cells import printable
-from console.ui.screens.plan import VolumePlanDialog
+from console.ui.screens.plan import VolumePlanDialog, volume_summary
 from console.units import format_size, parse_size
 
 NOTES = ("refused while a running QEMU has the volume open; a shrink never cuts an "
@@ -31,8 +31,7 @@ class ResizeVolumeScreen(VolumePlanDialog):
         v = self.volume
         with Vertical(id="dialog") as dialog:
             dialog.border_title = f"Resize {printable(v.name)}"
-            yield Static(f"{printable(v.name)}: {v.format}, {format_size(v.capacity)} "
-                         f"virtual, {format_size(v.allocation)} allocated", id="what")
+            yield Static(volume_summary(v), id="what")
             with Grid(id="fields"):
                 yield Label("new size")
                 yield Input(placeholder="e.g. 30G, or +10G to grow by 10G", id="size",

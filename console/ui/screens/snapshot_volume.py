@@ -19,8 +19,7 @@ from console.cache import VolumeRow
 from console.jobs.operations import CloneVolume, Operation, SnapshotVolume, snapshot_name
 from console.jobs.runner import Runner
 from console.ui.cells import printable
-from console.ui.screens.plan import VolumePlanDialog
-from console.units import format_size
+from console.ui.screens.plan import VolumePlanDialog, volume_summary
 
 KEEP = "keep"
 STRATEGIES = (("space: a qcow2 overlay on the snapshot", "space"),
@@ -34,11 +33,6 @@ def clone_name(name: str) -> str:
     return f"{stem or head}-clone{ext if stem else ''}"
 
 
-def what(volume: VolumeRow) -> str:
-    return (f"{printable(volume.name)}: {volume.format}, {format_size(volume.capacity)} "
-            f"virtual, {format_size(volume.allocation)} allocated")
-
-
 class SnapshotVolumeScreen(VolumePlanDialog):
     """Dismissed with the submitted snapshot job, or ``None`` when cancelled."""
 
@@ -48,7 +42,7 @@ class SnapshotVolumeScreen(VolumePlanDialog):
         v = self.volume
         with Vertical(id="dialog") as dialog:
             dialog.border_title = f"Snapshot {printable(v.name)}"
-            yield Static(f"{what(v)}. The disk keeps its name and stays writable; the "
+            yield Static(f"{volume_summary(v)}. The disk keeps its name and stays writable; the "
                          "snapshot holds its data as it is now, read-only on disk.",
                          id="what")
             with Grid(id="fields"):
@@ -106,13 +100,13 @@ class CloneVolumeScreen(VolumePlanDialog):
     def __init__(self, runner: Runner, pool: Pool, volume: VolumeRow, *,
                  cursor_blink: bool = True) -> None:
         super().__init__(runner, pool, volume, cursor_blink=cursor_blink)
-        self.pools = [p for p in runner.inventory.pools() if p.host == pool.host]
+        self.pools = self.host_pools()
 
     def compose(self) -> ComposeResult:
         v = self.volume
         with Vertical(id="dialog") as dialog:
             dialog.border_title = f"Clone {printable(v.name)}"
-            yield Static(f"{what(v)}; a snapshot: read-only on disk", id="what")
+            yield Static(f"{volume_summary(v)}; a snapshot: read-only on disk", id="what")
             with Grid(id="fields"):
                 yield Label("to pool")
                 yield Select([(printable(p.name), p.name) for p in self.pools],

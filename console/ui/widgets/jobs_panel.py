@@ -23,9 +23,10 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from console.jobs.journal import JobRecord, JobState
+from console.jobs.operations import describe_job
 from console.ui.cells import fit, printable
-from console.ui.job_board import JobBoard, eta_text, job_title, short_error, speed_text
-from console.units import format_age
+from console.ui.job_board import JobBoard, short_error
+from console.units import format_age, format_duration, format_rate
 
 JobAction = Literal["cancel", "resume", "rollback"]
 
@@ -304,7 +305,7 @@ class JobsPanel(ScrollView, can_focus=True):
             Segment(f"{ICONS[state]} {fit(str(state), STATE_WIDTH)} ", part(str(state))),
             Segment(fit(f"#{job.id}", ID_WIDTH) + " ", part("muted")),
         ]
-        title = printable(job_title(job))
+        title = printable(describe_job(job))
         if state in (JobState.RUNNING, JobState.ABORTING, JobState.PENDING):
             segments.append(Segment(fit(title, title_width) + " ", line))
             segments += self._progress(job, state, bar_width, wide, part)
@@ -329,8 +330,8 @@ class JobsPanel(ScrollView, can_focus=True):
         eta = job.eta
         segments += [
             Segment(" " + fit(percent, 4, "right"), part(str(state))),
-            Segment(" " + fit(speed_text(job), 7, "right"), part("muted")),
-            Segment(" " + fit(f"eta {eta_text(eta)}" if eta is not None else "", 9),
+            Segment(" " + fit(format_rate(job.throughput), 7, "right"), part("muted")),
+            Segment(" " + fit(f"eta {format_duration(eta)}" if eta is not None else "", 9),
                     part("muted")),
         ]
         return segments
