@@ -32,7 +32,7 @@ from backends.transport.scanner import QEMU_LOCK_WRITE_BYTE, lock_conflicts
 # Commands that only read; in read-only mode nothing else runs (enforced here, below
 # every UI, as DESIGN.md asks).
 READ_ONLY_COMMANDS = frozenset({"qemu-img info", "qemu-img check", "qemu-img measure",
-                                "qemu-img compare", "qemu-img map", "dumpe2fs"})
+                                "qemu-img compare", "qemu-img map", "dumpe2fs", "vgs", "lvs"})
 WIPE_CHUNK = 1 << 20
 
 
