@@ -282,6 +282,7 @@ def test_create_rounds_up_to_extents(vg: Pool, driver: LvmDriver) -> None:
     assert (volume.name, volume.path) == ("disk", f"/dev/{vg.name}/disk")
     assert (volume.capacity, volume.allocation) == (2 * EXTENT, 2 * EXTENT)
     assert volume.format == ImageFormat.RAW and not volume.readonly and not volume.in_use
+    assert volume.mtime > 0  # lv_time, its creation, parsed
     assert lv_sizes(vg.name) == {"disk": 2 * EXTENT}
     scan = driver.scan_pool(vg)
     assert [(v.name, v.capacity) for v in scan.volumes] == [("disk", 2 * EXTENT)]
