@@ -312,6 +312,28 @@ def test_not_enough_space_names_the_vg(vg: Pool, driver: LvmDriver) -> None:
     assert lv_sizes(vg.name) == {"big": 12 * EXTENT}
 
 
+class StaleFreeSpace(LocalTransport):
+    """Reports the VG as empty, as a check made before another host took the space."""
+
+    def run(self, argv: list[str], **kwargs: object) -> CommandResult:  # type: ignore[override]
+        result = super().run(argv, **kwargs)  # type: ignore[arg-type]
+        if argv[0] != "vgs" or "--version" in argv:
+            return result
+        report = json.loads(result.stdout)
+        for row in report["report"][0]["vg"]:
+            row["vg_free"] = row["vg_size"]
+        return CommandResult(result.argv, 0, json.dumps(report).encode(), b"")
+
+
+def test_lvcreate_running_out_of_extents_is_no_space(vg: Pool, driver: LvmDriver) -> None:
+    driver.create_volume(vg, "big", ImageFormat.RAW, 12 * EXTENT)
+    stale = LvmDriver(StaleFreeSpace())
+    with pytest.raises(NoSpace, match="not enough free extents") as caught:
+        stale.create_volume(vg, "more", ImageFormat.RAW, 4 * EXTENT)
+    assert f"pool {vg.name!r}" in str(caught.value) and "'more'" in str(caught.value)
+    assert lv_sizes(vg.name) == {"big": 12 * EXTENT}
+
+
 def test_resize_grows_and_shrinks_only_when_asked(vg: Pool, driver: LvmDriver) -> None:
     driver.create_volume(vg, "disk", ImageFormat.RAW, 2 * EXTENT)
     assert driver.resize_volume(vg, "disk", 3 * EXTENT - 1).capacity == 3 * EXTENT
@@ -420,3 +442,27 @@ def test_wipe_then_delete(vg: Pool, driver: LvmDriver) -> None:
     with open(again.path, "rb") as device:
         device.seek(MiB)
         assert device.read(len(secret)) == bytes(len(secret))
+
+
+def test_thin_lv_allocation_and_pool_skipped(vg: Pool, driver: LvmDriver) -> None:
+    needs_device_mapper(driver)
+    made = _sh("lvcreate", "-y", "--type", "thin-pool", "-n", "tp", "-L", "16m", vg.name)
+    assert made.returncode == 0, made.stderr.decode()
+    made = _sh("lvcreate", "-y", "-n", "thin", "-V", "32m", "--thinpool", "tp", vg.name)
+    assert made.returncode == 0, made.stderr.decode()
+    scan = driver.scan_pool(vg)
+    assert "tp (thin pool)" in scan.skipped
+    thin = next(v for v in scan.volumes if v.name == "thin")
+    assert thin.capacity == 32 * MiB and thin.allocation < thin.capacity
+
+
+def test_create_zeroed(vg: Pool, driver: LvmDriver) -> None:
+    needs_device_mapper(driver)
+    driver.create_volume(vg, "dirty", ImageFormat.RAW, EXTENT)
+    with open(f"/dev/{vg.name}/dirty", "r+b") as device:
+        device.seek(MiB)
+        device.write(b"old data" * 64)
+    driver.delete_volume(vg, "dirty")
+    zeroed = driver.create_volume(vg, "zeroed", ImageFormat.RAW, EXTENT, zero=True)
+    with open(zeroed.path, "rb") as device:
+        assert device.read() == bytes(EXTENT)
