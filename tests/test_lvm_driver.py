@@ -376,6 +376,15 @@ def test_missing_vg_is_unavailable(driver: LvmDriver) -> None:
     assert pool.name in str(caught.value)
 
 
+def test_host_without_lvm2_is_unavailable(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no lvs, vgs, ... on it
+    driver = LvmDriver(LocalTransport(host="bare"))
+    with pytest.raises(PoolUnavailable, match="lvm2 installed") as caught:
+        driver.discover_pools("bare")
+    assert "'bare'" in str(caught.value)
+
+
 def test_read_only_transport_lists_but_refuses_changes(vg: Pool, driver: LvmDriver) -> None:
     driver.create_volume(vg, "disk", ImageFormat.RAW, EXTENT)
     reader = LvmDriver(LocalTransport(read_only=True))

@@ -250,7 +250,7 @@ class LvmDriver(Driver):
     @property
     def device_mapper(self) -> bool:
         if self._device_mapper is None:
-            result = self.transport.run(["lvs", "--version"])
+            result = self._read(["lvs", "--version"], host=self.transport.host)
             self._device_mapper = (result.returncode == 0
                                    and b"Driver version:" in result.stdout)
         return self._device_mapper
@@ -278,9 +278,7 @@ class LvmDriver(Driver):
         rows = self._lvs(pool)
         volumes, skipped = [], []
         for row in rows:
-            kind = NOT_VOLUMES.get(row.get("lv_attr", "-")[:1])
-            if kind is None and row.get("segtype", "") in ("thin-pool", "cache-pool"):
-                kind = row["segtype"].replace("-", " ")
+            kind = _not_volume(row)
             if kind is not None:
                 skipped.append(f"{row['lv_name']} ({kind})")
             else:
@@ -293,10 +291,10 @@ class LvmDriver(Driver):
         validate_lv_name(name, pool=pool)
         for row in self._lvs(pool):
             if row["lv_name"] == name:
-                if row.get("lv_attr", "-")[:1] in NOT_VOLUMES:
-                    raise InvalidRequest(
-                        f"{name} is a {NOT_VOLUMES[row['lv_attr'][0]]}, not a volume",
-                        host=pool.host, pool=pool.name, volume=name)
+                kind = _not_volume(row)
+                if kind is not None:
+                    raise InvalidRequest(f"{name} is a {kind}, not a volume",
+                                         host=pool.host, pool=pool.name, volume=name)
                 return volume_from_row(pool, pool.name, row)
         raise VolumeNotFound("the logical volume does not exist", host=pool.host,
                              pool=pool.name, volume=name, hint="refresh the pool")
@@ -560,6 +558,14 @@ class LvmDriver(Driver):
             return self.transport.run(argv, should_cancel=should_cancel)
         except Cancelled:
             raise Cancelled(f"{argv[0]} was cancelled", **where) from None
+
+
+def _not_volume(row: dict[str, str]) -> str | None:
+    """What the LV is when it holds no guest data of its own (a pool), else None."""
+    kind = NOT_VOLUMES.get(row.get("lv_attr", "-")[:1])
+    if kind is None and row.get("segtype", "") in ("thin-pool", "cache-pool"):
+        kind = row["segtype"].replace("-", " ")
+    return kind
 
 
 def _capacity(vg: dict[str, str], committed: int = 0) -> Capacity:
