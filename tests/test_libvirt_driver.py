@@ -496,3 +496,41 @@ def test_volumes_show_the_domains_using_them_and_running_ones_are_protected(
             test_driver.stop_pool(name)
         with contextlib.suppress(Exception):
             test_driver.undefine_pool(name)
+
+
+def test_measures_for_the_job_layers_reservations(driver: LibvirtDriver, pool: Pool) -> None:
+    assert driver.measure_create(pool, ImageFormat.RAW, 8 * MiB) == 0
+    assert 0 < driver.measure_create(pool, ImageFormat.QCOW2, 1 << 40) < 4 * MiB
+    driver.create_volume(pool, "src.raw", ImageFormat.RAW, 8 * MiB)
+    assert driver.measure_copy(pool, "src.raw") == 8 * MiB
+    assert driver.measure_copy(pool, "src.raw", ImageFormat.QCOW2) > 8 * MiB
+
+
+def test_a_dropped_connection_is_reopened_and_keeps_its_watch(
+        libvirtd: Libvirtd, driver: LibvirtDriver, tmp_path: Path) -> None:
+    kinds: list[str] = []
+    name = unique()
+    driver.watch_pools(lambda _host, p, kind: kinds.append(kind) if p == name else None)
+    first = driver.connection()
+    first.close()  # as if libvirtd had gone away and come back
+    assert name not in {p.name for p in driver.discover_pools("lv")}
+    assert driver.connection() is not first
+    libvirtd.virsh("pool-define-as", name, "dir", "--target", str(tmp_path))
+    libvirtd.virsh("pool-undefine", name)
+    deadline = time.monotonic() + 10
+    while kinds != ["defined", "undefined"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert kinds == ["defined", "undefined"]
+
+
+def test_the_event_loop_stops_and_starts_again() -> None:
+    import libvirt
+
+    from backends.drivers.libvirt.events import EventLoop
+
+    EventLoop.ensure(libvirt)
+    assert EventLoop.running()
+    EventLoop.stop(libvirt)
+    assert not EventLoop.running()
+    EventLoop.ensure(libvirt)
+    assert EventLoop.running()

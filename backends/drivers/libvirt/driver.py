@@ -75,6 +75,7 @@ POOL_STATES = ("inactive", "building", "running", "degraded", "inaccessible")
 STREAM_CHUNK = 256 * 1024  # libvirt's stream messages carry at most 256 KiB
 MAX_CHAIN = 64
 HEAD_BYTES = 2048
+MiB = 1 << 20
 
 PoolEventCallback = Callable[[str, str, str], None]  # (host, pool name, event kind)
 
@@ -125,6 +126,7 @@ class LibvirtDriver(Driver):
         self._conn: Any = None
         self._watch: PoolEventCallback | None = None
         self._watch_ids: list[int] = []
+        self._generation = 0
         self.libvirt = _libvirt()
         self.libvirt.registerErrorHandler(_ignore_error, None)
         # Events and keepalives need the loop registered before the connection opens.
@@ -141,7 +143,11 @@ class LibvirtDriver(Driver):
                         return self._conn
                 except self.libvirt.libvirtError:
                     pass
-                with contextlib.suppress(self.libvirt.libvirtError):
+                for callback_id in self._watch_ids:
+                    with contextlib.suppress(self.libvirt.libvirtError, AttributeError):
+                        self._conn.storagePoolEventDeregisterAny(callback_id)
+                self._watch_ids = []
+                with contextlib.suppress(self.libvirt.libvirtError, AttributeError):
                     self._conn.close()
                 self._conn = None
             opener = self.libvirt.openReadOnly if self.read_only else self.libvirt.open
@@ -349,17 +355,21 @@ class LibvirtDriver(Driver):
                 conn.storagePoolEventDeregisterAny(callback_id)
 
     def _register_events(self, conn: Any) -> None:
+        # A dropped connection's registrations may outlive it (they hold a reference to
+        # it): events carry the generation they were registered in, and old ones are
+        # ignored.
+        self._generation += 1
         lv = self.libvirt
         self._watch_ids = [
             conn.storagePoolEventRegisterAny(None, lv.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
-                                             self._on_lifecycle, None),
+                                             self._on_lifecycle, self._generation),
             conn.storagePoolEventRegisterAny(None, lv.VIR_STORAGE_POOL_EVENT_ID_REFRESH,
-                                             self._on_refresh, None),
+                                             self._on_refresh, self._generation),
         ]
 
-    def _deliver(self, pool_name: str, kind: str) -> None:
+    def _deliver(self, generation: object, pool_name: str, kind: str) -> None:
         callback = self._watch
-        if callback is None:
+        if callback is None or generation != self._generation:
             return
         try:
             callback(self.host, pool_name, kind)
@@ -367,12 +377,12 @@ class LibvirtDriver(Driver):
             log.exception("pool event callback failed for %s %s", pool_name, kind)
 
     def _on_lifecycle(self, _conn: Any, lp: Any, event: int, _detail: int,
-                      _opaque: object) -> None:
+                      generation: object) -> None:
         kind = POOL_EVENTS[event] if 0 <= event < len(POOL_EVENTS) else str(event)
-        self._deliver(lp.name(), kind)
+        self._deliver(generation, lp.name(), kind)
 
-    def _on_refresh(self, _conn: Any, lp: Any, _opaque: object) -> None:
-        self._deliver(lp.name(), REFRESHED)
+    def _on_refresh(self, _conn: Any, lp: Any, generation: object) -> None:
+        self._deliver(generation, lp.name(), REFRESHED)
 
     # -- volumes: listing ------------------------------------------------------------------
 
@@ -556,6 +566,24 @@ class LibvirtDriver(Driver):
         if progress:
             progress(Progress(1, 1, capacity, capacity, "create"))
         return self.probe_volume(pool, name)
+
+    def measure_create(self, pool: Pool, fmt: ImageFormat, capacity: int, *,
+                       preallocation: str | None = None) -> int:
+        """A sparse volume's metadata, at most: nothing for raw; for qcow2 its header,
+        refcount and L1 tables (8 bytes of L1 per 512 MiB), rounded up generously."""
+        if preallocation is not None:
+            raise NotSupported("preallocated volumes are not made through libvirt",
+                               host=pool.host, pool=pool.name, hint="create it sparse")
+        if fmt == ImageFormat.RAW:
+            return 0
+        return MiB + (capacity // (512 * MiB) + 1) * 8 * 2
+
+    def measure_copy(self, pool: Pool, name: str, fmt: ImageFormat | None = None) -> int:
+        """At most the source's virtual size, plus qcow2 metadata when the copy is qcow2
+        (libvirt gives no sparse measure of a copy before it runs)."""
+        source = self.probe_volume(pool, name)
+        target = fmt or source.format
+        return source.capacity + self.measure_create(pool, target, source.capacity)
 
     def wipe_volume(self, pool: Pool, name: str, algorithm: str = "zero", *,
                     progress: ProgressCallback | None = None,
