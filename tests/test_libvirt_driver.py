@@ -446,8 +446,9 @@ def test_discovery_on_the_test_driver(test_driver: LibvirtDriver) -> None:
 
 
 def test_volumes_show_the_domains_using_them_and_running_ones_are_protected(
-        test_driver: LibvirtDriver) -> None:
+        test_driver: LibvirtDriver, tmp_path: Path) -> None:
     conn = test_driver.connection()
+    upload = random_file(tmp_path / "upload.bin", MiB)
     name = unique()
     test_driver.define_pool(DirPoolForm(name, "/guest"))
     test_driver.start_pool(name)
@@ -482,6 +483,10 @@ def test_volumes_show_the_domains_using_them_and_running_ones_are_protected(
             with pytest.raises(VolumeBusy, match="running domain test") as err:
                 refused()
             assert err.value.volume == "diskimage1" and "shut the domain down" in err.value.hint
+        with pytest.raises(VolumeBusy, match="running domain test"):
+            test_driver.upload_volume(pool, "diskimage1", str(upload))
+        with pytest.raises(VolumeBusy, match="running domain test uses volumes of the pool"):
+            test_driver.delete_pool(name)
         # A defined domain that is not running does not hold its volume.
         test_driver.delete_volume(pool, "spare.raw")
         # Once "test" is shut down, its disk may go too.

@@ -338,7 +338,9 @@ class LibvirtDriver(Driver):
     def watch_pools(self, callback: PoolEventCallback) -> None:
         """Call ``callback(host, pool name, kind)`` on every pool's lifecycle event
         (``POOL_EVENTS``) and refresh (``REFRESHED``), from the event thread. Kept over
-        reconnects; one callback per driver (a second replaces the first)."""
+        reconnects; one callback per driver (a second replaces the first). The callback
+        runs on libvirt's event thread: it must return quickly and not call libvirt
+        (post a message or queue a rescan for a worker instead)."""
         self.unwatch_pools()
         conn = self.connection()
         with self._lock:
