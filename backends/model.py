@@ -69,6 +69,8 @@ class Pool:
     kind: str  # driver name: "dir", later "libvirt", "lvm"
     path: str
     capacity: Capacity | None = None
+    active: bool = True  # a libvirt pool can be defined but stopped: no volumes to list
+    pool_type: str = ""  # libvirt's pool type (dir, fs, logical, iscsi, ...); "" elsewhere
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,8 @@ class Volume:
     readonly: bool = False  # read-only on disk: shown as a snapshot
     error: str | None = None  # the file could not be read at all
     in_use: bool = False  # a running QEMU holds it for writing (its file lock)
+    used_by: tuple[str, ...] = ()  # libvirt domains whose disks (or their chains) name it
+    used_by_running: tuple[str, ...] = ()  # those of ``used_by`` that are running
 
     @property
     def chain_depth(self) -> int:

@@ -10,6 +10,8 @@ import pytest
 
 MakeImage = Callable[..., Path]
 
+pytest_plugins = ["tests.harness.libvirtd"]  # the session's real libvirtd, when asked for
+
 
 @pytest.fixture(autouse=True)
 def xdg_home(tmp_path_factory: pytest.TempPathFactory,

@@ -1,9 +1,7 @@
-"""libvirt's storage pools, read-only so far.
+"""libvirt's directory-backed pools (types dir, fs, netfs), read-only.
 
-Today this finds libvirt pools whose volumes are files in a directory (types dir, fs,
-netfs), so the embedded default shows them beside its own pool and the directory
-driver can list them. Pool lifecycle, volumes through libvirt's API, events and the
-other pool types come with the hosts issue.
+The embedded default shows them beside its own pool and the directory driver lists
+them; it needs no driver and no event loop, only a short read-only connection.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Real services for driver tests, started and stopped by session fixtures."""
