@@ -60,13 +60,17 @@ class ShellScanner:
         return result
 
     def lstat(self, path: str) -> os.stat_result:
-        out = self._check(["stat", "-c", "%f %i %d %h %u %g %s %X %Y %Z %o %b", "--", path],
-                          path).stdout.split()
-        mode = int(out[0], 16)
-        ints = [mode, *(int(x) for x in out[1:10])]
-        at, mt, ct = ints[7:10]
-        return os.stat_result((*ints, float(at), float(mt), float(ct), at * 10**9,
-                               mt * 10**9, ct * 10**9, int(out[10]), int(out[11]), 0))
+        out = self._check(["stat", "-c", "%f %i %d %h %u %g %s %.9X %.9Y %.9Z %o %b", "--",
+                           path], path).stdout.split()
+        ints = [int(out[0], 16), *(int(x) for x in out[1:7])]
+        times = []
+        for text in out[7:10]:
+            seconds, _, fraction = text.partition(b".")
+            times.append((int(seconds), int(fraction.ljust(9, b"0")[:9] or b"0")))
+        return os.stat_result((
+            *ints, *(sec for sec, _ in times),
+            *(sec + ns * 1e-9 for sec, ns in times),  # as os.stat computes its floats
+            *(sec * 10**9 + ns for sec, ns in times), int(out[10]), int(out[11]), 0))
 
     def statvfs(self, path: str) -> os.statvfs_result:
         out = self._check(["stat", "-f", "-c", "%s %S %b %f %a %c %d %d 0 %l", "--", path],

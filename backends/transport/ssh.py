@@ -87,9 +87,11 @@ BOOTSTRAP = ("import sys,zlib;i=sys.stdin.buffer;"
              "exec(compile(zlib.decompress(i.read(int(i.readline()))),'sc-agent','exec'))")
 # ``$$`` is the command's own pid once ``exec`` replaced the shell: what a cancel kills.
 RUN_WRAPPER = 'echo "$$" && exec "$@"'
-KILL_SCRIPT = ('kill -TERM "$1" 2>/dev/null || exit 0; i=0; '
-               'while kill -0 "$1" 2>/dev/null && [ "$i" -lt 5 ]; do sleep 0.1; i=$((i+1)); done; '
-               'kill -KILL "$1" 2>/dev/null; exit 0')
+# The command leads its own process group (sshd starts a session with setsid, and each
+# shell on the way execs the next), so the group goes: a shell's children too.
+KILL_SCRIPT = ('kill -TERM -"$1" 2>/dev/null || kill -TERM "$1" 2>/dev/null || exit 0; i=0; '
+               'while kill -0 "$1" 2>/dev/null && [ "$i" -lt 5 ]; do sleep 0.1; i=$((i+1)); '
+               'done; kill -KILL -"$1" 2>/dev/null; kill -KILL "$1" 2>/dev/null; exit 0')
 
 
 @functools.cache
@@ -156,7 +158,8 @@ def resolve(alias: str, user: str | None = None, port: int | None = None) -> Tar
 
 
 def _unreachable(target: Target, host: str, err: BaseException) -> HostUnreachable:
-    if isinstance(err, paramiko.AuthenticationException):
+    if isinstance(err, paramiko.AuthenticationException) or (
+            isinstance(err, paramiko.SSHException) and "authentication" in str(err)):
         return HostUnreachable(
             f"{target.user}@{target.hostname}:{target.port} refused our keys ({err})",
             host=host, hint="add the console's public key to the host's authorized_keys, "
