@@ -191,9 +191,9 @@ class Sshd:
 
 
 def path_without_python(directory: Path) -> str:
-    """A PATH directory holding every program of /usr/bin and /bin but python's."""
+    """A PATH directory holding every program of the bin and sbin directories but python's."""
     directory.mkdir(parents=True, exist_ok=True)
-    for source in (Path("/usr/bin"), Path("/bin")):
+    for source in (Path("/usr/bin"), Path("/bin"), Path("/usr/sbin"), Path("/sbin")):
         for program in source.iterdir():
             target = directory / program.name
             if program.name.startswith("python") or target.exists():
@@ -233,7 +233,7 @@ def start_fleet(root: Path) -> Fleet:
     keygen(client_key)
     authorized = root / "authorized_keys"
     authorized.write_text(client_key.with_suffix(".pub").read_text())
-    normal_path = "/usr/local/bin:/usr/bin:/bin"
+    normal_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     nopy_path = path_without_python(root / "nopy-bin")
     fleet = Fleet(root, root / "home", {})
     try:
