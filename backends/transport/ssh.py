@@ -327,8 +327,13 @@ class _Stream:
         return data
 
     def _drain_stderr(self) -> None:
+        # After the end of stdout paramiko has closed the stderr buffer too: what is left
+        # in it comes at once, then b"".
         while self.chan.recv_stderr_ready() or (self.eof and not self.chan.closed):
-            data = self.chan.recv_stderr(65536)
+            try:
+                data = self.chan.recv_stderr(65536)
+            except TimeoutError:
+                break
             if not data:
                 break
             self.stderr += data
