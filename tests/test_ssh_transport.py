@@ -23,6 +23,7 @@ from backends.contract import (
     HostKeyChanged,
     HostKeyUnknown,
     HostUnreachable,
+    PoolUnavailable,
     ReadOnlyViolation,
     VolumeBusy,
 )
@@ -430,3 +431,26 @@ def test_agent_modules_are_stdlib_only() -> None:
                 top = name.split(".")[0]
                 assert name in AGENT_MODULES or top in sys.stdlib_module_names \
                     or top == "__future__", f"{module} imports {name}"
+
+
+def test_host_errors_come_back_as_local_ones(ssh_home: Path, sshd_fleet: Fleet,
+                                             tmp_path: Path) -> None:
+    t = transport(sshd_fleet, "a")
+    with pytest.raises(PoolUnavailable):
+        DirDriver(t).scan_pool(Pool("a", "p", "dir", str(tmp_path / "missing")))
+    with pytest.raises(FileNotFoundError):
+        t.lstat(str(tmp_path / "missing"))
+    t.write_new_file(str(tmp_path / "one"), b"\x00\xffdata")
+    assert (tmp_path / "one").read_bytes() == b"\x00\xffdata"
+    with pytest.raises(FileExistsError):
+        t.write_new_file(str(tmp_path / "one"), b"again")
+    (tmp_path / "two").write_bytes(b"2")
+    with pytest.raises(FileExistsError):
+        t.publish(str(tmp_path / "two"), str(tmp_path / "one"))
+    t.publish(str(tmp_path / "two"), str(tmp_path / "one"), replace=True)
+    assert (tmp_path / "one").read_bytes() == b"2" and not (tmp_path / "two").exists()
+    st = t.lstat(str(tmp_path / "one"))
+    assert (st.st_size, st.st_ino, st.st_mtime_ns) == (1, (tmp_path / "one").stat().st_ino,
+                                                       (tmp_path / "one").stat().st_mtime_ns)
+    assert t.sha256_file(str(tmp_path / "one"))[1] == 1
+    assert not t.qemu_write_locked(str(tmp_path / "one"))
