@@ -6,6 +6,7 @@ hang, ProxyJump, and locks held on the host."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import os
 import pwd
@@ -374,12 +375,12 @@ def test_threads_share_one_transport(ssh_home: Path, sshd_fleet: Fleet) -> None:
     def work(i: int) -> None:
         results.append(t.run(["echo", str(i)]).stdout)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(24)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(results) == sorted(f"{i}\n".encode() for i in range(12))
+    assert sorted(results) == sorted(f"{i}\n".encode() for i in range(24))
 
 
 # -- locks ----------------------------------------------------------------------------
@@ -454,3 +455,17 @@ def test_host_errors_come_back_as_local_ones(ssh_home: Path, sshd_fleet: Fleet,
                                                        (tmp_path / "one").stat().st_mtime_ns)
     assert t.sha256_file(str(tmp_path / "one"))[1] == 1
     assert not t.qemu_write_locked(str(tmp_path / "one"))
+
+
+def test_more_channels_than_sshds_max_sessions(ssh_home: Path, sshd_fleet: Fleet,
+                                               tmp_path: Path) -> None:
+    # sshd's default MaxSessions is 10 per connection: 14 held locks and a command more.
+    t = transport(sshd_fleet, "a")
+    with contextlib.ExitStack() as stack:
+        for i in range(14):
+            stack.enter_context(t.lock_file(str(tmp_path / f"{i}.lock"), f"job {i}"))
+        assert t.run(["echo", "still"]).stdout == b"still\n"
+        with pytest.raises(VolumeBusy, match="job 13"), \
+                LocalTransport().lock_file(str(tmp_path / "13.lock"), "x"):
+            pass
+    t.close()

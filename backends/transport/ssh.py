@@ -390,6 +390,7 @@ class SshTransport(Transport):
         self._user, self._alias, self._port = parse_uri(uri)
         self._lock = threading.Lock()
         self._conn: _Connection | None = None
+        self._extra: list[_Connection] = []  # more connections when sessions run out
         self._ever_connected = False
 
     # -- the connection -------------------------------------------------------------
@@ -404,9 +405,16 @@ class SshTransport(Transport):
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            for conn in [self._conn, *self._extra]:
+                if conn is not None:
+                    conn.close()
+            self._conn = None
+            self._extra = []
+
+    def _dial(self) -> _Connection:
+        client, jumps = _open_chain(self.target(), self.host, self._extra_known_hosts(),
+                                    self.connect_timeout)
+        return _Connection(client, jumps, self.keepalive)
 
     def _connection(self) -> _Connection:
         with self._lock:
@@ -420,30 +428,57 @@ class SshTransport(Transport):
             delays = [0.5, 1.0, 2.0] if self._ever_connected else []
             while True:
                 try:
-                    client, jumps = _open_chain(self.target(), self.host,
-                                                self._extra_known_hosts(),
-                                                self.connect_timeout)
+                    self._conn = self._dial()
                     break
                 except HostUnreachable:
                     if not delays:
                         raise
                     time.sleep(delays.pop(0))
-            self._conn = _Connection(client, jumps, self.keepalive)
             self._ever_connected = True
             return self._conn
 
     def _extra_known_hosts(self) -> tuple[str, ...]:
         return (self.known_hosts,) if self.known_hosts else ()
 
+    def _open_session(self) -> tuple[_Connection, paramiko.Channel]:
+        """A new channel, on a connection that has room for it.
+
+        sshd allows ``MaxSessions`` (10 by default) channels per connection, and every
+        held lock and running command takes one: when they are all taken, another
+        connection to the same host carries the next.
+        """
+        primary = self._connection()
+        with self._lock:
+            self._extra = [c for c in self._extra if c.alive()]
+            conns = [primary, *self._extra]
+        for conn in conns:
+            try:
+                return conn, conn.transport.open_session(timeout=self.connect_timeout)
+            except (paramiko.SSHException, OSError, EOFError) as err:
+                if conn.transport.is_active():
+                    # Refused, the connection alive: its sessions are all in use
+                    # (paramiko keeps one failure per connection, so concurrent refusals
+                    # may come as a plain SSHException rather than ChannelException).
+                    continue
+                conn.close()
+                raise HostUnreachable(f"cannot start a command: {err}", host=self.host,
+                                      hint="the connection dropped; try again") from None
+        conn = self._dial()
+        with self._lock:
+            self._extra.append(conn)
+        try:
+            return conn, conn.transport.open_session(timeout=self.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as err:
+            raise HostUnreachable(f"cannot start a command: {err}", host=self.host) from None
+
     def _exec(self, argv: list[str]) -> _Stream:
-        conn = self._connection()
+        conn, chan = self._open_session()
         # Bytes, not str: a file name's non-UTF-8 bytes (surrogates here) go as they are.
         command = shlex.join(argv).encode("utf-8", "surrogateescape")
         try:
-            chan = conn.transport.open_session(timeout=self.connect_timeout)
             chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as err:
-            conn.close()
+            chan.close()
             raise HostUnreachable(f"cannot start a command: {err}", host=self.host,
                                   hint="the connection dropped; try again") from None
         return _Stream(chan, conn, self.host)

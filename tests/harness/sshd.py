@@ -114,7 +114,7 @@ class Sshd:
             f"PidFile {self.dir / 'sshd.pid'}\nPermitRootLogin prohibit-password\n"
             f"AuthorizedKeysFile {self.authorized_keys}\nStrictModes no\nUsePAM no\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-            "AllowTcpForwarding yes\nLogLevel VERBOSE\nMaxSessions 50\nMaxStartups 50\n"
+            "AllowTcpForwarding yes\nLogLevel VERBOSE\nMaxStartups 50\n"
             f"SetEnv HOME={home} PATH={self.env_path}\n")
         return config
 
