@@ -2,7 +2,8 @@
 stdlib agent shipped to the host's python3 on stdin.
 
 One connection per transport, shared by the console's worker threads (paramiko opens
-channels from any thread); each request is a channel of its own. A watchdog pings the
+channels from any thread); each request is a channel of its own, and when sshd's
+``MaxSessions`` are all taken another connection to the host carries the next. A watchdog pings the
 host every ``keepalive`` seconds and drops a connection that stops answering, so no call
 hangs on a host that died; the next call reconnects, with backoff.
 
