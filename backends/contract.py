@@ -11,6 +11,7 @@ and says what to do. Drivers never let an ``OSError`` or a parser exception esca
 
 from __future__ import annotations
 
+import contextlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -102,6 +103,35 @@ class Cancelled(StorageError):
 
 class NoSpace(StorageError):
     """The pool's file system filled up (or a quota was hit) while writing."""
+
+
+class HostUnreachable(StorageError):
+    """The host cannot be reached or refused us: connection refused or timed out,
+    authentication failed, or the connection dropped in the middle of a request."""
+
+
+class HostKeyUnknown(StorageError):
+    """The host offered a key that no known_hosts file records. Nothing was run there;
+    trusting it is the user's explicit decision (``key_type`` and ``fingerprint`` are
+    what to show them)."""
+
+    def __init__(self, what: str, *, key_type: str, fingerprint: str,
+                 host: str | None = None, hint: str = "") -> None:
+        self.key_type = key_type
+        self.fingerprint = fingerprint
+        super().__init__(what, host=host, hint=hint)
+
+
+class HostKeyChanged(StorageError):
+    """The host offered a key other than the one recorded for it: someone may be in
+    the middle, or the host was reinstalled. Never trusted by a simple trust call."""
+
+    def __init__(self, what: str, *, key_type: str, fingerprint: str,
+                 recorded: tuple[str, ...], host: str | None = None, hint: str = "") -> None:
+        self.key_type = key_type
+        self.fingerprint = fingerprint
+        self.recorded = recorded  # fingerprints known_hosts records for the host
+        super().__init__(what, host=host, hint=hint)
 
 
 class ChecksumMismatch(StorageError):
@@ -258,6 +288,16 @@ class Transport(ABC):
     def sha256_file(self, path: str, *, progress: ByteProgress | None = None,
                     should_cancel: CancelCheck | None = None) -> tuple[str, int]:
         """(sha256 in hex, size) of the regular file ``path``. Reads only."""
+
+    @abstractmethod
+    def lock_file(self, path: str, holder: str) -> contextlib.AbstractContextManager[None]:
+        """Hold an exclusive ``flock`` of the file ``path`` on the host (created, with
+        its directory, if missing) while the context is open, with ``holder`` written
+        in it; ``VolumeBusy`` naming the holder written there when somebody has it.
+
+        The lock dies with whatever holds it on the host (a process, or a connection),
+        so no lock outlives a console that died.
+        """
 
 
 @dataclass(frozen=True)

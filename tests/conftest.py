@@ -80,3 +80,7 @@ def rewrite_backing_name(path: Path, name: str) -> None:
     """Point a qcow2 at another backing name, in place (no probing, no checks)."""
     subprocess.run(["qemu-img", "rebase", "-u", "-f", "qcow2", "-b", name, "-F", "raw",
                     str(path)], check=True, capture_output=True)
+
+
+# The sshd harness (real sshd on loopback) for the SSH transport's tests.
+from tests.harness.fixtures import ssh_home, sshd_fleet  # noqa: E402, F401

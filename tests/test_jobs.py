@@ -14,6 +14,7 @@ import pytest
 
 from backends.contract import Cancelled, ReadOnlyViolation, VolumeBusy
 from backends.model import Progress
+from backends.transport.local import LocalTransport
 from console.cache import Cache
 from console.config import Config
 from console.inventory import Inventory
@@ -262,11 +263,11 @@ def test_resume_and_rollback_of_an_interrupted_job(engine: tuple[Runner, str],
 
 
 def test_volume_lock_names_its_holder(pool_dir: Path) -> None:
-    with volume_lock("local", "p", str(pool_dir), "v", "job 7 (me@here)"), \
+    with volume_lock(LocalTransport("local"), "p", str(pool_dir), "v", "job 7 (me@here)"), \
             pytest.raises(VolumeBusy, match=r"locked by job 7 \(me@here\)"), \
-            volume_lock("local", "p", str(pool_dir), "v", "job 8"):
+            volume_lock(LocalTransport("local"), "p", str(pool_dir), "v", "job 8"):
         pass
-    with volume_lock("local", "p", str(pool_dir), "v", "job 8"):
+    with volume_lock(LocalTransport("local"), "p", str(pool_dir), "v", "job 8"):
         pass  # released when the first holder left
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import selectors
 import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from backends import archive
@@ -25,6 +26,7 @@ from backends.contract import (
     CommandResult,
     ReadOnlyViolation,
     Transport,
+    VolumeBusy,
 )
 from backends.transport import scanner
 from backends.transport.scanner import QEMU_LOCK_WRITE_BYTE, lock_conflicts
@@ -340,6 +342,28 @@ class LocalTransport(Transport):
             return archive.sha256_file(path, progress=progress, should_cancel=should_cancel)
         except archive.Stopped:
             raise Cancelled("the checksum was stopped", host=self.host) from None
+
+    @contextlib.contextmanager
+    def lock_file(self, path: str, holder: str) -> Iterator[None]:
+        # flock, not fcntl locks: it belongs to this open file, so the kernel drops it
+        # when the process dies, and it is seen over NFS by other hosts' consoles.
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other = os.pread(fd, 512, 0).decode(errors="replace").strip()
+                raise VolumeBusy(f"locked by {other or 'another job'}", host=self.host,
+                                 hint="wait for that job or cancel it") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing drops the flock
 
     def _stream_command(self, argv: list[str],
                         stream: Callable[[], StreamResult]) -> StreamResult:

@@ -23,7 +23,7 @@ import stat
 import struct
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from backends.model import ImageInfo, LinkProblem
@@ -147,8 +147,16 @@ def probe_path(path: str, declared: str | None) -> Entry:
 class ChainResolver:
     """Follows backing references safely, probing each file at most once."""
 
-    def __init__(self, roots: Iterable[str], known: dict[str, Entry] | None = None) -> None:
-        self.roots = tuple(os.path.realpath(r) for r in roots)
+    def __init__(self, roots: Iterable[str], known: dict[str, Entry] | None = None, *,
+                 probe: Callable[[str, str | None], Entry] | None = None,
+                 realpath: Callable[[str], str] = os.path.realpath,
+                 islink: Callable[[str], bool] = os.path.islink) -> None:
+        # probe/realpath/islink: the file system's, here; another host's through its
+        # shell when it has no python3 (``shellscan``).
+        self._probe_path = probe or probe_path
+        self._realpath = realpath
+        self._islink = islink
+        self.roots = tuple(realpath(r) for r in roots)
         # path -> probe entry, seeded with the pool's own files (probed as detected);
         # a backing declared with another format than detected is probed again.
         self.known: dict[tuple[str, str | None], Entry] = {}
@@ -161,12 +169,12 @@ class ChainResolver:
         """``realpath(join(directory, name))``, cheaply for the common case: a plain
         name (no ``/``, not ``..``) that is not a symlink, in a directory seen before."""
         if os.sep in name or name in (".", "..") or not name:
-            return os.path.realpath(os.path.join(directory, name))
+            return self._realpath(os.path.join(directory, name))
         real_dir = self._real_dirs.get(directory)
         if real_dir is None:
-            real_dir = self._real_dirs[directory] = os.path.realpath(directory)
+            real_dir = self._real_dirs[directory] = self._realpath(directory)
         joined = os.path.join(real_dir, name)
-        return os.path.realpath(joined) if os.path.islink(joined) else joined
+        return self._realpath(joined) if self._islink(joined) else joined
 
     def _probe(self, path: str, declared: str) -> Entry:
         key = (path, declared)
@@ -176,7 +184,7 @@ class ChainResolver:
             if detected and info and info["format"] == declared:
                 self.known[key] = detected
             else:
-                self.known[key] = probe_path(path, declared)
+                self.known[key] = self._probe_path(path, declared)
         return self.known[key]
 
     def chain(self, path: str, info: dict[str, Any] | None) -> Entry:

@@ -1,0 +1,892 @@
+"""A host over SSH (paramiko): commands through exec channels, files through a small
+stdlib agent shipped to the host's python3 on stdin.
+
+One connection per transport, shared by the console's worker threads (paramiko opens
+channels from any thread); each request is a channel of its own, and when sshd's
+``MaxSessions`` are all taken another connection to the host carries the next. A watchdog pings the
+host every ``keepalive`` seconds and drops a connection that stops answering, so no call
+hangs on a host that died; the next call reconnects, with backoff.
+
+Host keys are checked before authentication against the user's known_hosts and the
+console's own (``hostkeys``); an unknown or changed key stops the connection before
+anything runs. ``trust_host_key`` is the explicit way to accept a new one.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import functools
+import getpass
+import importlib.util
+import json
+import os
+import shlex
+import socket
+import threading
+import time
+import urllib.parse
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import paramiko
+
+from backends.archive import ArchiveInfo, StreamResult
+from backends.contract import (
+    ByteProgress,
+    CancelCheck,
+    Cancelled,
+    ChecksumMismatch,
+    CommandFailed,
+    CommandResult,
+    HostKeyChanged,
+    HostUnreachable,
+    ReadOnlyViolation,
+    StorageError,
+    Transport,
+    VolumeBusy,
+)
+from backends.transport import shellscan
+from backends.transport.hostkeys import (
+    CheckingPolicy,
+    KnownHosts,
+    append_key,
+    entry_name,
+    fingerprint,
+    key_family,
+)
+from backends.transport.local import READ_ONLY_COMMANDS, command_key
+
+POLL_SECONDS = 0.1
+CANCEL_GRACE_SECONDS = 2.0  # for the host to confirm a stop before the channel is dropped
+KILL_GRACE_SECONDS = 0.5  # SIGTERM, then SIGKILL, as LocalTransport does
+MISSING = 127  # the shell's exit status for a command it cannot find
+
+# The modules the agent needs, in import order; all stdlib-only (tests check it).
+AGENT_MODULES = ("backends", "backends.model", "backends.probe", "backends.archive",
+                 "backends.contract", "backends.transport", "backends.transport.scanner",
+                 "backends.transport.local", "backends.transport.agent")
+_BUNDLE = '''import sys, types
+def _install(sources):
+    for name, source in sources:
+        module = types.ModuleType(name)
+        if name in ("backends", "backends.transport"):
+            module.__path__ = []
+        sys.modules[name] = module
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, module)
+        exec(compile(source, "<sc-agent " + name + ">", "exec"), module.__dict__)
+_install(%r)
+sys.modules["backends.transport.agent"].main()
+'''
+# Reads the compressed agent (its length first) from stdin and runs it; stdin then
+# carries the request. -I: the host's PYTHON* variables and user site stay out.
+BOOTSTRAP = ("import sys,zlib;i=sys.stdin.buffer;"
+             "exec(compile(zlib.decompress(i.read(int(i.readline()))),'sc-agent','exec'))")
+# ``$$`` is the command's own pid once ``exec`` replaced the shell: what a cancel kills.
+RUN_WRAPPER = 'echo "$$" && exec "$@"'
+# The command leads its own process group (sshd starts a session with setsid, and each
+# shell on the way execs the next), so the group goes: a shell's children too.
+KILL_SCRIPT = ('kill -TERM -"$1" 2>/dev/null || kill -TERM "$1" 2>/dev/null || exit 0; i=0; '
+               'while kill -0 "$1" 2>/dev/null && [ "$i" -lt 5 ]; do sleep 0.1; i=$((i+1)); '
+               'done; kill -KILL -"$1" 2>/dev/null; kill -KILL "$1" 2>/dev/null; exit 0')
+
+
+@functools.cache
+def agent_script() -> bytes:
+    """The agent with its modules, compressed: what each request sends first."""
+    sources = []
+    for name in AGENT_MODULES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None
+        with open(spec.origin, encoding="utf-8") as f:
+            sources.append((name, f.read()))
+    return zlib.compress((_BUNDLE % (sources,)).encode(), 9)
+
+
+def agent_argv(python: str) -> list[str]:
+    return [python, "-I", "-c", BOOTSTRAP]
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where a host alias leads once ~/.ssh/config is applied."""
+
+    alias: str
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...] = ()
+    proxy_jump: str | None = None
+    known_hosts: tuple[str, ...] = ()
+
+    @property
+    def key_name(self) -> str:
+        return entry_name(self.hostname, self.port)
+
+
+def parse_uri(uri: str) -> tuple[str | None, str, int | None]:
+    """(user, host, port) of ``ssh://[user@]host[:port]``."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme != "ssh" or not parts.hostname:
+        raise ValueError(f"not an ssh://[user@]host[:port] address: {uri!r}")
+    return parts.username, parts.hostname, parts.port
+
+
+def resolve(alias: str, user: str | None = None, port: int | None = None) -> Target:
+    """Apply ~/.ssh/config (HostName, Port, User, IdentityFile, ProxyJump,
+    UserKnownHostsFile) to ``alias``; ``user`` and ``port`` given win, as on ssh's
+    command line."""
+    path = os.path.expanduser("~/.ssh/config")
+    config = (paramiko.SSHConfig.from_path(path) if os.path.exists(path)
+              else paramiko.SSHConfig())
+    found = config.lookup(alias)
+    identity = tuple(os.path.expanduser(p) for p in found.get("identityfile", []))
+    jump = found.get("proxyjump")
+    known = str(found.get("userknownhostsfile", "~/.ssh/known_hosts"))
+    return Target(
+        alias=alias,
+        hostname=str(found.get("hostname", alias)),
+        port=port or int(found.get("port", 22)),
+        user=user or str(found.get("user") or getpass.getuser()),
+        identity_files=identity,
+        proxy_jump=None if jump in (None, "none") else str(jump),
+        known_hosts=tuple(os.path.expanduser(p) for p in known.split()),
+    )
+
+
+def _unreachable(target: Target, host: str, err: BaseException) -> HostUnreachable:
+    if isinstance(err, paramiko.AuthenticationException) or (
+            isinstance(err, paramiko.SSHException) and "authentication" in str(err)):
+        return HostUnreachable(
+            f"{target.user}@{target.hostname}:{target.port} refused our keys ({err})",
+            host=host, hint="add the console's public key to the host's authorized_keys, "
+                            "or load the right key into ssh-agent")
+    reason = "timed out" if isinstance(err, TimeoutError | socket.timeout) else (
+        str(err) or type(err).__name__)
+    return HostUnreachable(f"cannot connect to {target.hostname}:{target.port}: {reason}",
+                           host=host, hint="check that the host is up, sshd runs and the "
+                                           "address in hosts.toml or ~/.ssh/config is right")
+
+
+def _client(target: Target, host: str, known: KnownHosts, timeout: float,
+            sock: paramiko.Channel | None = None) -> paramiko.SSHClient:
+    """An authenticated client for ``target``; the host key is checked first."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(CheckingPolicy(known, host))
+    # Negotiate a key type known_hosts records, as OpenSSH does: a host with an
+    # ed25519 and an RSA key is not "changed" because paramiko prefers another.
+    families = known.known_families(target.key_name)
+    offered = getattr(paramiko.Transport, "_preferred_keys", ())
+    disabled = None
+    if families & {key_family(a) for a in offered}:
+        disabled = {"keys": [a for a in offered if key_family(a) not in families]}
+    try:
+        client.connect(target.hostname, target.port, username=target.user,
+                       key_filename=[p for p in target.identity_files  # type: ignore[arg-type]
+                                     if os.path.exists(p)] or None,
+                       timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                       channel_timeout=timeout, sock=sock, disabled_algorithms=disabled)
+    except StorageError:
+        client.close()
+        raise
+    except (paramiko.SSHException, OSError, EOFError) as err:
+        client.close()
+        raise _unreachable(target, host, err) from None
+    return client
+
+
+def _hops(spec: str) -> list[tuple[str | None, str, int | None]]:
+    hops = []
+    for hop in spec.split(","):
+        user, _, rest = hop.strip().rpartition("@")
+        name, _, port = rest.partition(":")
+        hops.append((user or None, name, int(port) if port else None))
+    return hops
+
+
+def _through_jumps(target: Target, host: str, known_extra: tuple[str, ...],
+                   timeout: float) -> tuple[paramiko.Channel | None,
+                                            list[paramiko.SSHClient]]:
+    """The socket to reach ``target`` through its ProxyJump hosts (a direct-tcpip
+    channel of the last hop; None when there is none) and the hops' clients."""
+    jumps: list[paramiko.SSHClient] = []
+    sock: paramiko.Channel | None = None
+    try:
+        hops = [resolve(name, user, port) for user, name, port
+                in (_hops(target.proxy_jump) if target.proxy_jump else [])]
+        for i, hop in enumerate(hops):
+            client = _client(hop, host, KnownHosts(hop.known_hosts + known_extra), timeout,
+                             sock)
+            jumps.append(client)
+            sock = _tunnel(client, hop, hops[i + 1] if i + 1 < len(hops) else target, host,
+                           timeout)
+        return sock, jumps
+    except BaseException:
+        for client in jumps:
+            client.close()
+        raise
+
+
+def _open_chain(target: Target, host: str, known_extra: tuple[str, ...],
+                timeout: float) -> tuple[paramiko.SSHClient, list[paramiko.SSHClient]]:
+    """The client for ``target`` and the jump hosts' clients it goes through."""
+    sock, jumps = _through_jumps(target, host, known_extra, timeout)
+    try:
+        return _client(target, host, KnownHosts(target.known_hosts + known_extra), timeout,
+                       sock), jumps
+    except BaseException:
+        for client in jumps:
+            client.close()
+        raise
+
+
+def _tunnel(client: paramiko.SSHClient, hop: Target, target: Target, host: str,
+            timeout: float) -> paramiko.Channel:
+    transport = client.get_transport()
+    assert transport is not None
+    try:
+        return transport.open_channel("direct-tcpip", (target.hostname, target.port),
+                                      ("127.0.0.1", 0), timeout=timeout)
+    except (paramiko.SSHException, OSError, EOFError) as err:
+        raise HostUnreachable(f"jump host {hop.hostname} cannot reach "
+                              f"{target.hostname}:{target.port}: {err}", host=host,
+                              hint="check ProxyJump in ~/.ssh/config") from None
+
+
+class _Connection:
+    """One authenticated connection and the watchdog that drops it when the host stops
+    answering (``dead_after`` seconds without a reply to a ping)."""
+
+    def __init__(self, client: paramiko.SSHClient, jumps: list[paramiko.SSHClient],
+                 keepalive: float) -> None:
+        self.client = client
+        self.jumps = jumps
+        transport = client.get_transport()
+        assert transport is not None
+        self.transport = transport
+        self.keepalive = keepalive
+        self.dead = threading.Event()
+        if keepalive > 0:
+            threading.Thread(target=self._watch, daemon=True,
+                             name="ssh-keepalive").start()
+
+    def _watch(self) -> None:
+        while not self.dead.is_set() and self.transport.is_active():
+            answered = threading.Event()
+            threading.Thread(target=self._ping, args=(answered,), daemon=True,
+                             name="ssh-ping").start()
+            # Three missed answers, as OpenSSH's ServerAliveCountMax.
+            if not answered.wait(self.keepalive * 3) or not self.transport.is_active():
+                self.close()
+                return
+            self.dead.wait(self.keepalive)
+
+    def _ping(self, answered: threading.Event) -> None:
+        with contextlib.suppress(Exception):  # a dead transport: seen by the watchdog
+            self.transport.global_request("keepalive@openssh.com", wait=True)
+        answered.set()
+
+    def alive(self) -> bool:
+        return not self.dead.is_set() and self.transport.is_active()
+
+    def close(self) -> None:
+        self.dead.set()
+        self.client.close()  # every channel on it is closed, so every waiter wakes
+        for jump in self.jumps:
+            jump.close()
+
+
+class _Stream:
+    """Reads one channel: stdout as it comes, stderr kept, the exit status."""
+
+    def __init__(self, chan: paramiko.Channel, conn: _Connection, host: str) -> None:
+        self.chan = chan
+        self.conn = conn
+        self.host = host
+        self.stderr = bytearray()
+        self.eof = False
+        chan.settimeout(POLL_SECONDS)
+
+    def read(self) -> bytes | None:
+        """Next stdout bytes, b"" at the end, None when nothing came in POLL_SECONDS."""
+        self._drain_stderr()
+        if self.eof:
+            return b""
+        try:
+            data = self.chan.recv(65536)
+        except TimeoutError:
+            if not self.conn.alive():
+                raise self.lost() from None
+            return None
+        if not data:
+            self.eof = True
+            self._drain_stderr()
+        return data
+
+    def _drain_stderr(self) -> None:
+        # After the end of stdout paramiko has closed the stderr buffer too: what is left
+        # in it comes at once, then b"".
+        while self.chan.recv_stderr_ready() or (self.eof and not self.chan.closed):
+            try:
+                data = self.chan.recv_stderr(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            self.stderr += data
+
+    def exit_status(self) -> int:
+        while not self.chan.exit_status_ready():
+            if not self.conn.alive():
+                raise self.lost()
+            self.chan.status_event.wait(POLL_SECONDS)
+        status = self.chan.recv_exit_status()
+        self._drain_stderr()
+        if status == -1 and not self.conn.alive():
+            raise self.lost()
+        return status
+
+    def lost(self) -> HostUnreachable:
+        return HostUnreachable("the connection dropped in the middle of a request",
+                               host=self.host, hint="the host stopped answering; it is "
+                               "reconnected on the next refresh")
+
+    def last_error(self) -> str:
+        lines = bytes(self.stderr).decode(errors="replace").strip().splitlines()
+        return lines[-1].strip() if lines else ""
+
+
+class _NoPython(Exception):
+    """The host has no python3: the agent cannot run there."""
+
+
+class SshTransport(Transport):
+    """A host reached over SSH at ``uri`` (``ssh://[user@]host[:port]``; the host part
+    may be an alias of ~/.ssh/config).
+
+    Args:
+        host: the console's name for the host (messages, the audit log).
+        read_only: refuse every command outside ``READ_ONLY_COMMANDS`` and every
+            mutating file primitive, here and again in the agent on the host.
+        known_hosts: the console's own known_hosts file, read besides the user's.
+        connect_timeout: seconds for TCP, the SSH banner, authentication, a channel.
+        keepalive: seconds between pings; three unanswered drop the connection (0: off).
+        python: the host's python; None lists pools with shell commands instead.
+    """
+
+    def __init__(self, host: str, uri: str, *, read_only: bool = False,
+                 known_hosts: str | None = None, connect_timeout: float = 10.0,
+                 keepalive: float = 15.0, python: str | None = "python3") -> None:
+        self.host = host
+        self.uri = uri
+        self.read_only = read_only
+        self.known_hosts = known_hosts
+        self.connect_timeout = connect_timeout
+        self.keepalive = keepalive
+        self.python = python
+        self._user, self._alias, self._port = parse_uri(uri)
+        self._lock = threading.Lock()
+        self._conn: _Connection | None = None
+        self._extra: list[_Connection] = []  # more connections when sessions run out
+        self._ever_connected = False
+
+    # -- the connection -------------------------------------------------------------
+
+    def target(self) -> Target:
+        return resolve(self._alias, self._user, self._port)
+
+    def connect(self) -> None:
+        """Connect now (else the first request does): raises ``HostKeyUnknown``,
+        ``HostKeyChanged`` or ``HostUnreachable``."""
+        self._connection()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in [self._conn, *self._extra]:
+                if conn is not None:
+                    conn.close()
+            self._conn = None
+            self._extra = []
+
+    def _dial(self) -> _Connection:
+        client, jumps = _open_chain(self.target(), self.host, self._extra_known_hosts(),
+                                    self.connect_timeout)
+        return _Connection(client, jumps, self.keepalive)
+
+    def _connection(self) -> _Connection:
+        with self._lock:
+            if self._conn is not None and self._conn.alive():
+                return self._conn
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            # A connection that dropped is retried with backoff (a host rebooting, a
+            # network blip); a host never reached fails at once, with why.
+            delays = [0.5, 1.0, 2.0] if self._ever_connected else []
+            while True:
+                try:
+                    self._conn = self._dial()
+                    break
+                except HostUnreachable:
+                    if not delays:
+                        raise
+                    time.sleep(delays.pop(0))
+            self._ever_connected = True
+            return self._conn
+
+    def _extra_known_hosts(self) -> tuple[str, ...]:
+        return (self.known_hosts,) if self.known_hosts else ()
+
+    def _open_session(self) -> tuple[_Connection, paramiko.Channel]:
+        """A new channel, on a connection that has room for it.
+
+        sshd allows ``MaxSessions`` (10 by default) channels per connection, and every
+        held lock and running command takes one: when they are all taken, another
+        connection to the same host carries the next.
+        """
+        primary = self._connection()
+        with self._lock:
+            self._extra = [c for c in self._extra if c.alive()]
+            conns = [primary, *self._extra]
+        for conn in conns:
+            try:
+                return conn, conn.transport.open_session(timeout=self.connect_timeout)
+            except (paramiko.SSHException, OSError, EOFError) as err:
+                if conn.transport.is_active():
+                    # Refused, the connection alive: its sessions are all in use
+                    # (paramiko keeps one failure per connection, so concurrent refusals
+                    # may come as a plain SSHException rather than ChannelException).
+                    continue
+                conn.close()
+                raise HostUnreachable(f"cannot start a command: {err}", host=self.host,
+                                      hint="the connection dropped; try again") from None
+        conn = self._dial()
+        with self._lock:
+            self._extra.append(conn)
+        try:
+            return conn, conn.transport.open_session(timeout=self.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as err:
+            raise HostUnreachable(f"cannot start a command: {err}", host=self.host) from None
+
+    def _exec(self, argv: list[str]) -> _Stream:
+        conn, chan = self._open_session()
+        # Bytes, not str: a file name's non-UTF-8 bytes (surrogates here) go as they are.
+        command = shlex.join(argv).encode("utf-8", "surrogateescape")
+        try:
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as err:
+            chan.close()
+            raise HostUnreachable(f"cannot start a command: {err}", host=self.host,
+                                  hint="the connection dropped; try again") from None
+        return _Stream(chan, conn, self.host)
+
+    # -- commands ---------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        on_output: Callable[[bytes], None] | None = None,
+        timeout: float | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> CommandResult:
+        key = command_key(argv)
+        if self.read_only and key not in READ_ONLY_COMMANDS:
+            raise ReadOnlyViolation(f"refused to run {key!r} in read-only mode",
+                                    host=self.host)
+        started = time.monotonic()
+        returncode = -1
+        try:
+            result = self._run(argv, on_output, timeout, should_cancel)
+            returncode = result.returncode
+            return result
+        finally:
+            if self.observer is not None:
+                self.observer(self.host, tuple(argv), returncode,
+                              time.monotonic() - started)
+
+    def _run(self, argv: list[str], on_output: Callable[[bytes], None] | None,
+             timeout: float | None, should_cancel: CancelCheck | None) -> CommandResult:
+        if not argv:
+            raise CommandFailed("cannot run an empty command", host=self.host)
+        stream = self._exec(["sh", "-c", RUN_WRAPPER, "sc-run", *argv])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pid: int | None = None
+        head = b""
+        chunks: list[bytes] = []
+        next_poll = 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                if should_cancel is not None and now >= next_poll:
+                    next_poll = now + POLL_SECONDS
+                    if should_cancel():
+                        self._kill(pid)
+                        raise Cancelled(f"{command_key(argv)} was stopped", host=self.host)
+                if deadline is not None and now >= deadline:
+                    self._kill(pid)
+                    raise CommandFailed(f"{command_key(argv)} did not finish within "
+                                        f"{timeout} s and was stopped", host=self.host)
+                data = stream.read()
+                if data is None:
+                    continue
+                if not data:
+                    break
+                if pid is None:
+                    head += data
+                    line, newline, data = head.partition(b"\n")
+                    if not newline:
+                        continue
+                    pid, head = int(line), b""
+                if data:
+                    chunks.append(data)
+                    if on_output is not None:
+                        on_output(data)
+            status = stream.exit_status()
+        finally:
+            stream.chan.close()
+        if status == MISSING and not chunks and b"not found" in stream.stderr:
+            raise CommandFailed(f"cannot run {argv[0]}: {stream.last_error()}",
+                                host=self.host, hint="is it installed?")
+        return CommandResult(tuple(argv), status, b"".join(chunks), bytes(stream.stderr))
+
+    def _kill(self, pid: int | None) -> None:
+        """Stop the remote process ``pid`` (SIGTERM, SIGKILL half a second later)."""
+        if pid is None:
+            return
+        with contextlib.suppress(StorageError):
+            stream = self._exec(["sh", "-c", KILL_SCRIPT, "sc-kill", str(pid)])
+            try:
+                deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+                while time.monotonic() < deadline and stream.read() != b"":
+                    pass
+            finally:
+                stream.chan.close()
+
+    # -- the agent --------------------------------------------------------------------
+
+    def _start_agent(self, op: str, args: dict[str, Any]) -> _Stream:
+        if self.python is None:
+            raise _NoPython
+        stream = self._exec(agent_argv(self.python))
+        script = agent_script()
+        request = json.dumps({"op": op, "args": args, "read_only": self.read_only,
+                              "host": self.host}) + "\n"
+        with contextlib.suppress(OSError):  # a shell that already gave up: read why
+            stream.chan.sendall(b"%d\n" % len(script) + script + request.encode())
+        return stream
+
+    def _answer(self, stream: _Stream, progress: ByteProgress | None = None,
+                should_cancel: CancelCheck | None = None) -> Any:
+        """Read the agent's lines up to its answer; its error raised as ours."""
+        buffer = b""
+        cancelled_at: float | None = None
+        next_poll = 0.0
+        while True:
+            now = time.monotonic()
+            if should_cancel is not None and cancelled_at is None and now >= next_poll:
+                next_poll = now + POLL_SECONDS
+                if should_cancel():
+                    cancelled_at = now
+                    with contextlib.suppress(OSError):
+                        stream.chan.sendall(b"cancel\n")
+            if cancelled_at is not None and now - cancelled_at > CANCEL_GRACE_SECONDS:
+                stream.chan.close()  # the agent sees its input end and stops anyway
+                raise Cancelled("stopped", host=self.host)
+            data = stream.read()
+            if data is None:
+                continue
+            if not data:
+                break
+            buffer += data
+            while b"\n" in buffer:
+                line, _, buffer = buffer.partition(b"\n")
+                record = json.loads(line)
+                if "progress" in record:
+                    if progress is not None:
+                        progress(*record["progress"])
+                elif "error" in record:
+                    raise self._remote_error(record["error"])
+                else:
+                    return record.get("result")
+        status = stream.exit_status()
+        if status == MISSING:
+            self.python = None  # remembered: listings take the shell's way from now on
+            raise _NoPython
+        raise CommandFailed(f"the console's agent failed (exit status {status}): "
+                            f"{stream.last_error()}", host=self.host)
+
+    def _remote_error(self, record: dict[str, Any]) -> BaseException:
+        kind = record.get("type")
+        if kind == "os":
+            if record.get("errno") is None:
+                return OSError(record.get("strerror") or "error")
+            if record.get("filename") is None:
+                return OSError(record["errno"], record["strerror"])
+            return OSError(record["errno"], record["strerror"], record["filename"])
+        classes: dict[str, type[StorageError]] = {
+            "cancelled": Cancelled, "checksum": ChecksumMismatch, "command": CommandFailed,
+            "read-only": ReadOnlyViolation, "busy": VolumeBusy, "storage": StorageError}
+        cls = classes.get(str(kind), CommandFailed)
+        return cls(str(record.get("what")), host=self.host, hint=record.get("hint") or "")
+
+    def _agent(self, op: str, args: dict[str, Any], *, progress: ByteProgress | None = None,
+               should_cancel: CancelCheck | None = None) -> Any:
+        stream = self._start_agent(op, args)
+        try:
+            return self._answer(stream, progress, should_cancel)
+        finally:
+            stream.chan.close()
+
+    def _needs_python(self, what: str) -> CommandFailed:
+        return CommandFailed(f"cannot {what}: the host has no python3", host=self.host,
+                             hint="install python3 on the host: listing works without it, "
+                                  "jobs need it")
+
+    def _read_call(self, op: str, args: dict[str, Any],
+                   fallback: Callable[[], Any]) -> Any:
+        """A read-only request: the agent's answer, or without python3 the shell's."""
+        try:
+            return self._agent(op, args)
+        except _NoPython:
+            return fallback()
+
+    def _write_call(self, op: str, args: dict[str, Any], what: str, *,
+                    progress: ByteProgress | None = None,
+                    should_cancel: CancelCheck | None = None) -> Any:
+        self._refuse_if_read_only(what)
+        try:
+            return self._agent(op, args, progress=progress, should_cancel=should_cancel)
+        except _NoPython:
+            raise self._needs_python(what) from None
+
+    def _shell(self) -> shellscan.ShellScanner:
+        return shellscan.ShellScanner(self._shell_run)
+
+    def _shell_run(self, argv: list[str]) -> CommandResult:
+        stream = self._exec(argv)
+        try:
+            chunks = []
+            while (data := stream.read()) != b"":
+                if data:
+                    chunks.append(data)
+            return CommandResult(tuple(argv), stream.exit_status(), b"".join(chunks),
+                                 bytes(stream.stderr))
+        finally:
+            stream.chan.close()
+
+    # -- listing ------------------------------------------------------------------------
+
+    def scan_directory(self, path: str, roots: tuple[str, ...]) -> dict[str, Any]:
+        result: dict[str, Any] = self._read_call(
+            "scan_directory", {"path": path, "roots": list(roots)},
+            lambda: self._shell().scan_directory(path, roots))
+        return result
+
+    def probe_path(self, path: str, declared: str | None) -> dict[str, Any]:
+        result: dict[str, Any] = self._read_call(
+            "probe_path", {"path": path, "declared": declared},
+            lambda: self._shell().probe_path(path, declared))
+        return result
+
+    def probe_volume(self, path: str, roots: tuple[str, ...]) -> dict[str, Any]:
+        result: dict[str, Any] = self._read_call(
+            "probe_volume", {"path": path, "roots": list(roots)},
+            lambda: self._shell().probe_volume(path, roots))
+        return result
+
+    def statvfs(self, path: str) -> os.statvfs_result:
+        values = self._read_call("statvfs", {"path": path},
+                                 lambda: self._shell().statvfs(path))
+        return os.statvfs_result(values)
+
+    def lstat(self, path: str) -> os.stat_result:
+        values = self._read_call("lstat", {"path": path},
+                                 lambda: self._shell().lstat(path))
+        return os.stat_result(values)
+
+    def read_bytes(self, path: str, offset: int, length: int) -> bytes:
+        encoded = self._read_call(
+            "read_bytes", {"path": path, "offset": offset, "length": length},
+            lambda: base64.b64encode(self._shell().read_bytes(path, offset, length)).decode())
+        return base64.b64decode(encoded)
+
+    def qemu_write_locked(self, path: str) -> bool:
+        try:
+            return bool(self._agent("qemu_write_locked", {"path": path}))
+        except _NoPython:
+            raise self._needs_python("tell whether a QEMU holds the volume") from None
+
+    def has_data(self, path: str) -> bool:
+        try:
+            return bool(self._agent("has_data", {"path": path}))
+        except _NoPython:
+            return True  # cannot tell: treated as precious, as the contract says
+
+    # -- changing files -----------------------------------------------------------------
+
+    def make_directory(self, path: str) -> None:
+        self._write_call("make_directory", {"path": path}, "create a directory")
+
+    def remove_file(self, path: str) -> None:
+        self._write_call("remove_file", {"path": path}, "remove a file")
+
+    def publish(self, temp: str, final: str, *, replace: bool = False) -> None:
+        self._write_call("publish", {"temp": temp, "final": final, "replace": replace},
+                         "publish a volume")
+
+    def link(self, existing: str, new: str) -> None:
+        self._write_call("link", {"existing": existing, "new": new}, "link a file")
+
+    def make_read_only(self, path: str) -> None:
+        self._write_call("make_read_only", {"path": path}, "change a file's mode")
+
+    def copy_attributes(self, source: str, target: str) -> None:
+        self._write_call("copy_attributes", {"source": source, "target": target},
+                         "change a file's mode")
+
+    def write_new_file(self, path: str, data: bytes) -> None:
+        self._write_call("write_new_file",
+                         {"path": path, "data": base64.b64encode(data).decode()},
+                         "write a file")
+
+    def wipe_file(self, path: str, pattern: str, *, progress: ByteProgress | None = None,
+                  should_cancel: CancelCheck | None = None) -> int:
+        return int(self._write_call("wipe_file", {"path": path, "pattern": pattern},
+                                    "wipe a file", progress=progress,
+                                    should_cancel=should_cancel))
+
+    def compress_file(self, source: str, out: str, argv: list[str], *,
+                      progress: ByteProgress | None = None,
+                      should_cancel: CancelCheck | None = None) -> StreamResult:
+        return self._streamed(argv, "write an archive", "compress_file",
+                              {"source": source, "out": out, "argv": argv},
+                              progress, should_cancel)
+
+    def decompress_file(self, archive_path: str, out: str, argv: list[str], *, length: int,
+                        existing: bool, expect: ArchiveInfo,
+                        progress: ByteProgress | None = None,
+                        should_cancel: CancelCheck | None = None) -> StreamResult:
+        return self._streamed(argv, "restore an archive", "decompress_file",
+                              {"archive": archive_path, "out": out, "argv": argv,
+                               "length": length, "existing": existing,
+                               "expect": dataclasses.asdict(expect)},
+                              progress, should_cancel)
+
+    def _streamed(self, argv: list[str], what: str, op: str, args: dict[str, Any],
+                  progress: ByteProgress | None,
+                  should_cancel: CancelCheck | None) -> StreamResult:
+        """A zstd stream run by the agent on the host, recorded for the audit."""
+        started = time.monotonic()
+        returncode = -1
+        try:
+            record = self._write_call(op, args, what, progress=progress,
+                                      should_cancel=should_cancel)
+            returncode = 0
+            return StreamResult(**record)
+        except ChecksumMismatch:
+            returncode = 0
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer(self.host, tuple(argv), returncode,
+                              time.monotonic() - started)
+
+    def sha256_file(self, path: str, *, progress: ByteProgress | None = None,
+                    should_cancel: CancelCheck | None = None) -> tuple[str, int]:
+        try:
+            digest, size = self._agent("sha256_file", {"path": path}, progress=progress,
+                                       should_cancel=should_cancel)
+        except _NoPython:
+            raise self._needs_python("compute a checksum") from None
+        return str(digest), int(size)
+
+    @contextlib.contextmanager
+    def lock_file(self, path: str, holder: str) -> Iterator[None]:
+        # The flock is held by an agent on the host for as long as this channel is open:
+        # if the console dies or the connection drops, sshd closes the agent's stdin,
+        # and the agent (or at worst the kernel, when the agent dies) lets go.
+        try:
+            stream = self._start_agent("lock_file", {"path": path, "holder": holder})
+        except _NoPython:
+            raise self._needs_python("lock a volume") from None
+        try:
+            try:
+                self._answer(stream)
+            except _NoPython:
+                raise self._needs_python("lock a volume") from None
+            yield
+        finally:
+            with contextlib.suppress(OSError, EOFError):
+                stream.chan.shutdown_write()  # end of input: the agent unlocks and exits
+                deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+                while not stream.chan.exit_status_ready() and time.monotonic() < deadline:
+                    stream.chan.status_event.wait(POLL_SECONDS)
+            stream.chan.close()
+
+    def _refuse_if_read_only(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnlyViolation(f"refused to {what} in read-only mode", host=self.host)
+
+
+def host_key(uri: str, *, connect_timeout: float = 10.0) -> paramiko.PKey:
+    """The key the host at ``uri`` offers (through its ProxyJump, whose own keys must be
+    known already). Only the key exchange happens: nothing is authenticated or run."""
+    user, alias, port = parse_uri(uri)
+    target = resolve(alias, user, port)
+    tunnel, jumps = _through_jumps(target, uri, (), connect_timeout)
+    try:
+        sock: paramiko.Channel | socket.socket
+        if tunnel is not None:
+            sock = tunnel
+        else:
+            try:
+                sock = socket.create_connection((target.hostname, target.port),
+                                                timeout=connect_timeout)
+            except OSError as err:
+                raise _unreachable(target, uri, err) from None
+        transport = paramiko.Transport(sock)
+        try:
+            transport.banner_timeout = connect_timeout
+            transport.start_client(timeout=connect_timeout)
+            return transport.get_remote_server_key()
+        except (paramiko.SSHException, OSError, EOFError) as err:
+            raise _unreachable(target, uri, err) from None
+        finally:
+            transport.close()
+    finally:
+        for client in jumps:
+            client.close()
+
+
+def trust_host_key(uri: str, known_hosts_path: str, *, expected: str | None = None,
+                   hashed: bool = False, connect_timeout: float = 10.0) -> str:
+    """Record the key the host at ``uri`` offers in the console's known_hosts file
+    ``known_hosts_path``; returns its SHA256 fingerprint.
+
+    ``expected``: the fingerprint the user was shown (``HostKeyUnknown.fingerprint``);
+    a different key now is refused. A host whose recorded key differs is refused
+    (``HostKeyChanged``): that needs the old entry removed by hand, after checking.
+    A key recorded already is not written twice.
+    """
+    user, alias, port = parse_uri(uri)
+    target = resolve(alias, user, port)
+    key = host_key(uri, connect_timeout=connect_timeout)
+    offered = fingerprint(key)
+    if expected is not None and expected != offered:
+        raise HostKeyChanged(
+            f"the host now offers {key.get_name()} {offered}, not the {expected} that was "
+            "shown; nothing was trusted", key_type=key.get_name(), fingerprint=offered,
+            recorded=(expected,), host=uri, hint="look at the host key again before trusting")
+    known = KnownHosts((*target.known_hosts, known_hosts_path))
+    recorded = known.recorded(target.key_name)
+    if any(k == key for k in recorded):
+        return offered
+    if any(key_family(k.get_name()) == key_family(key.get_name()) for k in recorded):
+        known.check(uri, target.key_name, key)  # raises HostKeyChanged, loudly
+    append_key(known_hosts_path, target.key_name, key, hashed=hashed)
+    return offered
