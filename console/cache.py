@@ -285,6 +285,12 @@ class Cache:
             float(v.mtime), int(v.in_use),
         )
 
+    def forget_host(self, host: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM volumes WHERE host=?", (host,))
+            conn.execute("DELETE FROM pools WHERE host=?", (host,))
+            conn.execute("DELETE FROM hosts WHERE name=?", (host,))
+
     def forget_pool(self, host: str, pool: str) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM volumes WHERE host=? AND pool=?", (host, pool))

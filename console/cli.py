@@ -40,7 +40,7 @@ HANDLERS: dict[str, tuple[str, str]] = {
     "growfs": ("volumes", "cmd_growfs"),
     "archive": ("archives", "cmd_archive"), "restore": ("archives", "cmd_restore"),
     "jobs": ("jobs", "cmd_jobs"), "job": ("jobs", "cmd_job"),
-    "audit": ("audit", "cmd_audit"),
+    "audit": ("audit", "cmd_audit"), "hosts": ("hosts", "cmd_hosts"),
 }
 JOB_COMMANDS = ("create", "resize", "copy", "delete", "snapshot", "clone", "growfs",
                 "archive", "restore", "jobs", "job")
@@ -77,6 +77,18 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         p.add_argument("--limit", type=int, default=50, metavar="N",
                        help="at most N entries (default 50)")
         p.add_argument("--json", action="store_true", help="print a JSON array")
+    elif command == "hosts":
+        p = _Parser(prog=f"{PROG} hosts",
+                    description="Hosts and their state; add, remove, or trust one.")
+        p.add_argument("action", nargs="?", choices=("list", "add", "remove", "trust"),
+                       help="list (default): connect each host and show its state; add "
+                            "NAME URI / remove NAME: edit the config; trust NAME: record "
+                            "the host's SSH key after showing its fingerprint")
+        p.add_argument("name", nargs="?", metavar="NAME")
+        p.add_argument("uri", nargs="?", metavar="URI",
+                       help="local, ssh://user@host:port, or a libvirt URI "
+                            "(qemu:///system, qemu+ssh://user@host/system)")
+        p.add_argument("--json", action="store_true", help="print a JSON array")
     elif command in JOB_COMMANDS:
         p = job_parser(command)
     else:
@@ -90,6 +102,9 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
                        help="paint from the cache only; refresh with r")
         p.add_argument("--cache", type=Path, metavar="FILE",
                        help=f"cache file (default: {cache_path()})")
+        p.add_argument("--trust-host", action="append", default=[], metavar="NAME",
+                       help="trust host NAME's SSH key as it is now (its fingerprint is "
+                            "printed; a changed key is still refused)")
     if command is not None:  # accepted everywhere; the job layer refuses what mutates
         p.add_argument("--read-only", action="store_true",
                        help="nothing can change storage (enforced by the job layer)")
@@ -228,6 +243,11 @@ def cmd_console(args: argparse.Namespace) -> int:
     from console.inventory import Inventory
 
     config = load_targets(args)
+    if args.trust_host:
+        from console.commands.hosts import trust
+
+        for name in args.trust_host:
+            print(trust(config, name), file=sys.stderr)
     cache = _open_cache(args)
     inventory = Inventory(config, cache, read_only=args.read_only,
                           audit=AuditLog(journal_path()))

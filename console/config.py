@@ -27,14 +27,17 @@ directory when it exists, or a pool in the XDG data dir (created on first run).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
 from backends.model import Host, Pool
+from console.hosts import UriKind, uri_kind
 
 APP = "storage-console"
 LIBVIRT_IMAGES = "/var/lib/libvirt/images"
@@ -66,6 +69,12 @@ def archive_dir() -> Path:
     return data_dir() / "archives"
 
 
+def known_hosts_path() -> Path:
+    """The console's own known_hosts: keys trusted in the console or with
+    --trust-host, checked after ~/.ssh/known_hosts."""
+    return Path(platformdirs.user_config_dir(APP)) / "known_hosts"
+
+
 def journal_path() -> Path:
     """The job journal and audit log: durable state, never beside the cache."""
     return state_dir() / "journal.db"
@@ -86,6 +95,13 @@ class HostConfig:
     pools: tuple[Pool, ...] = ()
     roots: tuple[str, ...] = ()  # empty: the host's pool directories
     thresholds: tuple[tuple[str, Thresholds], ...] = ()  # per pool name, when set
+    lvm: bool = False  # list every volume group of the host as a pool
+
+    @property
+    def discovers(self) -> bool:
+        """Whether the host reports pools beyond the configured ones (libvirt's pools,
+        volume groups): a HOST:POOL naming one is looked up on the host."""
+        return self.lvm or uri_kind(self.host.uri) == UriKind.LIBVIRT
 
     @property
     def allowed_roots(self) -> tuple[str, ...]:
@@ -145,23 +161,22 @@ class Config:
                 raise ConfigError(f"{where}: host #{i + 1} needs a name")
             name = raw["name"]
             uri = raw.get("uri", "local")
-            if uri != "local":
-                raise ConfigError(f"{where}: host {name!r}: uri {uri!r} is not supported "
-                                  "yet (only 'local')")
+            try:
+                kind_of_host = uri_kind(uri) if isinstance(uri, str) else None
+            except ValueError as err:
+                raise ConfigError(f"{where}: host {name!r}: {err}") from None
+            if kind_of_host is None:
+                raise ConfigError(f"{where}: host {name!r}: uri must be a string")
+            lvm = raw.get("lvm", False)
+            if not isinstance(lvm, bool):
+                raise ConfigError(f"{where}: host {name!r}: lvm must be true or false")
             pools: list[Pool] = []
             limits: list[tuple[str, Thresholds]] = []
             for j, rp in enumerate(raw.get("pool", [])):
-                if not isinstance(rp, dict) or not isinstance(rp.get("name"), str) \
-                        or not isinstance(rp.get("path"), str):
-                    raise ConfigError(f"{where}: host {name!r}: pool #{j + 1} needs a name "
-                                      "and a path")
-                kind = rp.get("type", "dir")
-                if kind != "dir":
-                    raise ConfigError(f"{where}: host {name!r}, pool {rp['name']!r}: type "
-                                      f"{kind!r} is not supported yet (only 'dir')")
-                pools.append(Pool(name, rp["name"], "dir", os.path.abspath(rp["path"])))
+                pool = _pool(rp, name, kind_of_host, f"{where}: host {name!r}", j)
+                pools.append(pool)
                 if "warning" in rp or "critical" in rp:
-                    limits.append((rp["name"], _thresholds(
+                    limits.append((pool.name, _thresholds(
                         rp, defaults, f"{where}: host {name!r}, pool {rp['name']!r}")))
             if len({p.name for p in pools}) != len(pools):
                 raise ConfigError(f"{where}: host {name!r} has two pools with the same name")
@@ -169,7 +184,8 @@ class Config:
             if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
                 raise ConfigError(f"{where}: host {name!r}: roots must be a list of paths")
             hosts.append(HostConfig(Host(name, uri), tuple(pools),
-                                    tuple(os.path.abspath(r) for r in roots), tuple(limits)))
+                                    tuple(os.path.abspath(r) for r in roots), tuple(limits),
+                                    lvm=lvm))
         if len({h.host.name for h in hosts}) != len(hosts):
             raise ConfigError(f"{where}: two hosts have the same name")
         jobs = data.get("jobs", {})
@@ -253,7 +269,7 @@ class Config:
                 hc = self.host(host)
             except KeyError:
                 raise ConfigError(f"{target}: no host {host!r} in the config") from None
-            if any(p.name == pool for p in hc.pools):
+            if any(p.name == pool for p in hc.pools) or (hc.discovers and pool):
                 return (host, pool)
             raise ConfigError(f"{target}: host {host!r} has no pool {pool!r}")
         if os.path.exists(target):
@@ -272,6 +288,120 @@ class Config:
         else:
             hosts.append(HostConfig(Host(pool.host), (pool,)))
         return replace(self, hosts=tuple(hosts), adhoc=(*self.adhoc, pool.name))
+
+
+def add_host(name: str, uri: str, path: Path | None = None, *,
+             current: Config | None = None) -> None:
+    """Write a new ``[[host]]`` into the config file, keeping what is there (comments
+    too). Without a file, the embedded default's hosts are written first, so adding a
+    host never loses the pools the console showed."""
+    import tomlkit
+
+    path = path or config_path()
+    try:
+        uri_kind(uri)
+    except ValueError as err:
+        raise ConfigError(f"host {name!r}: {err}") from None
+    if not name or any(c in name for c in ":/ \t\n") or not name.isprintable():
+        raise ConfigError(f"host name {name!r}: use letters, digits, '-', '_' or '.'")
+    doc = _read_document(path)
+    hosts = doc.setdefault("host", tomlkit.aot())
+    if not doc.get("host") and current is not None:
+        for hc in current.hosts:
+            hosts.append(_host_table(hc))
+    if any(h.get("name") == name for h in hosts):
+        raise ConfigError(f"{path}: there is already a host named {name!r}")
+    table = tomlkit.table()
+    table["name"], table["uri"] = name, uri
+    hosts.append(table)
+    _write_document(path, doc)
+
+
+def remove_host(name: str, path: Path | None = None) -> None:
+    """Remove the ``[[host]]`` named ``name`` from the config file."""
+    path = path or config_path()
+    doc = _read_document(path)
+    hosts = doc.get("host", [])
+    keep = [h for h in hosts if h.get("name") != name]
+    if len(keep) == len(hosts):
+        raise ConfigError(f"{path}: no host named {name!r}")
+    del hosts[:]
+    for h in keep:
+        hosts.append(h)
+    _write_document(path, doc)
+
+
+def _host_table(hc: HostConfig) -> Any:
+    import tomlkit
+
+    table = tomlkit.table()
+    table["name"], table["uri"] = hc.host.name, hc.host.uri
+    pools = tomlkit.aot()
+    for p in hc.pools:
+        pt = tomlkit.table()
+        pt["name"], pt["type"] = p.name, p.kind
+        if p.kind == "dir":
+            pt["path"] = p.path
+        pools.append(pt)
+    if pools:
+        table["pool"] = pools
+    return table
+
+
+def _read_document(path: Path) -> Any:
+    import tomlkit
+
+    try:
+        return tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() \
+            else tomlkit.document()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from None
+    except tomlkit.exceptions.ParseError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+
+
+def _write_document(path: Path, doc: Any) -> None:
+    """Write whole or not at all: a temp file, fsync, rename."""
+    import tomlkit
+
+    text = tomlkit.dumps(doc)
+    Config.from_dict(tomllib.loads(text), path)  # never write a config that cannot load
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise ConfigError(f"cannot write config file {path}: {err}") from None
+
+
+def _pool(rp: object, host: str, kind_of_host: UriKind, where: str, index: int) -> Pool:
+    """One ``[[host.pool]]``: a directory (``path``) or an LVM volume group (``vg``)."""
+    if not isinstance(rp, dict) or not isinstance(rp.get("name"), str):
+        raise ConfigError(f"{where}: pool #{index + 1} needs a name")
+    name = rp["name"]
+    kind = rp.get("type", "dir")
+    if kind_of_host == UriKind.LIBVIRT:
+        raise ConfigError(f"{where}, pool {name!r}: a libvirt host's pools come from "
+                          "libvirt; list none (use an ssh:// host for directories)")
+    if kind == "dir":
+        if not isinstance(rp.get("path"), str):
+            raise ConfigError(f"{where}, pool {name!r}: a dir pool needs a path")
+        path = rp["path"]
+        # A remote path is the remote host's: never resolve it against this machine.
+        return Pool(host, name, "dir", os.path.abspath(path)
+                    if kind_of_host == UriKind.LOCAL else os.path.normpath(path))
+    if kind == "lvm":
+        vg = rp.get("vg", name)
+        if not isinstance(vg, str) or not vg:
+            raise ConfigError(f"{where}, pool {name!r}: vg must be a volume group name")
+        return Pool(host, vg, "lvm", f"/dev/{vg}")
+    raise ConfigError(f"{where}, pool {name!r}: type {kind!r} is not one of dir, lvm")
 
 
 def _thresholds(table: dict[str, object], base: Thresholds, where: str) -> Thresholds:

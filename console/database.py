@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 
@@ -21,13 +21,18 @@ class Database:
         self.synchronous = synchronous
         self._local = threading.local()
         self._memory_uri = f"file:sc-memory-{id(self)}?mode=memory&cache=shared"
+        # A shared-cache database locks tables, and SQLite's busy timeout does not
+        # cover that: writers take turns here, readers read uncommitted rows.
+        self._memory_writer = threading.RLock()
         # An in-memory database lives as long as one connection to it does.
         self._keepalive = self._connect() if path is None else None
 
     def _connect(self) -> sqlite3.Connection:
         if self.path is None:
-            return sqlite3.connect(self._memory_uri, uri=True, check_same_thread=False,
-                                   isolation_level=None)
+            memory = sqlite3.connect(self._memory_uri, uri=True, check_same_thread=False,
+                                     isolation_level=None)
+            memory.execute("PRAGMA read_uncommitted=1")
+            return memory
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
@@ -47,13 +52,14 @@ class Database:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._memory_writer if self.path is None else nullcontext():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def close_thread(self) -> None:
         """Close this thread's connection (others close with their threads)."""

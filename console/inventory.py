@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from backends.contract import (
@@ -24,18 +25,20 @@ from backends.contract import (
     StorageError,
     VolumeBusy,
 )
-from backends.drivers.dir import DirDriver
 from backends.model import Health, Host, ImageFormat, Pool, PoolScan, Progress, Volume
-from backends.transport.local import LocalTransport
 from console.cache import Cache
-from console.config import Config
+from console.config import Config, HostConfig, known_hosts_path
 from console.health import assess
+from console.hosts import HostLink, HostState, HostStatus, UriKind
 
 if TYPE_CHECKING:  # the audit log (and the journal it imports) is not needed by `ls`
     from console.audit import AuditLog
 
 PoolCallback = Callable[[Pool, StorageError | None], None]
+HostCallback = Callable[[str, StorageError | None], None]
 MAX_SCANS_PER_HOST = 4  # a host's disks are shared; more parallel scans only thrash
+MAX_HOSTS_AT_ONCE = 16  # hosts connected and scanned at once
+FOUND_KINDS = ("libvirt", "lvm")  # pool kinds hosts report, beside the configured ones
 
 
 @dataclass(frozen=True)
@@ -72,19 +75,40 @@ class DeletePlan:
 
 class Inventory:
     def __init__(self, config: Config, cache: Cache | None, *,
-                 read_only: bool = False, audit: AuditLog | None = None) -> None:
+                 read_only: bool = False, audit: AuditLog | None = None,
+                 known_hosts: str | None = None) -> None:
         """``cache`` may be None for discovery alone (the command line's ``ls``):
-        then only ``scan_pool`` and ``probe_volume`` may be used."""
+        then only ``scan_pool`` and ``probe_volume`` may be used.
+
+        ``known_hosts`` is the console's own known_hosts file, checked after the
+        user's (default: the one in the config dir).
+        """
         self.config = config
         self._cache = cache
         self.read_only = read_only
         self.max_chain_depth = config.max_chain_depth
-        self._drivers: dict[str, DirDriver] = {}
-        for hc in config.hosts:
-            transport = LocalTransport(hc.host.name, read_only=read_only)
-            if audit is not None:
-                transport.observer = audit.record
-            self._drivers[hc.host.name] = DirDriver(transport, hc.allowed_roots)
+        self._observer = audit.record if audit is not None else None
+        self._known_hosts = known_hosts or str(known_hosts_path())
+        self._links = {hc.host.name: HostLink(hc, read_only=read_only,
+                                              observer=self._observer,
+                                              known_hosts=self._known_hosts)
+                       for hc in config.hosts}
+        # Pools found on hosts (libvirt pools, volume groups) beside the configured
+        # ones: the cache's from the last session until the host is asked again.
+        self._found: dict[str, tuple[Pool, ...]] = {}
+        self._found_lock = threading.Lock()
+        if cache is not None:
+            self._found.update(self._cached_found(cache))
+
+    def _cached_found(self, cache: Cache) -> dict[str, tuple[Pool, ...]]:
+        found: dict[str, list[Pool]] = {}
+        for row in cache.pools():
+            link = self._links.get(row.host)
+            if link is not None and row.kind in FOUND_KINDS \
+                    and all(p.name != row.name for p in link.config.pools):
+                found.setdefault(row.host, []).append(
+                    Pool(row.host, row.name, row.kind, row.path))
+        return {host: tuple(pools) for host, pools in found.items()}
 
     @property
     def cache(self) -> Cache:
@@ -97,22 +121,50 @@ class Inventory:
     def hosts(self) -> list[Host]:
         return [hc.host for hc in self.config.hosts]
 
+    def host_link(self, name: str) -> HostLink:
+        return self._links[name]
+
+    def host_status(self, name: str) -> HostStatus:
+        return self._links[name].status
+
+    def host_pools(self, host: str) -> list[Pool]:
+        configured = list(self.config.host(host).pools)
+        with self._found_lock:
+            found = self._found.get(host, ())
+        names = {p.name for p in configured}
+        return configured + [p for p in found if p.name not in names]
+
     def pools(self) -> list[Pool]:
-        return [p for hc in self.config.hosts for p in hc.pools]
+        return [p for hc in self.config.hosts for p in self.host_pools(hc.host.name)]
 
     def pool(self, host: str, name: str) -> Pool:
-        for p in self.config.host(host).pools:
+        """The pool ``host:name``; on a host that reports its pools (libvirt, LVM) one
+        not seen yet is looked for on the host (a StorageError if it cannot be asked)."""
+        for p in self.host_pools(host):
             if p.name == name:
                 return p
+        if self.config.host(host).discovers:
+            self.discover_host(host)
+            for p in self.host_pools(host):
+                if p.name == name:
+                    return p
         raise KeyError(f"{host}:{name}")
 
     def driver(self, pool: Pool) -> Driver:
-        return self._drivers[pool.host]
+        return self._links[pool.host].driver(pool.kind)
+
+    def known_pool(self, host: str, name: str) -> Pool | None:
+        """``pool`` without asking the host: for the UI's event loop."""
+        return next((p for p in self.host_pools(host) if p.name == name), None) \
+            if host in self._links else None
 
     def capabilities(self, pool: Pool) -> Capabilities:
+        """What the pool's driver can do; nothing in read-only mode, or while its host
+        has not been reached yet (asking would block the caller)."""
         if self.read_only:
             return Capabilities()
-        return self.driver(pool).capabilities
+        driver = self._links[pool.host].built_driver(pool.kind)
+        return driver.capabilities if driver is not None else Capabilities()
 
     # -- discovery ----------------------------------------------------------------
 
@@ -126,37 +178,121 @@ class Inventory:
         try:
             scan, healths = self.scan_pool(pool)
         except StorageError as err:
+            self._links[pool.host].mark_failed(err)
             self.cache.record_pool_error(pool.host, pool.name, pool.kind, pool.path, str(err))
             raise
         self.cache.replace_pool(scan, healths)
         return scan
 
-    def refresh(self, on_pool: PoolCallback | None = None) -> None:
-        """Refresh every pool; hosts in parallel, a bounded few pools per host at once.
+    def discover_host(self, host: str) -> list[Pool]:
+        """Connect ``host`` and list its pools now; its state goes to the cache.
 
-        A pool that fails is recorded (its cached rows stay, marked with the error) and
-        reported through ``on_pool``; it never stops the others.
+        On failure the host's cached pools stay (stale, with the error) and the error
+        is raised: the caller reports it and goes on with the other hosts.
         """
-        now = time.time()
-        for host in self.hosts():
-            self.cache.record_host(host.name, host.uri, "online", None, now)
+        link = self._links[host]
+        try:
+            pools = link.discover()
+        except StorageError as err:
+            if self._cache is not None:
+                self.cache.record_host(host, link.uri, link.status.state.value, str(err))
+                for p in self.host_pools(host):
+                    self.cache.record_pool_error(p.host, p.name, p.kind, p.path,
+                                                 f"host {link.status.state.value}: {err}")
+            raise
+        configured = {p.name for p in self.config.host(host).pools}
+        with self._found_lock:
+            self._found[host] = tuple(p for p in pools if p.name not in configured)
+        if self._cache is not None:
+            self.cache.record_host(host, link.uri, HostState.ONLINE.value, None, time.time())
+        return pools
 
-        def one(pool: Pool) -> None:
+    def refresh(self, on_pool: PoolCallback | None = None,
+                on_host: HostCallback | None = None) -> None:
+        """Refresh every host: connected in parallel, a bounded few pools per host at
+        once. A host that fails or goes away keeps its cached rows (stale, with the
+        error), is reported through ``on_host`` and never holds up the others; so is a
+        pool that fails, through ``on_pool``.
+        """
+        from concurrent.futures import ThreadPoolExecutor  # not needed by `ls`
+
+        def one_pool(pool: Pool) -> None:
             error: StorageError | None = None
             try:
+                if pool.kind == "libvirt" and pool.active:
+                    # libvirt re-reads the disk only when asked (files added behind
+                    # its back); its refresh event is not answered by another refresh.
+                    reread = getattr(self.driver(pool), "refresh_pool", None)
+                    if reread is not None:
+                        reread(pool.name)
                 self.refresh_pool(pool)
             except StorageError as err:
                 error = err
             if on_pool is not None:
                 on_pool(pool, error)
 
-        from concurrent.futures import ThreadPoolExecutor  # not needed by `ls`
+        def one_host(host: str) -> None:
+            link = self._links[host]
+            if self._cache is not None:
+                self.cache.record_host(host, link.uri, HostState.CONNECTING.value)
+            if on_host is not None:
+                on_host(host, None)
+            try:
+                pools = self.discover_host(host)
+            except StorageError as err:
+                if on_host is not None:
+                    on_host(host, err)
+                return
+            if on_host is not None:
+                on_host(host, None)
+            workers = max(1, min(len(pools), MAX_SCANS_PER_HOST))
+            with ThreadPoolExecutor(workers, thread_name_prefix=f"scan-{host}") as scans:
+                for future in [scans.submit(one_pool, p) for p in pools]:
+                    future.result()
 
-        pools = self.pools()
-        workers = max(1, min(len(pools), MAX_SCANS_PER_HOST * len(self.hosts())))
-        with ThreadPoolExecutor(workers, thread_name_prefix="scan") as pool_exec:
-            for future in [pool_exec.submit(one, p) for p in pools]:
+        hosts = [h.name for h in self.hosts()]
+        with ThreadPoolExecutor(max(1, min(len(hosts), MAX_HOSTS_AT_ONCE)),
+                                thread_name_prefix="host") as connects:
+            for future in [connects.submit(one_host, h) for h in hosts]:
                 future.result()
+
+    def watch_pools(self, host: str, callback: Callable[[str, str, str], None]) -> bool:
+        """Have ``callback(host, pool, kind)`` called on the host's pool events (libvirt
+        hosts: lifecycle and refresh), from another thread; False when it has none."""
+        link = self._links[host]
+        if link.kind != UriKind.LIBVIRT:
+            return False
+        watch = getattr(link.driver("libvirt"), "watch_pools", None)
+        if watch is None:
+            return False
+        watch(callback)
+        return True
+
+    def add_host(self, hc: HostConfig) -> None:
+        """A host added in the console (already written to the config file)."""
+        self.config = replace(self.config, hosts=(*self.config.hosts, hc))
+        self._links[hc.host.name] = HostLink(
+            hc, read_only=self.read_only, observer=self._observer,
+            known_hosts=self._known_hosts)
+
+    def remove_host(self, name: str) -> None:
+        """A host removed in the console: its connection closed, its rows forgotten."""
+        pools = self.host_pools(name)
+        self.config = replace(self.config, hosts=tuple(
+            hc for hc in self.config.hosts if hc.host.name != name))
+        link = self._links.pop(name, None)
+        with self._found_lock:
+            self._found.pop(name, None)
+        if link is not None:
+            link.close()
+        if self._cache is not None:
+            for p in pools:
+                self.cache.forget_pool(name, p.name)
+            self.cache.forget_host(name)
+
+    def close(self) -> None:
+        for link in self._links.values():
+            link.close()
 
     # -- actions: each re-probes on disk first ------------------------------------
 
@@ -205,7 +341,7 @@ class Inventory:
         through others (2, 3, ...), with that distance; found on disk in every pool."""
         target = os.path.realpath(path)
         found: list[tuple[int, Volume]] = []
-        for other in self.config.host(host).pools:
+        for other in self.host_pools(host):
             try:
                 scan = self.driver(other).scan_pool(other)
             except StorageError:

@@ -88,7 +88,7 @@ def test_bad_config_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "c.toml"
     bad.write_text("[[host]]\nname = 'x'\nuri = 'local'\n[[host.pool]]\nname='p'\n")
     done = run("ls", "--config", str(bad))
-    assert done.returncode == 2 and "needs a name and a path" in done.stderr
+    assert done.returncode == 2 and "a dir pool needs a path" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -36,7 +36,11 @@ def test_targets_select_configured_pool(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("[[host]]\nuri='local'\n", "needs a name"),
-    ("[[host]]\nname='a'\nuri='ssh://x'\n", "not supported yet"),
+    ("[[host]]\nname='a'\nuri='nonsense'\n", "not 'local', ssh://"),
+    ("[[host]]\nname='a'\nuri='test:///default'\n[[host.pool]]\nname='p'\npath='/x'\n",
+     "pools come from libvirt"),
+    ("[[host]]\nname='a'\n[[host.pool]]\nname='p'\ntype='zfs'\n", "not one of dir, lvm"),
+    ("[[host]]\nname='a'\nlvm='yes'\n", "lvm must be true or false"),
     ("[[host]]\nname='a'\n[[host]]\nname='a'\n", "same name"),
     ("max_chain_depth = 0\n", "positive integer"),
     ("not toml [", "not valid TOML"),
@@ -100,3 +104,51 @@ def test_bad_thresholds(tmp_path: Path, pool: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
         Config.load(conf)
     assert "host 'h', pool 'a'" in str(err.value)
+
+
+def test_hosts_of_every_kind(tmp_path: Path) -> None:
+    conf = tmp_path / "config.toml"
+    conf.write_text(
+        "[[host]]\nname = 'far'\nuri = 'ssh://root@10.0.0.9:2222'\nlvm = true\n"
+        "[[host.pool]]\nname = 'images'\npath = '/srv/images/../images'\n"
+        "[[host.pool]]\nname = 'fast'\ntype = 'lvm'\nvg = 'vg_fast'\ncritical = 0.9\n"
+        "[[host]]\nname = 'virt'\nuri = 'qemu+ssh://root@10.0.0.9/system'\n")
+    config = Config.load(conf)
+    far, virt = config.hosts
+    assert far.lvm and far.host.uri == "ssh://root@10.0.0.9:2222"
+    assert [(p.name, p.kind, p.path) for p in far.pools] == [
+        ("images", "dir", "/srv/images"), ("vg_fast", "lvm", "/dev/vg_fast")]
+    assert config.pool_thresholds("far", "vg_fast").critical == 0.9
+    assert virt.pools == () and virt.host.uri.startswith("qemu+ssh://")
+
+
+def test_add_and_remove_hosts_keep_the_file(tmp_path: Path) -> None:
+    from console.config import add_host, remove_host
+
+    conf = tmp_path / "config.toml"
+    conf.write_text("# my hosts\n[[host]]\nname = 'local'  # this machine\n"
+                    f"[[host.pool]]\nname = 'p'\npath = '{tmp_path}'\n")
+    add_host("far", "ssh://root@127.0.0.1:2222", conf)
+    add_host("virt", "test:///default", conf)
+    assert [h.host.name for h in Config.load(conf).hosts] == ["local", "far", "virt"]
+    with pytest.raises(ConfigError, match="already a host named 'far'"):
+        add_host("far", "local", conf)
+    with pytest.raises(ConfigError, match="not 'local', ssh://"):
+        add_host("bad", "nowhere", conf)
+    remove_host("far", conf)
+    text = conf.read_text()
+    assert "# my hosts" in text and "# this machine" in text and "far" not in text
+    assert [h.host.name for h in Config.load(conf).hosts] == ["local", "virt"]
+    with pytest.raises(ConfigError, match="no host named 'far'"):
+        remove_host("far", conf)
+
+
+def test_adding_a_host_to_the_embedded_default_keeps_its_pools(xdg_home: Path) -> None:
+    from console.config import add_host, config_path
+
+    current = Config.load()
+    add_host("far", "ssh://127.0.0.1", current=current)
+    config = Config.load()
+    assert config.source == config_path()
+    assert [h.host.name for h in config.hosts] == ["local", "far"]
+    assert config.hosts[0].pools == current.hosts[0].pools

@@ -18,6 +18,7 @@ import pytest
 
 from backends.contract import (
     Cancelled,
+    HostUnreachable,
     InvalidRequest,
     NotSupported,
     PoolUnavailable,
@@ -132,9 +133,9 @@ def test_errors_name_the_host_pool_and_volume(driver: LibvirtDriver, pool: Pool)
     assert missing.value.volume == "gone.raw" and missing.value.hint == "refresh the pool"
 
 
-def test_a_dead_daemon_is_an_unavailable_host() -> None:
+def test_a_dead_daemon_is_an_unreachable_host() -> None:
     d = LibvirtDriver("qemu+unix:///system?socket=/nonexistent/sock", host="dead")
-    with pytest.raises(PoolUnavailable, match="cannot connect") as err:
+    with pytest.raises(HostUnreachable, match="cannot connect") as err:
         d.discover_pools("dead")
     assert "libvirtd running" in err.value.hint
 

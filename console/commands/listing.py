@@ -8,14 +8,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from backends.contract import StorageError
 from backends.model import Health, Pool, PoolScan, Volume
 from console.commands import PROG
-from console.commands.places import load_targets, selected_pools
+from console.commands.places import load_targets, selected_keys
 from console.commands.text import print_json, printable, table
 from console.units import format_size
+
+if TYPE_CHECKING:
+    from console.inventory import Inventory
 
 
 def volume_record(v: Volume, h: Health) -> dict[str, Any]:
@@ -46,25 +50,76 @@ ScanResult = tuple[Pool, PoolScan | None, list[Health], str | None]
 
 
 def scan_each(args: argparse.Namespace) -> tuple[list[ScanResult], bool]:
-    """Scan the selected pools on disk. Read-only in every sense: the cache is the
-    console's, and a script listing every minute should not contend with it."""
+    """Scan the selected pools on disk (with no TARGET: every host's pools, hosts
+    asked in parallel). Read-only in every sense: the cache is the console's, and a
+    script listing every minute should not contend with it. A host or pool that fails
+    is one line on stderr; the others are still listed."""
     from console.inventory import Inventory
 
     config = load_targets(args)
-    pools = selected_pools(config, args.targets)
     inventory = Inventory(config, None, read_only=True)
-    results: list[ScanResult] = []
     failed = False
-    for pool in pools:
+
+    def complain(err: StorageError) -> None:
+        nonlocal failed
+        print(f"{PROG}: {err}", file=sys.stderr)
+        failed = True
+
+    def host_pools(host: str) -> list[Pool]:
+        if not config.host(host).discovers and config.host(host).host.uri == "local":
+            return list(config.host(host).pools)  # nothing to connect to
+        try:
+            return inventory.discover_host(host)
+        except StorageError as err:
+            complain(err)
+            return []
+
+    if args.targets:
+        pools = [p for p in (_target_pool(inventory, h, n, complain)
+                             for h, n in selected_keys(config, args.targets)) if p]
+    else:
+        hosts = [h.name for h in inventory.hosts()]
+        pools = [p for found in _each(host_pools, hosts) for p in found]
+
+    def one(pool: Pool) -> ScanResult:
         try:
             scan, healths = inventory.scan_pool(pool)
         except StorageError as err:
-            print(f"{PROG}: {err}", file=sys.stderr)
-            results.append((pool, None, [], str(err)))
-            failed = True
-            continue
-        results.append((pool, scan, healths, None))
+            complain(err)
+            return (pool, None, [], str(err))
+        return (pool, scan, healths, None)
+
+    results = _each(one, pools)
+    inventory.close()
     return results, failed
+
+
+def _target_pool(inventory: Inventory, host: str, name: str,
+                 complain: Callable[[StorageError], None]) -> Pool | None:
+    try:
+        return inventory.pool(host, name)
+    except StorageError as err:
+        complain(err)
+    except KeyError:
+        complain(StorageError("no such pool on the host", host=host, pool=name))
+    return None
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _each(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    """``fn`` over ``items`` in order; in threads when they are on several remote hosts,
+    else in this thread (the scanner forks to probe big local pools only when it is
+    the process's one thread)."""
+    remote = {getattr(i, "host", i) for i in items} - {"local"}
+    if len(items) < 2 or not remote:
+        return [fn(i) for i in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(len(items), 16)) as workers:
+        return list(workers.map(fn, items))
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

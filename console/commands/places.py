@@ -13,7 +13,6 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from backends.model import Pool
 from console.commands import UsageError
 from console.config import Config, ConfigError
 
@@ -32,18 +31,15 @@ def load_targets(args: argparse.Namespace) -> Config:
     return config
 
 
-def selected_pools(config: Config, targets: Sequence[str]) -> list[Pool]:
-    if not targets:
-        return [p for hc in config.hosts for p in hc.pools]
-    picked: list[Pool] = []
+def selected_keys(config: Config, targets: Sequence[str]) -> list[tuple[str, str]]:
+    """(host, pool) of each TARGET, in order, once each (directories were added to the
+    config as ad-hoc pools by ``load_targets``)."""
+    picked: list[tuple[str, str]] = []
     for target in targets:
-        # with_targets has added directories as pools; look each one up again.
         sub = config.with_targets([target])
         assert sub.selected is not None
-        host, name = sub.selected
-        pool = next(p for p in sub.host(host).pools if p.name == name)
-        if pool not in picked:
-            picked.append(pool)
+        if sub.selected not in picked:
+            picked.append(sub.selected)
     return picked
 
 
@@ -71,7 +67,7 @@ def place(config: Config, spec: str, *, what: str,
             hc = config.host(host)
         except KeyError:
             raise ConfigError(f"{what} {spec}: no host {host!r} in the config") from None
-        if not any(p.name == pool for p in hc.pools):
+        if not any(p.name == pool for p in hc.pools) and not (hc.discovers and pool):
             raise ConfigError(f"{what} {spec}: host {host!r} has no pool {pool!r} "
                               "(write HOST:POOL/NAME)")
     else:
@@ -106,7 +102,8 @@ def with_job_pools(config: Config, job: JobRecord) -> Config:
     for pool in {job.pool, str(job.params.get("dest_pool") or job.pool)}:
         try:
             config.host(job.host)
-            known = any(p.name == pool for p in config.host(job.host).pools)
+            hc = config.host(job.host)
+            known = hc.discovers or any(p.name == pool for p in hc.pools)
         except KeyError:
             known = False
         if not known:

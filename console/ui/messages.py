@@ -28,6 +28,29 @@ class PoolRefreshed(Message):
                 and message.pool == self.pool and message.error is None)
 
 
+class HostChanged(Message):
+    """A host's state changed (connecting, online, offline, ...) or it was added or
+    removed; its pools may have changed too. ``error``: why it is not online."""
+
+    def __init__(self, host: str, error: str | None = None) -> None:
+        super().__init__()
+        self.host = host
+        self.error = error
+
+
+class PoolEvent(Message):
+    """A host reported a pool event (libvirt: defined, started, refreshed, ...)."""
+
+    def __init__(self, host: str, pool: str, kind: str) -> None:
+        super().__init__()
+        self.host = host
+        self.pool = pool
+        self.kind = kind
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, PoolEvent) and message.host == self.host
+
+
 class RefreshFinished(Message):
     """A whole refresh ended; ``error`` when it could not run at all."""
 

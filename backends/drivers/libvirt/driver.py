@@ -30,6 +30,7 @@ from backends.contract import (
     Cancelled,
     Capabilities,
     Driver,
+    HostUnreachable,
     InvalidRequest,
     NotSupported,
     PoolUnavailable,
@@ -154,7 +155,7 @@ class LibvirtDriver(Driver):
             try:
                 self._conn = opener(self.uri)
             except self.libvirt.libvirtError as err:
-                raise PoolUnavailable(
+                raise HostUnreachable(
                     f"cannot connect to libvirt at {self.uri}: {err.get_error_message()}",
                     host=self.host, hint="is libvirtd running, and may this user use it?"
                 ) from None

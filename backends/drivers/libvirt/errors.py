@@ -6,6 +6,7 @@ from typing import Any
 
 from backends.contract import (
     CommandFailed,
+    HostUnreachable,
     InvalidRequest,
     NoSpace,
     NotSupported,
@@ -50,7 +51,7 @@ def storage_error(libvirt: Any, err: Exception, what: str, *, host: str,
         return InvalidRequest(text, **where, hint="check the pool's state and refresh")
     if code in _codes(libvirt, "NO_CONNECT", "RPC", "INTERNAL_ERROR") and (
             "connect" in message.lower() or "socket" in message.lower()):
-        return PoolUnavailable(text, **where, hint="is libvirtd running and reachable?")
+        return HostUnreachable(text, **where, hint="is libvirtd running and reachable?")
     if "No space left" in message or "Disk quota" in message:
         return NoSpace(text, **where, hint="free space in the pool")
     return CommandFailed(text, **where, hint="see libvirtd's log on the host")

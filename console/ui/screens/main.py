@@ -24,7 +24,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 from textual.worker import get_current_worker
 
@@ -40,6 +39,7 @@ from console.ui.cells import printable
 from console.ui.commands import PaletteCommand
 from console.ui.job_board import PANEL_LIMIT, Change, JobBoard, job_pools
 from console.ui.messages import (
+    HostChanged,
     JobActionFailed,
     JobsPolled,
     JobsRecovered,
@@ -57,12 +57,13 @@ from console.ui.screens.audit_log import AuditScreen
 from console.ui.screens.copy_volume import CopyVolumeScreen
 from console.ui.screens.create_volume import CreateVolumeScreen
 from console.ui.screens.delete_volume import DeleteVolumeScreen
+from console.ui.screens.host_actions import HOST_ACTIONS, HostActions
 from console.ui.screens.plan import VolumePlanDialog
 from console.ui.screens.resize_volume import ResizeVolumeScreen
 from console.ui.screens.snapshot_volume import CloneVolumeScreen, SnapshotVolumeScreen
 from console.ui.widgets.jobs_panel import JobsPanel
 from console.ui.widgets.pool_summary import PoolSummary
-from console.ui.widgets.pool_tree import PoolEntry, PoolTree
+from console.ui.widgets.pool_tree import HostEntry, PoolEntry, PoolTree
 from console.ui.widgets.volume_detail import VolumeDetail
 from console.ui.widgets.volume_table import SORT_LABELS, VolumeTable
 
@@ -88,7 +89,7 @@ class JobPoolsRefreshed(Message):
         self.errors = errors
 
 
-class MainScreen(Screen[None]):
+class MainScreen(HostActions):
     HELP_TITLE: ClassVar[str] = "Console"
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -127,6 +128,9 @@ class MainScreen(Screen[None]):
         self.refresh_on_start = refresh_on_start
         self.cursor_blink = cursor_blink
         self.current: PoolEntry | None = None
+        self.current_host: str | None = None  # the cursor is on this host's node
+        self.host_asked: dict[str, bool] = {}  # hosts this session has tried to reach
+        self.watched: set[str] = set()  # hosts whose pool events come in
         self.nothing_selected = True
         self.board = JobBoard(started=time.time())
         self.jobs_hidden_by_user = False
@@ -186,8 +190,10 @@ class MainScreen(Screen[None]):
 
     def load_tree(self) -> None:
         cache = self.inventory.cache
+        statuses = {h.name: self.inventory.host_status(h.name) for h in self.inventory.hosts()
+                    if self.host_asked.get(h.name)}
         self.pool_tree.populate(self.inventory.hosts(), self.inventory.pools(), cache.pools(),
-                           cache.hosts())
+                                cache.hosts(), statuses)
 
     def pool_row(self, host: str, pool: str) -> PoolRow | None:
         for row in self.inventory.cache.pools(host):
@@ -221,10 +227,7 @@ class MainScreen(Screen[None]):
     def current_pool(self) -> Pool | None:
         if self.current is None:
             return None
-        try:
-            return self.inventory.pool(*self.current.key)
-        except KeyError:
-            return None
+        return self.inventory.known_pool(*self.current.key)
 
     def capabilities(self) -> Capabilities:
         pool = self.current_pool()
@@ -253,8 +256,11 @@ class MainScreen(Screen[None]):
             self.post_message(PoolRefreshed(pool.host, pool.name,
                                             str(error) if error is not None else None))
 
+        def on_host(host: str, error: StorageError | None) -> None:
+            self.post_message(HostChanged(host, str(error) if error is not None else None))
+
         try:
-            self.inventory.refresh(on_pool)
+            self.inventory.refresh(on_pool, on_host)
         except StorageError as err:
             self.post_message(RefreshFinished(str(err)))
         except Exception as err:  # a bug below must not take the console down
@@ -281,7 +287,14 @@ class MainScreen(Screen[None]):
     def pool_highlighted(self, event: PoolTree.NodeHighlighted[object]) -> None:
         data = event.node.data
         if isinstance(data, PoolEntry):
+            self.current_host = None
             self.open_pool(*data.key)
+        elif isinstance(data, HostEntry):
+            self.current_host = data.host.name
+            if not event.node.children:  # a host without pools: say why there
+                self.current = None
+                self.show_host(data.host.name)
+            self.refresh_bindings()
 
     @on(PoolTree.NodeSelected)
     def pool_selected(self, event: PoolTree.NodeSelected[object]) -> None:
@@ -353,6 +366,8 @@ class MainScreen(Screen[None]):
         {"create", "restore", "jobs", *VOLUME_ACTIONS})
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in HOST_ACTIONS:
+            return self.host_action_allowed(action)
         if action in self.JOB_ACTIONS and self.runner is None:
             return False  # no job engine: the console only browses
         if action not in self.JOB_ACTIONS or action == "jobs":

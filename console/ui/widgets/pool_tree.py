@@ -14,6 +14,7 @@ from textual.widgets.tree import TreeNode
 
 from backends.model import Host, Pool
 from console.cache import HostRow, PoolRow
+from console.hosts import HostState, HostStatus
 from console.ui.cells import fit, printable
 from console.ui.widgets.capacity_bar import BarStyles, capacity_bar
 from console.ui.widgets.volume_table import STALE_AFTER
@@ -22,7 +23,26 @@ from console.ui.widgets.volume_table import STALE_AFTER
 @dataclass
 class HostEntry:
     host: Host
-    row: HostRow | None = None
+    row: HostRow | None = None  # what the cache knew at start
+    status: HostStatus | None = None  # what this session found (None: not asked yet)
+
+    @property
+    def state(self) -> str | None:
+        """The host's state; None when nothing is known yet (never asked, not cached)."""
+        if self.status is not None:
+            return self.status.state.value
+        return self.row.state if self.row is not None else None
+
+    @property
+    def error(self) -> str | None:
+        if self.status is not None:
+            return self.status.error
+        return self.row.error if self.row is not None else None
+
+
+HOST_GLYPHS = {HostState.CONNECTING.value: "↻", HostState.ONLINE.value: "●",
+               HostState.OFFLINE.value: "✗", HostState.UNTRUSTED.value: "⚠",
+               HostState.ERROR.value: "✗"}
 
 
 @dataclass
@@ -104,26 +124,41 @@ class PoolTree(Tree[NodeData]):
         self.show_root = False
         self.guide_depth = 3
         self._pools: dict[tuple[str, str], TreeNode[NodeData]] = {}
+        self._hosts: dict[str, TreeNode[NodeData]] = {}
 
     def populate(self, hosts: Iterable[Host], pools: Iterable[Pool],
-                 pool_rows: Iterable[PoolRow], host_rows: Iterable[HostRow] = ()) -> None:
+                 pool_rows: Iterable[PoolRow], host_rows: Iterable[HostRow] = (),
+                 statuses: dict[str, HostStatus] | None = None) -> None:
         """Rebuild from the inventory's hosts and pools and what the cache knows."""
+        statuses = statuses or {}
         rows = {(r.host, r.name): r for r in pool_rows}
         known_hosts = {r.name: r for r in host_rows}
         self.clear()
         self._pools.clear()
+        self._hosts.clear()
         by_host: dict[str, list[Pool]] = {}
         for pool in pools:
             by_host.setdefault(pool.host, []).append(pool)
         for host in hosts:
-            node = self.root.add(host.name, HostEntry(host, known_hosts.get(host.name)),
-                                 expand=True)
+            node = self.root.add(host.name, HostEntry(host, known_hosts.get(host.name),
+                                                      statuses.get(host.name)), expand=True)
+            self._hosts[host.name] = node
             for pool in by_host.get(host.name, []):
                 entry = PoolEntry(pool, rows.get((pool.host, pool.name)))
                 self._pools[entry.key] = node.add_leaf(pool.name, entry)
 
     def pool_keys(self) -> list[tuple[str, str]]:
         return list(self._pools)
+
+    def update_host(self, name: str, status: HostStatus) -> None:
+        node = self._hosts.get(name)
+        if node is not None and isinstance(node.data, HostEntry):
+            node.data.status = status
+            node.refresh()
+
+    def host_entry(self, name: str) -> HostEntry | None:
+        node = self._hosts.get(name)
+        return node.data if node is not None and isinstance(node.data, HostEntry) else None
 
     def update_pool(self, row: PoolRow | None, *, host: str, pool: str,
                     refreshing: bool = False) -> None:
@@ -152,6 +187,14 @@ class PoolTree(Tree[NodeData]):
         self.move_cursor(node)
         return True
 
+    def select_host(self, name: str) -> bool:
+        node = self._hosts.get(name)
+        if node is None:
+            return False
+        _ = self.last_line
+        self.move_cursor(node)
+        return True
+
     def entry(self, host: str, pool: str) -> PoolEntry | None:
         node = self._pools.get((host, pool))
         return node.data if node is not None and isinstance(node.data, PoolEntry) else None
@@ -169,9 +212,16 @@ class PoolTree(Tree[NodeData]):
         data = node.data
         if isinstance(data, HostEntry):
             icon = "▼ " if node.is_expanded else "▶ "
-            name = data.host.name if data.host.uri == "local" \
-                else f"{data.host.name} ({data.host.uri})"
-            text.append(icon + fit(printable(name), width - 2),
+            state = data.state
+            text.append(icon, part("pool-tree--host", partial=True))
+            if state is not None and (data.host.uri != "local" or state != HostState.ONLINE):
+                look = "fresh" if state == HostState.ONLINE else \
+                    "refreshing" if state == HostState.CONNECTING else "error"
+                text.append(HOST_GLYPHS.get(state, "?") + " ",
+                            part(f"pool-tree--{look}", partial=True))
+            name = data.host.name if state in (None, HostState.ONLINE) else \
+                f"{data.host.name}: {state}"
+            text.append(fit(printable(name), width - len(text.plain)),
                         part("pool-tree--host", partial=True))
             return text
         if not isinstance(data, PoolEntry):

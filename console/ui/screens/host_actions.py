@@ -1,0 +1,243 @@
+"""What the main screen does with hosts: their state as it changes, and adding,
+removing and trusting one. A base class of ``MainScreen``, so that screen stays about
+pools and volumes.
+
+Writing the config, connecting a host and fetching its key run in thread workers; the
+key trusted is the one whose fingerprint the user was shown (checked again when it is
+fetched), and a changed key is never trusted here.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from functools import partial
+from typing import ClassVar
+
+from textual import on, work
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from backends.contract import StorageError
+from backends.model import Host, Pool
+from console.config import ConfigError, known_hosts_path
+from console.hosts import HostState
+from console.inventory import Inventory
+from console.ui.messages import HostChanged, PoolEvent, PoolRefreshed
+from console.ui.screens.add_host import AddHostScreen
+from console.ui.screens.confirm import ConfirmScreen
+from console.ui.widgets.pool_tree import PoolEntry, PoolTree
+from console.ui.widgets.volume_table import VolumeTable
+
+HOST_ACTIONS = frozenset({"add_host", "remove_host", "trust_host"})
+
+
+class HostActions(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("H", "add_host", "Add a host", show=False),
+        Binding("X", "remove_host", "Remove the host", show=False),
+        Binding("t", "trust_host", "Trust the host's key", show=False),
+    ]
+
+    inventory: Inventory
+    current: PoolEntry | None
+    current_host: str | None  # the tree's cursor is on this host's node
+    host_asked: dict[str, bool]  # hosts this session has tried to reach
+    watched: set[str]  # hosts whose pool events come in
+
+    @property
+    @abstractmethod
+    def pool_tree(self) -> PoolTree: ...
+
+    @property
+    @abstractmethod
+    def volume_table(self) -> VolumeTable: ...
+
+    @abstractmethod
+    def load_tree(self) -> None: ...
+
+    @abstractmethod
+    def open_pool(self, host: str, pool: str) -> None: ...
+
+    @work(thread=True, group="hosts")
+    def watch_host(self, name: str) -> None:
+        """Pool events of a libvirt host (another virsh defined, started or refreshed a
+        pool) re-read the host live."""
+        def on_event(host: str, pool: str, kind: str) -> None:
+            self.post_message(PoolEvent(host, pool, kind))  # libvirt's thread: only post
+
+        try:
+            self.inventory.watch_pools(name, on_event)
+        except StorageError:
+            self.watched.discard(name)  # tried again when the host is back online
+
+    @on(PoolEvent)
+    def pool_event(self, message: PoolEvent) -> None:
+        self.rediscover(message.host)
+
+    @work(thread=True, group="rediscover", exclusive=True)
+    def rediscover(self, name: str) -> None:
+        self.discover(name)
+
+    def host_action_allowed(self, action: str) -> bool:
+        if self.inventory.read_only:
+            return False
+        if action == "add_host":
+            return True
+        if self.current_host is None:
+            return False
+        status = self.inventory.host_status(self.current_host)
+        return action == "remove_host" or (
+            status.state == HostState.UNTRUSTED and status.fingerprint is not None)
+
+    @on(HostChanged)
+    def host_changed(self, message: HostChanged) -> None:
+        """Repaint the host; rebuild the tree when its pools are not the ones shown."""
+        if message.host not in {h.name for h in self.inventory.hosts()}:
+            self.rebuild_tree()
+            return
+        self.host_asked[message.host] = True
+        status = self.inventory.host_status(message.host)
+        shown = {name for host, name in self.pool_tree.pool_keys() if host == message.host}
+        if self.pool_tree.host_entry(message.host) is None \
+                or shown != {p.name for p in self.inventory.host_pools(message.host)}:
+            self.rebuild_tree()
+        else:
+            self.pool_tree.update_host(message.host, status)
+        if status.state == HostState.ONLINE and message.host not in self.watched:
+            self.watched.add(message.host)
+            self.watch_host(message.host)
+        if message.error and status.state == HostState.UNTRUSTED:
+            self.notify(f"{message.error}. Select the host and press t to trust its key.",
+                        title=f"host {message.host}: key not trusted", severity="warning",
+                        timeout=10)
+        elif message.error:
+            self.notify(message.error, title=f"host {message.host}: {status.state.value}",
+                        severity="error", timeout=10)
+        if self.current_host == message.host:
+            self.show_host(message.host)
+
+    def rebuild_tree(self) -> None:
+        """Populate again, keeping the cursor on the pool (or host) it was on."""
+        keep = self.current.key if self.current is not None else None
+        host = self.current_host
+        self.load_tree()
+        if keep is not None and keep in self.pool_tree.pool_keys():
+            self.current = None
+            self.pool_tree.select_pool(*keep)
+            self.open_pool(*keep)
+        elif host is not None:
+            self.pool_tree.select_host(host)
+
+
+
+    def show_host(self, name: str) -> None:
+        """The cursor is on a host: its state (and what to do) where volumes would be."""
+        entry = self.pool_tree.host_entry(name)
+        if entry is None:
+            return
+        state = entry.state
+        text = f"host {name} ({entry.host.uri}): {state}"
+        if entry.error:
+            text += f"\n{entry.error}"
+        if state == HostState.UNTRUSTED:
+            text += "\nt trusts its key as shown above; X removes the host"
+        self.volume_table.show_pool(None, None, empty_text=text)
+        self.refresh_bindings()
+
+    def action_add_host(self) -> None:
+        taken = {h.name for h in self.inventory.hosts()}
+        self.app.push_screen(AddHostScreen(taken), self.host_added)
+
+    def host_added(self, answer: tuple[str, str] | None) -> None:
+        if answer is not None:
+            self.write_host(*answer)
+
+    @work(thread=True, group="hosts")
+    def write_host(self, name: str, uri: str) -> None:
+        from console.config import HostConfig, add_host
+
+        try:
+            add_host(name, uri, self.inventory.config.source, current=self.inventory.config)
+        except ConfigError as err:
+            self.post_message(HostChanged(name, str(err)))
+            return
+        self.inventory.add_host(HostConfig(Host(name, uri)))
+        self.post_message(HostChanged(name))
+        self.discover(name)
+
+    def discover(self, name: str) -> None:
+        """Connect one host and scan its pools (in the calling worker thread)."""
+        def on_pool(pool: Pool, error: StorageError | None) -> None:
+            self.post_message(PoolRefreshed(pool.host, pool.name,
+                                            str(error) if error is not None else None))
+
+        try:
+            pools = self.inventory.discover_host(name)
+        except StorageError as err:
+            self.post_message(HostChanged(name, str(err)))
+            return
+        self.post_message(HostChanged(name))
+        for pool in pools:
+            try:
+                self.inventory.refresh_pool(pool)
+            except StorageError as err:
+                on_pool(pool, err)
+            else:
+                on_pool(pool, None)
+
+    def action_remove_host(self) -> None:
+        name = self.current_host
+        if name is None:
+            return
+        self.app.push_screen(ConfirmScreen(
+            f"Remove host {name}",
+            f"Remove host {name!r} from {self.inventory.config.source or 'the config'}? "
+            "Nothing on the host is touched; its cached rows are forgotten.", "Remove"),
+            partial(self.host_removed, name))
+
+    def host_removed(self, name: str, yes: bool | None) -> None:
+        if yes:
+            self.forget_host(name)
+
+    @work(thread=True, group="hosts")
+    def forget_host(self, name: str) -> None:
+        from console.config import remove_host
+
+        try:
+            remove_host(name, self.inventory.config.source)
+        except ConfigError as err:
+            self.post_message(HostChanged(name, str(err)))
+            return
+        self.inventory.remove_host(name)
+        self.post_message(HostChanged(name))
+
+    def action_trust_host(self) -> None:
+        name = self.current_host
+        status = self.inventory.host_status(name) if name is not None else None
+        if name is None or status is None or status.state != HostState.UNTRUSTED \
+                or status.fingerprint is None:
+            return
+        uri = self.inventory.config.host(name).host.uri
+        self.app.push_screen(ConfirmScreen(
+            f"Trust host {name}",
+            f"{status.error}\n\nTrust the key {status.fingerprint} for {uri}? It is "
+            f"recorded in {known_hosts_path()} and checked on every connection. Compare "
+            "it with the host's own (ssh-keygen -lf /etc/ssh/ssh_host_*.pub) first.",
+            "Trust"), partial(self.trust_answered, name, status.fingerprint))
+
+    def trust_answered(self, name: str, shown: str, yes: bool | None) -> None:
+        if yes:
+            self.trust_host(name, shown)
+
+    @work(thread=True, group="hosts")
+    def trust_host(self, name: str, shown: str) -> None:
+        from backends.transport.ssh import trust_host_key
+
+        uri = self.inventory.config.host(name).host.uri
+        try:
+            # The key trusted must be the one whose fingerprint the user saw.
+            trust_host_key(uri, str(known_hosts_path()), expected=shown)
+        except StorageError as err:
+            self.post_message(HostChanged(name, str(err)))
+            return
+        self.discover(name)

@@ -1,0 +1,103 @@
+"""The console with many hosts: a libvirt host's pools appear, a host that cannot be
+reached shows its state and never blocks the keys, and hosts are added from the console
+(written to config.toml)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from textual.widgets import Input
+
+from console.cache import Cache
+from console.config import Config
+from console.inventory import Inventory
+from console.ui.screens.add_host import AddHostScreen
+from tests.conftest import MakeImage
+from tests.harness.libvirtd import Libvirtd
+from tests.test_ui import SIZE, make_app, screen_text, table
+
+
+async def wait_for(pilot: object, condition: object, seconds: float = 20.0) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+        await pilot.pause()  # type: ignore[attr-defined]
+
+
+async def test_libvirt_pools_and_a_dead_host_in_one_tree(
+        libvirtd: Libvirtd, tmp_path: Path, make_image: MakeImage) -> None:
+    target = tmp_path / "lv"
+    target.mkdir()
+    make_image(target / "vm1.qcow2", "qcow2", "1M")
+    name = f"sctest-{secrets.token_hex(3)}"
+    other = f"sctest-{secrets.token_hex(3)}"
+    libvirtd.virsh("pool-define-as", name, "dir", "--target", str(target))
+    libvirtd.virsh("pool-start", name)
+    images = tmp_path / "images"
+    images.mkdir()
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"[[host]]\nname = 'local'\n[[host.pool]]\nname = 'images'\n"
+                    f"path = '{images}'\n"
+                    f"[[host]]\nname = 'virt'\nuri = '{libvirtd.uri}'\n"
+                    f"[[host]]\nname = 'down'\nuri = 'qemu+unix:///system?socket={tmp_path}/x'\n")
+    inv = Inventory(Config.load(conf), Cache(None))
+    app = make_app(inv, refresh_on_start=True)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            def ready() -> bool:
+                return (inv.known_pool("virt", name) is not None
+                        and inv.cache.volume("virt", name, "vm1.qcow2") is not None
+                        and inv.host_status("down").state.value == "offline")
+
+            await wait_for(pilot, ready)
+            await pilot.pause()
+            text = screen_text(app)
+            assert name in text and "down: offline" in text
+            # keys still answer, and the libvirt pool opens like any other
+            app.screen.pool_tree.select_pool("virt", name)  # type: ignore[attr-defined]
+            await pilot.pause()
+            await wait_for(pilot, lambda: table(app).row_count == 1)
+            assert table(app).current is not None
+            assert table(app).current.name == "vm1.qcow2"  # type: ignore[union-attr]
+            # a pool defined behind the console's back shows up through libvirt's events
+            (tmp_path / "lv2").mkdir()
+            libvirtd.virsh("pool-define-as", other, "dir", "--target", str(tmp_path / "lv2"))
+            await wait_for(pilot, lambda: ("virt", other) in
+                           app.screen.pool_tree.pool_keys())  # type: ignore[attr-defined]
+    finally:
+        inv.close()
+        for pool in (name, other):
+            libvirtd.virsh("pool-destroy", pool, check=False)
+            libvirtd.virsh("pool-undefine", pool, check=False)
+
+
+async def test_add_a_host_from_the_console(tmp_path: Path) -> None:
+    conf = tmp_path / "config.toml"
+    images = tmp_path / "images"
+    images.mkdir()
+    conf.write_text(f"# mine\n[[host]]\nname = 'local'\n[[host.pool]]\nname = 'images'\n"
+                    f"path = '{images}'\n")
+    inv = Inventory(Config.load(conf), Cache(None))
+    app = make_app(inv)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("H")
+        await pilot.pause()
+        assert isinstance(app.screen, AddHostScreen)
+        await pilot.press(*"far", "enter")
+        await pilot.press(*"nonsense", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, AddHostScreen)  # a bad URI keeps the dialog open
+        assert "not 'local', ssh://" in str(app.screen.query_one("#error").render())
+        uri_input = app.screen.query_one("#uri", Input)
+        uri_input.value = f"qemu+unix:///system?socket={tmp_path}/none"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "far" in [h.name for h in inv.hosts()]
+                       and "far: offline" in screen_text(app))
+    text = conf.read_text()
+    assert "# mine" in text and "name = \"far\"" in text
+    assert [h.host.name for h in Config.load(conf).hosts] == ["local", "far"]
