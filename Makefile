@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
-	openssh-server e2fsprogs zstd tmux lvm2 scrub
+	openssh-server e2fsprogs zstd tmux lvm2 scrub rsync
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-packages run test lint bench clean
