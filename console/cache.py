@@ -27,7 +27,7 @@ from pathlib import Path
 from backends.model import Health, PoolScan, Volume
 from console.database import Database
 
-SCHEMA_VERSION = 2  # 2: volumes.in_use
+SCHEMA_VERSION = 3  # 2: volumes.in_use; 3: volumes.used_by
 
 # Columns the volume table can sort by; each but last_seen (one value per refresh, and
 # rewritten by every refresh) has an index (host, pool, column, name).
@@ -94,18 +94,19 @@ class VolumeRow:
     mtime: float
     last_seen: float
     in_use: bool = False  # a running QEMU held it for writing when it was last seen
+    used_by: tuple[tuple[str, bool], ...] = ()  # libvirt domains naming it, and running
 
 
 _VOLUME_COLUMNS = ("host", "pool", "name", "path", "format", "capacity", "allocation",
                    "backing", "backing_format", "chain_depth", "health", "reasons",
                    "readonly", "chain", "chain_problem", "chain_problem_path", "mtime",
-                   "in_use", "last_seen")
+                   "in_use", "used_by", "last_seen")
 
 
 def _volume_row(row: sqlite3.Row | tuple[object, ...]) -> VolumeRow:
     (host, pool, name, path, fmt, capacity, allocation, backing, backing_format,
      chain_depth, health, reasons, readonly, chain, chain_problem, chain_problem_path,
-     mtime, in_use, last_seen) = tuple(row)
+     mtime, in_use, used_by, last_seen) = tuple(row)
     return VolumeRow(
         host=str(host), pool=str(pool), name=str(name),
         path=os.fsdecode(path) if isinstance(path, bytes) else str(path),
@@ -120,6 +121,8 @@ def _volume_row(row: sqlite3.Row | tuple[object, ...]) -> VolumeRow:
         chain_problem_path=str(chain_problem_path) if chain_problem_path else None,
         mtime=float(mtime), last_seen=float(last_seen),  # type: ignore[arg-type]
         in_use=bool(in_use),
+        used_by=tuple((str(d), bool(r)) for d, r in json.loads(str(used_by)))
+        if used_by else (),
     )
 
 
@@ -190,7 +193,7 @@ class Cache:
                 "backing_format": str, "chain_depth": int, "health": str, "reasons": str,
                 "readonly": int, "chain": str, "chain_problem": str,
                 "chain_problem_path": str, "mtime": float, "in_use": int,
-                "last_seen": float,
+                "used_by": str, "last_seen": float,
             }, pk=("host", "pool", "name"))
             for column in SORTABLE:
                 if column not in ("name", "last_seen"):
@@ -283,6 +286,8 @@ class Cache:
             str(v.chain.problem) if v.chain.problem else None,
             display_text(v.chain.problem_path) if v.chain.problem_path else None,
             float(v.mtime), int(v.in_use),
+            json.dumps([[d, d in v.used_by_running] for d in v.used_by]) if v.used_by
+            else None,
         )
 
     def forget_host(self, host: str) -> None:

@@ -41,6 +41,7 @@ HANDLERS: dict[str, tuple[str, str]] = {
     "archive": ("archives", "cmd_archive"), "restore": ("archives", "cmd_restore"),
     "jobs": ("jobs", "cmd_jobs"), "job": ("jobs", "cmd_job"),
     "audit": ("audit", "cmd_audit"), "hosts": ("hosts", "cmd_hosts"),
+    "pool": ("libvirt_pools", "cmd_pool"),
 }
 JOB_COMMANDS = ("create", "resize", "copy", "delete", "snapshot", "clone", "growfs",
                 "archive", "restore", "jobs", "job")
@@ -89,6 +90,13 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
                        help="local, ssh://user@host:port, or a libvirt URI "
                             "(qemu:///system, qemu+ssh://user@host/system)")
         p.add_argument("--json", action="store_true", help="print a JSON array")
+    elif command == "pool":
+        from console.commands.libvirt_pools import add_arguments
+
+        p = _Parser(prog=f"{PROG} pool",
+                    description="A libvirt host's pools: define, build, start, stop, "
+                                "undefine, delete, autostart, info, xml.")
+        add_arguments(p)
     elif command in JOB_COMMANDS:
         p = job_parser(command)
     else:

@@ -170,3 +170,18 @@ def test_failed_refresh_keeps_rows_and_error(tmp_path: Path, pool_dir: Path,
     (row,) = cache.pools()
     assert row.error and "does not exist" in row.error
     assert cache.count_volumes("local", str(pool_dir)) == 1  # stale, still shown
+
+
+def test_domains_using_a_volume_round_trip(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from backends.model import Health, HealthState
+
+    cache = Cache(tmp_path / "c.db")
+    used = replace(vol("disk"), used_by=("web", "db"), used_by_running=("db",), in_use=True)
+    cache.replace_pool(PoolScan(Pool("local", "p", "dir", "/p"), (used, vol("free"))),
+                       [Health(HealthState.OPTIMIZED)] * 2)
+    row = cache.volume("local", "p", "disk")
+    assert row is not None and row.used_by == (("web", False), ("db", True)) and row.in_use
+    free = cache.volume("local", "p", "free")
+    assert free is not None and free.used_by == ()

@@ -159,3 +159,40 @@ def test_a_libvirt_host_that_is_down_is_offline(tmp_path: Path) -> None:
     status = inv.host_status("virt")
     assert status.state == HostState.OFFLINE and status.error
     assert "is libvirtd running" in status.error
+
+
+def test_pool_lifecycle_from_the_command_line(libvirtd: Libvirtd, tmp_path: Path) -> None:
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"[[host]]\nname = 'virt'\nuri = '{libvirtd.uri}'\n")
+    name = f"sctest-{secrets.token_hex(3)}"
+    target = tmp_path / "new-pool"
+
+    def pool(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "console.cli", "pool", *args,
+                               "--config", str(conf)], capture_output=True, text=True,
+                              check=False)
+
+    try:
+        done = pool("define", "virt", "--type", "dir", "--name", name,
+                    "--target", str(target))
+        assert done.returncode == 0, done.stderr
+        for step in ("build", "start"):
+            assert pool(step, f"virt:{name}").returncode == 0
+        assert pool("autostart", f"virt:{name}", "on").returncode == 0
+        info = json.loads(pool("info", f"virt:{name}", "--json").stdout)[0]
+        assert (info["state"], info["autostart"], info["path"]) == (
+            "running", True, str(target))
+        assert target.is_dir()
+        assert name in libvirtd.virsh("pool-list", "--all").stdout
+        refused = pool("start", f"virt:{name}", "--read-only")
+        assert refused.returncode == 2 and "read-only" in refused.stderr
+        unconfirmed = pool("delete", f"virt:{name}")
+        assert unconfirmed.returncode == 2 and f"--yes {name}" in unconfirmed.stderr
+        for step in ("stop", "undefine"):
+            assert pool(step, f"virt:{name}").returncode == 0, step
+        assert name not in libvirtd.virsh("pool-list", "--all").stdout
+        bad = pool("define", "virt", "--type", "netfs", "--name", "x")
+        assert bad.returncode == 2 and "--source-host" in bad.stderr
+    finally:
+        libvirtd.virsh("pool-destroy", name, check=False)
+        libvirtd.virsh("pool-undefine", name, check=False)

@@ -135,13 +135,17 @@ class HostActions(Screen[None]):
         entry = self.pool_tree.host_entry(name)
         if entry is None:
             return
-        state = entry.state
-        text = f"host {name} ({entry.host.uri}): {state}"
+        status = self.inventory.host_status(name) if self.host_asked.get(name) else None
+        state = entry.state or "not asked yet (r refreshes)"
+        pools = self.inventory.host_pools(name)
+        lines = [f"host {name} ({entry.host.uri}): {state}, {len(pools)} pool(s)"]
         if entry.error:
-            text += f"\n{entry.error}"
-        if state == HostState.UNTRUSTED:
-            text += "\nt trusts its key as shown above; X removes the host"
-        self.volume_table.show_pool(None, None, empty_text=text)
+            lines.append(entry.error)
+        if status is not None and status.state == HostState.UNTRUSTED:
+            lines.append("t trusts its key (after showing it again); X removes the host")
+        elif entry.host.uri != "local" and not self.inventory.read_only:
+            lines.append("X removes the host from the config; H adds one")
+        self.volume_table.show_pool(None, None, empty_text="\n".join(lines))
         self.refresh_bindings()
 
     def action_add_host(self) -> None:

@@ -291,10 +291,8 @@ class MainScreen(HostActions):
             self.open_pool(*data.key)
         elif isinstance(data, HostEntry):
             self.current_host = data.host.name
-            if not event.node.children:  # a host without pools: say why there
-                self.current = None
-                self.show_host(data.host.name)
-            self.refresh_bindings()
+            self.current = None
+            self.show_host(data.host.name)  # its state and error where volumes would be
 
     @on(PoolTree.NodeSelected)
     def pool_selected(self, event: PoolTree.NodeSelected[object]) -> None:

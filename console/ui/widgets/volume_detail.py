@@ -116,6 +116,14 @@ class VolumeDetail(VerticalScroll, can_focus=True):
             text.append(" · in use by a running QEMU", part("volume-detail--in-use",
                                                              partial=True))
         text.append(f" · {seen(self.clock() - row.last_seen)}\n", muted)
+        if row.used_by:
+            text.append("used by ", muted)
+            for i, (domain, running) in enumerate(row.used_by):
+                text.append(", " if i else "", muted)
+                text.append(printable(domain), part("volume-detail--in-use", partial=True)
+                            if running else muted)
+                text.append(" (running)" if running else " (defined)", muted)
+            text.append("\n")
 
         text.append(f"chain, leaf first ({row.chain_depth} "
                     f"image{'s' if row.chain_depth != 1 else ''}):\n", muted)
