@@ -196,3 +196,52 @@ def test_pool_lifecycle_from_the_command_line(libvirtd: Libvirtd, tmp_path: Path
     finally:
         libvirtd.virsh("pool-destroy", name, check=False)
         libvirtd.virsh("pool-undefine", name, check=False)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "console.cli", *args],
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_jobs_on_a_volume_group(vg: Pool, tmp_path: Path) -> None:  # noqa: F811
+    conf = tmp_path / "config.toml"
+    conf.write_text("[[host]]\nname = 'local'\nlvm = true\n")
+    made = run_cli("create", f"local:{vg.name}/lv1", "--size", "8M", "--format", "raw",
+                   "--config", str(conf), "--json")
+    assert made.returncode == 0, made.stderr
+    grown = run_cli("resize", f"local:{vg.name}/lv1", "12M", "--config", str(conf))
+    assert grown.returncode == 0, grown.stderr
+    listing = run_cli("ls", f"local:{vg.name}", "--json", "--config", str(conf))
+    assert [(v["name"], v["capacity"]) for v in json.loads(listing.stdout)] == [
+        ("lv1", 12 << 20)]
+    refused = run_cli("delete", f"local:{vg.name}/lv1", "--config", str(conf))
+    assert refused.returncode == 2 and "holds data" in refused.stderr  # an LV is precious
+    gone = run_cli("delete", f"local:{vg.name}/lv1", "--config", str(conf), "--json",
+                   "--yes-i-am-sure-it-holds-data")
+    assert gone.returncode == 0, gone.stderr
+    assert json.loads(run_cli("ls", f"local:{vg.name}", "--json", "--config",
+                              str(conf)).stdout) == []
+
+
+def test_jobs_on_a_libvirt_pool(libvirtd: Libvirtd, tmp_path: Path) -> None:
+    target = tmp_path / "lv-pool"
+    target.mkdir()
+    name = f"sctest-{secrets.token_hex(3)}"
+    libvirtd.virsh("pool-define-as", name, "dir", "--target", str(target))
+    libvirtd.virsh("pool-start", name)
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"[[host]]\nname = 'virt'\nuri = '{libvirtd.uri}'\n")
+    try:
+        made = run_cli("create", f"virt:{name}/disk.qcow2", "--size", "8M", "--config",
+                       str(conf), "--json")
+        assert made.returncode == 0, made.stderr
+        assert "disk.qcow2" in libvirtd.virsh("vol-list", name).stdout
+        grown = run_cli("resize", f"virt:{name}/disk.qcow2", "16M", "--config", str(conf))
+        assert grown.returncode == 0, grown.stderr
+        gone = run_cli("delete", f"virt:{name}/disk.qcow2", "--config", str(conf),
+                       "--yes-i-am-sure-it-holds-data")
+        assert gone.returncode == 0, gone.stderr
+        assert "disk.qcow2" not in libvirtd.virsh("vol-list", name).stdout
+    finally:
+        libvirtd.virsh("pool-destroy", name, check=False)
+        libvirtd.virsh("pool-undefine", name, check=False)

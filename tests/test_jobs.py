@@ -263,12 +263,28 @@ def test_resume_and_rollback_of_an_interrupted_job(engine: tuple[Runner, str],
 
 
 def test_volume_lock_names_its_holder(pool_dir: Path) -> None:
-    with volume_lock(LocalTransport("local"), "p", str(pool_dir), "v", "job 7 (me@here)"), \
+    from backends.drivers.dir import DirDriver
+    from backends.model import Pool
+
+    driver = DirDriver(LocalTransport("local"), (str(pool_dir),))
+    pool = Pool("local", "p", "dir", str(pool_dir))
+    with volume_lock(driver, pool, "v", "job 7 (me@here)"), \
             pytest.raises(VolumeBusy, match=r"locked by job 7 \(me@here\)"), \
-            volume_lock(LocalTransport("local"), "p", str(pool_dir), "v", "job 8"):
+            volume_lock(driver, pool, "v", "job 8"):
         pass
-    with volume_lock(LocalTransport("local"), "p", str(pool_dir), "v", "job 8"):
+    with volume_lock(driver, pool, "v", "job 8"):
         pass  # released when the first holder left
+    assert (pool_dir / ".storage-console" / "locks").is_dir()
+
+
+def test_locks_of_pools_without_a_directory(tmp_path: Path) -> None:
+    from backends.model import Pool
+    from console.jobs.locks import lock_root
+
+    assert lock_root(Pool("h", "vg0", "lvm", "/dev/vg0")) == \
+        "/run/storage-console/locks/lvm/vg0"
+    libvirt = lock_root(Pool("h", "default", "libvirt", "/var/lib/libvirt/images"))
+    assert libvirt.startswith(os.environ["XDG_STATE_HOME"])  # this machine's state dir
 
 
 def test_concurrency_is_bounded_per_pool(tmp_path: Path, pool_dir: Path) -> None:

@@ -145,13 +145,13 @@ def test_job_locks_are_held_on_the_host(remote: tuple[DirDriver, Pool, Path],
     d, pool, pool_dir = remote
     transport = host_transport(d, "a")
     assert transport is d.transport
-    other = SshTransport("a", sshd_fleet.uri("a"))
-    with volume_lock(transport, "p", str(pool_dir), "v", "job 1 (alice)"):
-        with pytest.raises(VolumeBusy) as err, \
-                volume_lock(other, "p", str(pool_dir), "v", "job 2"):
+    other = DirDriver(SshTransport("a", sshd_fleet.uri("a")), (str(pool_dir),))
+    with volume_lock(d, pool, "v", "job 1 (alice)"):
+        with pytest.raises(VolumeBusy) as err, volume_lock(other, pool, "v", "job 2"):
             pass
-        assert "pool 'p', volume 'v'" in str(err.value) and "job 1 (alice)" in str(err.value)
-    with volume_lock(other, "p", str(pool_dir), "v", "job 2"):
+        assert f"pool {pool.name!r}, volume 'v'" in str(err.value)
+        assert "job 1 (alice)" in str(err.value)
+    with volume_lock(other, pool, "v", "job 2"):
         pass
     assert (pool_dir / ".storage-console" / "locks").is_dir()
     assert [v.name for v in d.scan_pool(pool).volumes] == []  # locks are not volumes

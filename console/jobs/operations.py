@@ -39,7 +39,7 @@ from backends.model import ImageFormat, Pool, Progress, Volume
 from backends.transport.scanner import TEMP_PREFIX
 from console.inventory import Inventory
 from console.jobs.journal import JobRecord
-from console.jobs.locks import host_transport, volume_lock
+from console.jobs.locks import volume_lock
 from console.units import format_size
 
 
@@ -275,8 +275,7 @@ class DeleteVolume(Operation):
         with contextlib.ExitStack() as locks:
             for volume in plan.order[:-1]:  # the volume itself: the runner holds its lock
                 pool = self._pool(inventory, volume.pool)
-                transport = host_transport(inventory.driver(pool), self.host)
-                locks.enter_context(volume_lock(transport, pool.name, pool.path, volume.name,
+                locks.enter_context(volume_lock(inventory.driver(pool), pool, volume.name,
                                                 f"job {ctx.job_id}"))
             ctx.stage(2, "delete")
             inventory.carry_out_delete(plan, wipe=self.wipe, progress=ctx.progress,

@@ -24,7 +24,7 @@ from backends.contract import Cancelled, ReadOnlyViolation, StorageError
 from backends.model import Progress
 from console.inventory import Inventory
 from console.jobs.journal import JobRecord, JobState, Journal
-from console.jobs.locks import host_transport, volume_lock
+from console.jobs.locks import volume_lock
 from console.jobs.operations import Operation, operation_from
 from console.jobs.reservations import PoolSpace, Reservations
 
@@ -255,9 +255,8 @@ class Runner:
             with ExitStack() as stack:
                 for pool_name, volume in op.locked_volumes():
                     pool = self.inventory.pool(op.host, pool_name)
-                    transport = host_transport(self.inventory.driver(pool), op.host)
-                    stack.enter_context(volume_lock(transport, pool_name, pool.path, volume,
-                                                    f"job {job.id} ({job.who})"))
+                    stack.enter_context(volume_lock(self.inventory.driver(pool), pool,
+                                                    volume, f"job {job.id} ({job.who})"))
                 self._reserve(job, op)
                 op.run(ctx)
                 if self.cancel_requested(job.id):
