@@ -38,6 +38,11 @@ PoolCallback = Callable[[Pool, StorageError | None], None]
 HostCallback = Callable[[str, StorageError | None], None]
 MAX_SCANS_PER_HOST = 4  # a host's disks are shared; more parallel scans only thrash
 MAX_HOSTS_AT_ONCE = 16  # hosts connected and scanned at once
+# Pool scans in flight across all hosts. Turning a scan's answer into rows is Python
+# work under the GIL: 16 threads doing it at once starve the UI's event loop (keys took
+# up to 0.9 s with 20 hosts x 1,000 volumes; benchmarks/bench_hosts.py). Connects stay
+# wide: a slow host waits for its TCP and SSH handshake without holding a slot.
+MAX_SCANS_AT_ONCE = 6
 FOUND_KINDS = ("libvirt", "lvm")  # pool kinds hosts report, beside the configured ones
 
 
@@ -209,27 +214,33 @@ class Inventory:
 
     def refresh(self, on_pool: PoolCallback | None = None,
                 on_host: HostCallback | None = None) -> None:
-        """Refresh every host: connected in parallel, a bounded few pools per host at
-        once. A host that fails or goes away keeps its cached rows (stale, with the
-        error), is reported through ``on_host`` and never holds up the others; so is a
-        pool that fails, through ``on_pool``.
+        """Refresh every host: connected in parallel, a bounded few pools per host and
+        ``MAX_SCANS_AT_ONCE`` in all scanned at once. A host that fails or goes away
+        keeps its cached rows (stale, with the error), is reported through ``on_host``
+        and never holds up the others; so is a pool that fails, through ``on_pool``.
         """
         from concurrent.futures import ThreadPoolExecutor  # not needed by `ls`
+
+        scans_in_flight = threading.BoundedSemaphore(MAX_SCANS_AT_ONCE)
 
         def one_pool(pool: Pool) -> None:
             error: StorageError | None = None
             try:
-                if pool.kind == "libvirt" and pool.active:
-                    # libvirt re-reads the disk only when asked (files added behind
-                    # its back); its refresh event is not answered by another refresh.
-                    reread = getattr(self.driver(pool), "refresh_pool", None)
-                    if reread is not None:
-                        reread(pool.name)
-                self.refresh_pool(pool)
+                with scans_in_flight:
+                    scan_one(pool)
             except StorageError as err:
                 error = err
             if on_pool is not None:
                 on_pool(pool, error)
+
+        def scan_one(pool: Pool) -> None:
+            if pool.kind == "libvirt" and pool.active:
+                # libvirt re-reads the disk only when asked (files added behind
+                # its back); its refresh event is not answered by another refresh.
+                reread = getattr(self.driver(pool), "refresh_pool", None)
+                if reread is not None:
+                    reread(pool.name)
+            self.refresh_pool(pool)
 
         def one_host(host: str) -> None:
             link = self._links[host]
