@@ -150,19 +150,18 @@ class Sshd:
         return False
 
     def stop(self) -> None:
-        self.resume()
+        """Kill the listener first, then every session: SIGKILL also ends a stopped
+        (paused) process, so nothing is resumed that could accept one more login."""
         if self.proc is None:
+            self.paused = []
             return
-        for pid in _children(self.proc.pid):
+        children = _children(self.proc.pid)
+        self.proc.kill()
+        self.proc.wait()
+        for pid in (*children, *self.paused, *_children(self.proc.pid)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.paused = []
         self.proc = None
 
     kill = stop  # a host that died: the listener and every session go at once
