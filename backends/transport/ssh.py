@@ -583,7 +583,9 @@ class SshTransport(Transport):
     def _answer(self, stream: _Stream, progress: ByteProgress | None = None,
                 should_cancel: CancelCheck | None = None) -> Any:
         """Read the agent's lines up to its answer; its error raised as ours."""
-        buffer = b""
+        # The answer to a listing is one line of megabytes: keep the chunks and look for
+        # the end of a line in each new one only (joining as we go is quadratic).
+        chunks: list[bytes] = []
         cancelled_at: float | None = None
         next_poll = 0.0
         while True:
@@ -602,7 +604,12 @@ class SshTransport(Transport):
                 continue
             if not data:
                 break
-            buffer += data
+            if b"\n" not in data:
+                chunks.append(data)
+                continue
+            chunks.append(data)
+            buffer = b"".join(chunks)
+            chunks.clear()
             while b"\n" in buffer:
                 line, _, buffer = buffer.partition(b"\n")
                 record = json.loads(line)
@@ -613,6 +620,8 @@ class SshTransport(Transport):
                     raise self._remote_error(record["error"])
                 else:
                     return record.get("result")
+            if buffer:
+                chunks.append(buffer)
         status = stream.exit_status()
         if status == MISSING:
             self.python = None  # remembered: listings take the shell's way from now on
