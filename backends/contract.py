@@ -549,8 +549,8 @@ class Driver(ABC):
         """Write the volume's guest-visible data (its chain flattened, as raw) compressed
         with zstd (``level``, every core) to the absolute path ``dest`` on the host, and a
         JSON sidecar ``dest + ".json"`` recording the volume, its format and size, and
-        the sha256 of both the raw data and the compressed file. Returns what the
-        sidecar says.
+        the sha256 of the compressed file (zstd's frame checksum guards the content).
+        Returns what the sidecar says.
 
         Free space at ``dest`` is checked up front against ``measure_archive``. Both
         files are written under temporary names in ``dest``'s directory (``temp_name``,

@@ -562,9 +562,14 @@ def test_archive_and_restore_round_trip(engine: Engine, make_image: MakeImage, b
                          check=True).stdout
     size = int(info(source, fmt)["virtual-size"])  # type: ignore[call-overload]
     assert len(raw) == sidecar["virtual_size"] == size
-    assert hashlib.sha256(raw).hexdigest() == sidecar["raw_sha256"]
+    # The content is guarded by zstd's own checksum in the frame, the file by its sha256.
+    assert sidecar["raw_sha256"] is None and sidecar["version"] == 2
+    listing = subprocess.run(["zstd", "-lv", str(dest)], capture_output=True, text=True,
+                             check=True).stdout
+    assert re.search(r"Check:\s+XXH64", listing), listing
     assert sha256(dest) == sidecar["archive_sha256"] == job.resume["archive"]["archive_sha256"]
-    assert job.resume["archive"]["raw_sha256"] == sidecar["raw_sha256"]
+    data = {"disk.raw": 6 * MiB, "top.qcow2": 3 * MiB}[name]
+    assert data <= sidecar["data_bytes"] <= data + MiB  # what is allocated, holes are not
     assert (sidecar["volume"], sidecar["format"], sidecar["kind"]) == (
         name, fmt, "storage-console archive")
     assert sidecar["producer"].startswith("storage-console ") and sidecar["created"]
@@ -591,7 +596,8 @@ def test_archive_space_and_refusals(engine: Engine, make_image: MakeImage,
     assert pool == engine.other and need >= 2 * 3 * MiB  # its data, and flattened
     elsewhere = ArchiveVolume("local", engine.pool, "disk.raw", dest=str(backup / "a.zst"))
     assert elsewhere.space(engine.inventory) == (engine.pool, 0)  # statvfs checks instead
-    assert elsewhere.commands(engine.inventory) == [["zstd", "-q", "-1", "-T0", "-c"]]
+    assert elsewhere.commands(engine.inventory) == [
+        ["zstd", "-q", "-1", "-T0", "--check", "-c"]]
     assert into_pool.commands(engine.inventory)[0][:7] == [
         "qemu-img", "convert", "-p", "-f", "qcow2", "-O", "raw"]
     (backup / "taken.zst").write_bytes(b"keep")
@@ -640,6 +646,31 @@ def test_restore_of_a_damaged_archive_fails_and_leaves_nothing(
     assert temporaries(engine.pool_dir) == [] and not (engine.pool_dir / "back").exists()
 
 
+def test_restore_of_a_version_1_archive_checks_its_raw_sha256(
+        engine: Engine, make_image: MakeImage, backup: Path) -> None:
+    """Archives made before version 2 carry the sha256 of the raw content: still read,
+    and still checked."""
+    sources(engine, make_image)
+    dest = backup / "disk.zst"
+    engine.ok(ArchiveVolume("local", engine.pool, "disk.raw", dest=str(dest)))
+    sidecar = json.loads((backup / "disk.zst.json").read_text())
+    raw = subprocess.run(["zstd", "-q", "-d", "-c", str(dest)], capture_output=True,
+                         check=True).stdout
+    sidecar.update(version=1, raw_sha256=hashlib.sha256(raw).hexdigest())
+    (backup / "disk.zst.json").write_text(json.dumps(sidecar))
+    engine.ok(RestoreVolume("local", engine.pool, "back.raw", archive=str(dest)))
+    assert identical(engine.pool_dir / "disk.raw", "raw", engine.pool_dir / "back.raw", "raw")
+    sidecar["raw_sha256"] = hashlib.sha256(raw + b"x").hexdigest()
+    (backup / "disk.zst.json").write_text(json.dumps(sidecar))
+    job = engine.run(RestoreVolume("local", engine.pool, "again.raw", archive=str(dest)))
+    assert job.state == JobState.FAILED and job.error and "data's sha256" in job.error
+    assert not (engine.pool_dir / "again.raw").exists() and temporaries(engine.pool_dir) == []
+    del sidecar["raw_sha256"]  # version 1 without it is not a sidecar this reads
+    (backup / "disk.zst.json").write_text(json.dumps(sidecar))
+    job = engine.run(RestoreVolume("local", engine.pool, "again.raw", archive=str(dest)))
+    assert job.state == JobState.FAILED and job.error and "raw_sha256" in job.error
+
+
 @pytest.mark.parametrize("fmt", ["raw", "qcow2"])
 def test_restore_into_an_existing_volume(engine: Engine, make_image: MakeImage,
                                          backup: Path, fmt: str) -> None:
@@ -668,7 +699,7 @@ def test_restore_into_an_existing_volume(engine: Engine, make_image: MakeImage,
 
 def test_cancel_an_archive_mid_way_removes_its_temporary_files(
         engine: Engine, backup: Path) -> None:
-    with open(engine.pool_dir / "big.raw", "wb") as f:  # 8 GiB: seconds of hashing zeroes
+    with open(engine.pool_dir / "big.raw", "wb") as f:  # 8 GiB: seconds of zstd on zeroes
         f.truncate(8 << 30)
         f.write(b"x" * MiB)
     job = engine.runner.submit(ArchiveVolume("local", engine.pool, "big.raw",
@@ -687,8 +718,8 @@ def test_cancel_an_archive_mid_way_removes_its_temporary_files(
 
 
 def test_zstd_argv() -> None:
-    assert archive.compress_argv() == ["zstd", "-q", "-1", "-T0", "-c"]
-    assert archive.compress_argv(19) == ["zstd", "-q", "-19", "-T0", "-c"]
+    assert archive.compress_argv() == ["zstd", "-q", "-1", "-T0", "--check", "-c"]
+    assert archive.compress_argv(19) == ["zstd", "-q", "-19", "-T0", "--check", "-c"]
     assert archive.decompress_argv() == ["zstd", "-q", "-d", "-c"]
     for bad in (0, 20, True):
         with pytest.raises(ValueError, match="level"):
