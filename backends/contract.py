@@ -408,6 +408,7 @@ class Driver(ABC):
         overwrite: bool = False,
         backing: Volume | None = None,
         base_depth: int = 1,
+        strategy: str | None = None,
         progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         temp_name: str | None = None,
@@ -415,11 +416,15 @@ class Driver(ABC):
         """Copy the data of volume ``name`` (its whole chain, flattened) into a new volume
         ``dest_name`` of ``dest_pool`` in format ``fmt`` (None: the source's).
 
-        Sparse: what reads as zeroes stays unallocated. Written under a temporary name
-        in ``dest_pool`` (``temp_name``, chosen and journaled by the caller, or made up)
-        and published whole. An existing ``dest_name`` raises ``VolumeExists`` before any
-        work and is never touched, unless ``overwrite``: then the complete new volume
-        replaces it atomically at the end.
+        Sparse: what reads as zeroes stays unallocated. ``strategy`` "space": the same,
+        except that a read-only snapshot copied within its pool as qcow2 becomes a qcow2
+        overlay on it (no data copied; the copy depends on the snapshot). "performance":
+        a full copy with every byte preallocated (raw or qcow2; not incremental).
+
+        Written under a temporary name in ``dest_pool`` (``temp_name``, chosen and
+        journaled by the caller, or made up) and published whole. An existing
+        ``dest_name`` raises ``VolumeExists`` before any work and is never touched, unless
+        ``overwrite``: then the complete new volume replaces it atomically at the end.
 
         ``backing``: an incremental copy; the new volume (qcow2) is an overlay on
         ``backing`` and holds only what differs from it. ``backing`` must hold the same
@@ -449,9 +454,10 @@ class Driver(ABC):
         raise NotSupported("growing file systems is not supported", pool=pool.name,
                            host=pool.host)
 
-    def measure_copy(self, pool: Pool, name: str, fmt: ImageFormat | None = None) -> int:
+    def measure_copy(self, pool: Pool, name: str, fmt: ImageFormat | None = None, *,
+                     full: bool = False) -> int:
         """Bytes a full copy of the volume into ``fmt`` (None: its own) may write, to
-        reserve before it starts. Reads only."""
+        reserve before it starts; ``full``: preallocated, every byte. Reads only."""
         raise NotSupported("measuring copies is not supported", pool=pool.name,
                            host=pool.host)
 

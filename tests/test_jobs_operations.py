@@ -36,6 +36,7 @@ from console.jobs.operations import (
     OPERATIONS,
     ArchiveVolume,
     CloneVolume,
+    CopyVolume,
     CreateVolume,
     DeleteVolume,
     GrowFilesystem,
@@ -326,6 +327,77 @@ def test_clone_space_and_performance(engine: Engine, make_image: MakeImage) -> N
     job = engine.run(CloneVolume("local", engine.pool, "disk", dest_name="bad"))
     assert job.state == JobState.FAILED and job.error and "not a snapshot" in job.error
     assert temporaries(d, other) == [] and not (d / "bad").exists()
+
+
+def allocated_extents(path: Path, fmt: str) -> list[dict[str, object]]:
+    out = run("qemu-img", "map", "--output=json", "-f", fmt, str(path)).stdout
+    extents: list[dict[str, object]] = json.loads(out)
+    return extents
+
+
+def test_copy_strategies(engine: Engine, make_image: MakeImage) -> None:
+    """performance: a full copy, every byte allocated; space: holes stay holes, and a
+    snapshot copied within its pool is an overlay on it; no strategy: a sparse copy."""
+    d, other = engine.pool_dir, engine.other_dir
+    disk = make_image(d / "disk", "qcow2", "16M")
+    write(disk, "qcow2", "write -P 7 0 2M", "write -P 8 10M 1M")
+    engine.ok(SnapshotVolume("local", engine.pool, "disk", name="gold"))
+    gold = d / "gold"
+
+    fast = CopyVolume("local", engine.pool, "gold", dest_pool=engine.other,
+                      dest_name="fast.raw", format="raw", strategy="performance")
+    assert fast.space(engine.inventory) == (engine.other, 16 * MiB)  # every byte
+    assert "preallocation=falloc" in fast.commands(engine.inventory)[0]
+    assert fast.describe() == f"copy gold → fast.raw in {other.name} (performance)"
+    engine.ok(fast)
+    assert identical(gold, "qcow2", other / "fast.raw", "raw")
+    assert os.stat(other / "fast.raw").st_blocks * 512 >= 16 * MiB  # preallocated
+    engine.ok(CopyVolume("local", engine.pool, "gold", dest_pool=engine.other,
+                         dest_name="fast.qcow2", strategy="performance"))
+    assert identical(gold, "qcow2", other / "fast.qcow2", "qcow2")
+    check_clean(other / "fast.qcow2")
+    mapped = allocated_extents(other / "fast.qcow2", "qcow2")
+    assert all(m["data"] for m in mapped) and sum(
+        int(m["length"]) for m in mapped) == 16 * MiB  # type: ignore[call-overload]
+    assert info(other / "fast.qcow2", "qcow2").get("backing-filename") is None
+
+    thin = CopyVolume("local", engine.pool, "gold", dest_name="thin", strategy="space")
+    assert thin.commands(engine.inventory)[0][:2] == ["qemu-img", "create"]
+    assert thin.space(engine.inventory)[1] < MiB
+    engine.ok(thin)
+    assert info(d / "thin", "qcow2")["backing-filename"] == "gold"  # an overlay on it
+    assert identical(gold, "qcow2", d / "thin", "qcow2") and check_clean(d / "thin") is None
+    assert os.stat(d / "thin").st_blocks * 512 < MiB
+    assert os.stat(d / "thin").st_mode & 0o200  # a writable disk
+
+    # In another pool, or of a writable disk, "space" is a sparse standalone copy.
+    for source, pool, name in (("gold", engine.other, "sparse.raw"),
+                               ("disk", engine.pool, "disk-copy")):
+        op = CopyVolume("local", engine.pool, source, dest_pool=pool, dest_name=name,
+                        format="raw" if name.endswith(".raw") else None, strategy="space")
+        assert op.commands(engine.inventory)[0][:2] == ["qemu-img", "convert"]
+        engine.ok(op)
+    assert identical(gold, "qcow2", other / "sparse.raw", "raw")
+    assert os.stat(other / "sparse.raw").st_blocks * 512 <= 4 * MiB  # holes stay holes
+    assert identical(disk, "qcow2", d / "disk-copy", "qcow2")
+    assert info(d / "disk-copy", "qcow2").get("backing-filename") is None
+    assert temporaries(d, other) == []
+
+
+def test_copy_strategy_refusals(pool_dir: Path, make_image: MakeImage) -> None:
+    d = DirDriver(LocalTransport(), (str(pool_dir),))
+    pool = Pool("local", "p", "dir", str(pool_dir))
+    make_image(pool_dir / "base", "qcow2", "1M")
+    make_image(pool_dir / "top", "qcow2", "1M", backing="base", backing_fmt="qcow2")
+    make_image(pool_dir / "img.vdi", "vdi", "1M")
+    base = d.probe_volume(pool, "base")
+    with pytest.raises(InvalidRequest, match="the strategy is space or performance"):
+        d.copy_volume(pool, "top", pool, "x", strategy="fast")
+    with pytest.raises(InvalidRequest, match="incremental copy is an overlay"):
+        d.copy_volume(pool, "top", pool, "x", backing=base, strategy="performance")
+    with pytest.raises(InvalidRequest, match="preallocated"):
+        d.copy_volume(pool, "img.vdi", pool, "x", strategy="performance")
+    assert volumes(pool_dir) == ["base", "img.vdi", "top"] and temporaries(pool_dir) == []
 
 
 # -- delete -----------------------------------------------------------------------------

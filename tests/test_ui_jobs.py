@@ -260,6 +260,33 @@ async def test_copy_shows_the_plan_then_copies(pool: Path, tmp_path: Path,
         assert len(panel(app).rows) == 1
 
 
+async def test_copy_dialog_strategy_performance_preallocates(
+        pool: Path, tmp_path: Path, make_image: MakeImage) -> None:
+    src = make_image(pool / "disk.raw", "raw", "16M")
+    subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x33 0 1M", str(src)],
+                   check=True, capture_output=True)
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("y")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, CopyVolumeScreen)
+        dialog.query_one("#strategy", Select).value = "performance"
+        await pilot.press("ctrl+s")  # the plan first
+        await until(pilot, lambda: dialog.plan is not None)
+        plan = plan_words(dialog)
+        assert "preallocation=falloc" in plan and "preallocated" in plan
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        job = newest(app)
+        assert (job.kind, job.state, job.params["strategy"]) == (
+            "copy", JobState.DONE, "performance")
+        copy = pool / "disk-copy.raw"
+        assert os.stat(copy).st_blocks * 512 >= 16 << 20  # every byte allocated
+        assert subprocess.run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "raw",
+                               str(src), str(copy)]).returncode == 0
+
+
 async def test_resize_shows_the_command_then_resizes(pool: Path, tmp_path: Path,
                                                      make_image: MakeImage) -> None:
     make_image(pool / "disk.qcow2", "qcow2", "16M")
