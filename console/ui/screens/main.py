@@ -202,6 +202,7 @@ class MainScreen(Screen[None]):
         self.current = entry
         empty = "" if entry.row is not None else "not scanned yet: r refreshes"
         self.volume_table.show_pool(host, pool, empty_text=empty)
+        self.show_job_outputs()
         self.update_summary()
         self.refresh_bindings()
 
@@ -511,6 +512,7 @@ class MainScreen(Screen[None]):
             return  # nothing new: nothing to redraw
         panel = self.jobs_panel
         panel.update_jobs()
+        self.show_job_outputs()
         started = [c for c in changes if c.after.state in ACTIVE
                    and (c.before is None or c.before.state not in ACTIVE)]
         if started:
@@ -521,6 +523,11 @@ class MainScreen(Screen[None]):
             if change.ended and (change.before is not None
                                  or (change.after.finished or 0) >= self.board.started):
                 self.job_ended(change.after)
+
+    def show_job_outputs(self) -> None:
+        """The volumes active jobs write into the shown pool, as rows of the table."""
+        table = self.volume_table
+        table.set_outputs(self.board.outputs(table.host, table.pool))
 
     def job_ended(self, job: JobRecord) -> None:
         title = printable(describe_job(job))
