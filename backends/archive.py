@@ -49,6 +49,7 @@ _ZEROS = bytes(CHUNK)
 
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes in all)
 CancelFn = Callable[[], bool]
+PreexecFn = Callable[[], None]  # run in the child before exec (the caller's lifeline)
 
 
 class Stopped(Exception):
@@ -310,12 +311,14 @@ class _Filter:
     """``argv`` running with its output piped to this process, stderr kept in a file; its
     input piped too, or the open file ``stdin`` (the command then reads it itself)."""
 
-    def __init__(self, argv: list[str], stdin: int | None = None) -> None:
+    def __init__(self, argv: list[str], stdin: int | None = None,
+                 preexec_fn: PreexecFn | None = None) -> None:
         self.argv = argv
         self.errfile = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
         try:
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.errfile,
-                                         stdin=subprocess.PIPE if stdin is None else stdin)
+                                         stdin=subprocess.PIPE if stdin is None else stdin,
+                                         preexec_fn=preexec_fn)
         except OSError as err:
             self.errfile.close()
             raise StreamFailed(f"cannot run {argv[0]}: {err.strerror} (is it installed?)",
@@ -419,7 +422,8 @@ class _Hasher(threading.Thread):
 
 
 def compress(src: str, out: str, argv: list[str], *, progress: ProgressFn | None = None,
-             should_cancel: CancelFn | None = None) -> StreamResult:
+             should_cancel: CancelFn | None = None,
+             preexec_fn: PreexecFn | None = None) -> StreamResult:
     """Compress the raw file ``src`` with ``argv`` (``compress_argv``) into the new file
     ``out`` (created exclusively, mode 0600: it holds a disk's data; fsynced).
 
@@ -440,7 +444,7 @@ def compress(src: str, out: str, argv: list[str], *, progress: ProgressFn | None
                          | os.O_CLOEXEC, 0o600)
         try:
             os.lseek(fd, 0, os.SEEK_SET)  # SEEK_DATA/SEEK_HOLE moved it: zstd reads from here
-            with _Filter(argv, stdin=fd) as zstd:
+            with _Filter(argv, stdin=fd, preexec_fn=preexec_fn) as zstd:
                 # Hashing in a thread of its own keeps the pipe drained while it runs.
                 hasher = _Hasher()
                 hasher.start()
@@ -483,7 +487,8 @@ def compress(src: str, out: str, argv: list[str], *, progress: ProgressFn | None
 
 def decompress(archive: str, out: str, argv: list[str], *, length: int, existing: bool,
                expect: ArchiveInfo, progress: ProgressFn | None = None,
-               should_cancel: CancelFn | None = None) -> StreamResult:
+               should_cancel: CancelFn | None = None,
+               preexec_fn: PreexecFn | None = None) -> StreamResult:
     """Decompress ``archive`` with ``argv`` (``decompress_argv``) into ``out``, checking
     sizes and both checksums against ``expect`` on the way.
 
@@ -506,7 +511,7 @@ def decompress(archive: str, out: str, argv: list[str], *, length: int, existing
         out_fd = (open_regular(out, os.O_WRONLY) if existing
                   else os.open(out, flags | os.O_CREAT | os.O_EXCL, 0o666))
         try:
-            with _Filter(argv) as zstd:
+            with _Filter(argv, preexec_fn=preexec_fn) as zstd:
                 feeder = _Pump(lambda view: os.readv(source, [view]),
                                lambda view: _write_all(zstd.stdin, view), zstd.kill,
                                zstd.close_stdin)
