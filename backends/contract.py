@@ -455,9 +455,11 @@ class Driver(ABC):
                            host=pool.host)
 
     def measure_copy(self, pool: Pool, name: str, fmt: ImageFormat | None = None, *,
-                     full: bool = False) -> int:
+                     full: bool = False, base_depth: int = 0) -> int:
         """Bytes a full copy of the volume into ``fmt`` (None: its own) may write, to
-        reserve before it starts; ``full``: preallocated, every byte. Reads only."""
+        reserve before it starts; ``full``: preallocated, every byte. ``base_depth`` > 0:
+        an incremental copy onto a copy of the image that many links down the chain,
+        which writes at most what the images above it hold. Reads only."""
         raise NotSupported("measuring copies is not supported", pool=pool.name,
                            host=pool.host)
 

@@ -364,6 +364,12 @@ class CopyVolume(Operation):
     def space(self, inventory: Inventory) -> tuple[str, int]:
         pool, driver = self._driver(inventory)
         dest = self.dest_pool or self.pool
+        if self.base:  # what the images above the base hold, not the whole disk
+            source = driver.probe_volume(pool, self.volume)
+            base = inventory.driver(self._pool(inventory, dest)).probe_volume(
+                self._pool(inventory, dest), self.base)
+            return (dest, driver.measure_copy(pool, self.volume,
+                                              base_depth=self._base_link(source, base)))
         if self.strategy == "space":
             source = driver.probe_volume(pool, self.volume)
             if self._overlays(inventory, source):
