@@ -789,6 +789,32 @@ def test_cancel_an_archive_mid_way_removes_its_temporary_files(
     assert os.listdir(backup) == []
 
 
+def test_prefetch_asks_for_data_just_ahead_and_never_holes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "sparse.raw"
+    with open(path, "wb") as f:
+        f.truncate(64 * MiB)
+        f.write(b"a" * (4 * MiB))
+        f.seek(40 * MiB)
+        f.write(b"b" * MiB)
+    asked: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: asked.append(
+        (offset, length)) if advice == os.POSIX_FADV_WILLNEED else None)
+    monkeypatch.setattr(archive, "PREFETCH", 8 * MiB)
+    monkeypatch.setattr(archive, "PREFETCH_STEP", 4 * MiB)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        prefetch = archive._Prefetch(fd, 64 * MiB)
+        for position in (0, 0, 30 * MiB, 36 * MiB):
+            prefetch.advance(position)
+        assert asked == [(0, 4 * MiB)]  # the hole up to 40 MiB is never asked for
+        prefetch.advance(37 * MiB)  # 40 MiB is within a step now
+        prefetch.advance(60 * MiB)
+        assert asked == [(0, 4 * MiB), (40 * MiB, MiB)]
+    finally:
+        os.close(fd)
+
+
 def test_zstd_argv() -> None:
     assert archive.compress_argv() == ["zstd", "-q", "-1", "-T0", "--check", "-c"]
     assert archive.compress_argv(19) == ["zstd", "-q", "-19", "-T0", "--check", "-c"]
