@@ -1,13 +1,16 @@
 """Archives of volumes: the volume's guest-visible data as raw, compressed by the ``zstd``
 command line tool, with a JSON sidecar ``<archive>.json`` that records what it holds and
-its checksums; and the byte streams that make, check and restore them.
+the sha256 of the archive file; and the byte streams that make, check and restore them.
 
-The streams run ``zstd`` with its input or output in this process, so the raw data is
-hashed (sha256) on its way through and holes are handled here: a hole of a raw source
-is fed as zeroes without reading the disk (zstd turns them into a few bytes), and a
-restore leaves a hole wherever the data is zeroes. qemu-img 7.2 cannot write raw to a
-pipe (``convert`` and ``dd`` both insist on a regular file they can resize), so a volume
-in another format is first flattened into a temporary raw file (the caller does that).
+Compressing, zstd reads the raw file itself (as its stdin, opened and checked here): the
+kernel hands it the holes as zeroes, and nothing passes through this process but the
+compressed stream, which is hashed as it is written. The content is guarded by zstd's
+frame checksum (``--check``) and the archive file by its sha256; sidecars of version 1
+also carry a sha256 of the raw content, which a restore still verifies. Restoring, the
+output comes through this process so a restore leaves a hole wherever the data is
+zeroes. qemu-img 7.2 cannot write raw to a pipe (``convert`` and ``dd`` both insist on a
+regular file they can resize), so a volume in another format is first flattened into a
+temporary raw file (the caller does that).
 
 Stdlib only (like ``scanner``) and free of the rest of ``backends``: the local transport
 calls it in-process, and a remote transport can ship it whole.
@@ -34,17 +37,21 @@ from typing import Any
 ZSTD = "zstd"
 SIDECAR_SUFFIX = ".json"
 SIDECAR_KIND = "storage-console archive"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2  # 2: no sha256 of the raw content (zstd's frame checksum guards it)
+READABLE_VERSIONS = (1, 2)
 LEVELS = range(1, 20)  # zstd's regular levels; 20+ need --ultra and gigabytes of memory
 CHUNK = 1 << 20  # bytes per read and write: small enough to notice a cancel at once
 BLOCK = 64 << 10  # granularity of holes a restore leaves and of ``data_bytes``
 POLL_SECONDS = 0.1
+PREFETCH = 256 << 20  # data asked for ahead of zstd's reads (POSIX_FADV_WILLNEED)
+PREFETCH_STEP = 32 << 20  # at most this much asked for at once, between two reads
 TERM_GRACE_SECONDS = 0.5  # between SIGTERM and SIGKILL
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _ZEROS = bytes(CHUNK)
 
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes in all)
 CancelFn = Callable[[], bool]
+PreexecFn = Callable[[], None]  # run in the child before exec (the caller's lifeline)
 
 
 class Stopped(Exception):
@@ -78,11 +85,11 @@ def producer() -> str:
 
 def compress_argv(level: int = 1) -> list[str]:
     """``zstd`` compressing stdin to stdout with every core (``-T0``). The frame carries
-    zstd's own checksum of the content (the command line's default), so a damaged archive
-    fails to decompress."""
+    zstd's own checksum of the content (``--check``, named although it is the command
+    line's default: restores rely on it), so damaged content fails to decompress."""
     if isinstance(level, bool) or level not in LEVELS:
         raise ValueError(f"the zstd level is one of 1..19, not {level!r}")
-    return [ZSTD, "-q", f"-{level}", "-T0", "-c"]
+    return [ZSTD, "-q", f"-{level}", "-T0", "--check", "-c"]
 
 
 def decompress_argv() -> list[str]:
@@ -94,16 +101,17 @@ def decompress_argv() -> list[str]:
 class ArchiveInfo:
     """What the sidecar of an archive records.
 
-    ``raw_sha256`` is the sha256 of the volume's raw content, all ``virtual_size`` bytes
-    of it (``zstd -dc ARCHIVE | sha256sum`` gives the same); ``archive_sha256`` that of the
-    compressed file as written. ``data_bytes`` counts the 64 KiB blocks that are not all
-    zeroes: what a sparse restore writes.
+    ``archive_sha256`` is the sha256 of the compressed file as written. ``raw_sha256``,
+    in sidecars of version 1 only (None since), is that of the volume's raw content, all
+    ``virtual_size`` bytes of it (``zstd -dc ARCHIVE | sha256sum``). ``data_bytes`` is
+    at most what a sparse restore writes: the allocated bytes of the raw data archived
+    (version 1: its 64 KiB blocks that are not all zeroes).
     """
 
     volume: str
     format: str  # the volume's format when archived; the archive holds raw data
     virtual_size: int
-    raw_sha256: str
+    raw_sha256: str | None
     data_bytes: int
     archive_sha256: str
     archive_size: int
@@ -125,9 +133,10 @@ class ArchiveInfo:
             raise ValueError(f"not JSON: {err}") from None
         if not isinstance(record, dict) or record.get("kind") != SIDECAR_KIND:
             raise ValueError(f"not a {SIDECAR_KIND} sidecar")
-        if record.get("version") != SIDECAR_VERSION:
-            raise ValueError(f"sidecar version {record.get('version')!r} is not "
-                             f"{SIDECAR_VERSION}, the one this version reads")
+        version = record.get("version")
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
+            raise ValueError(f"sidecar version {version!r} is not one this version reads "
+                             f"({', '.join(map(str, READABLE_VERSIONS))})")
         def text(name: str) -> str:
             value = record.get(name)
             if not isinstance(value, str):
@@ -140,14 +149,20 @@ class ArchiveInfo:
                 raise ValueError(f"its {name!r} is missing or not a size")
             return value
 
-        for name in ("raw_sha256", "archive_sha256"):
-            digest = text(name)
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        def digest(name: str) -> str:
+            value = text(name)
+            if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
                 raise ValueError(f"its {name!r} is not a sha256 in hex")
+            return value
+
+        digest("archive_sha256")
+        # Version 1 always has it; a later one may (and then it is checked too).
+        raw_sha256 = (digest("raw_sha256") if version == 1 or record.get("raw_sha256")
+                      is not None else None)
         if text("compression") != "zstd":
             raise ValueError(f"compression {record['compression']!r} is not zstd")
         return cls(volume=text("volume"), format=text("format"),
-                   virtual_size=number("virtual_size"), raw_sha256=text("raw_sha256"),
+                   virtual_size=number("virtual_size"), raw_sha256=raw_sha256,
                    data_bytes=number("data_bytes"), archive_sha256=text("archive_sha256"),
                    archive_size=number("archive_size"), level=number("level"),
                    created=text("created"), producer=text("producer"),
@@ -166,7 +181,7 @@ def is_sidecar(data: bytes) -> bool:
 @dataclass(frozen=True)
 class StreamResult:
     raw_size: int
-    raw_sha256: str
+    raw_sha256: str | None  # None when not computed: compressing never does
     data_bytes: int
     archive_size: int
     archive_sha256: str
@@ -256,14 +271,6 @@ def _write_all(fd: int, data: memoryview | bytes, offset: int | None = None) -> 
             offset += n
 
 
-def count_data(view: memoryview) -> int:
-    """Bytes of ``view`` in BLOCK-sized pieces that are not all zeroes."""
-    if _ZEROS.startswith(view):
-        return 0
-    return sum(min(BLOCK, len(view) - i) for i in range(0, len(view), BLOCK)
-               if not _ZEROS.startswith(view[i:i + BLOCK]))
-
-
 def sha256_file(path: str, *, progress: ProgressFn | None = None,
                 should_cancel: CancelFn | None = None) -> tuple[str, int]:
     """(sha256 in hex, size) of the regular file ``path``."""
@@ -303,28 +310,32 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 class _Filter:
-    """``argv`` running with both ends piped to this process, stderr kept in a file."""
+    """``argv`` running with its output piped to this process, stderr kept in a file; its
+    input piped too, or the open file ``stdin`` (the command then reads it itself)."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], stdin: int | None = None,
+                 preexec_fn: PreexecFn | None = None) -> None:
         self.argv = argv
         self.errfile = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
         try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self.errfile)
+            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.errfile,
+                                         stdin=subprocess.PIPE if stdin is None else stdin,
+                                         preexec_fn=preexec_fn)
         except OSError as err:
             self.errfile.close()
             raise StreamFailed(f"cannot run {argv[0]}: {err.strerror} (is it installed?)",
                                -1) from None
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.stdin = self.proc.stdin.fileno()
+        assert self.proc.stdout is not None
         self.stdout = self.proc.stdout.fileno()
+        self.stdin = -1 if self.proc.stdin is None else self.proc.stdin.fileno()
         for fd in (self.stdin, self.stdout):
+            if fd < 0:
+                continue
             with contextlib.suppress(OSError):  # a smaller pipe means more system calls
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, CHUNK)
 
     def close_stdin(self) -> None:
-        assert self.proc.stdin is not None
-        if not self.proc.stdin.closed:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
             with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
 
@@ -412,78 +423,118 @@ class _Hasher(threading.Thread):
             self.join()
 
 
+class _Prefetch:
+    """Asks the kernel to read the data extents just ahead of zstd, in the background
+    and in large requests: zstd's own sequential reads are small, and a cold disk made
+    it wait on each (a third slower than this). Holes are never asked for, and never
+    more than ``PREFETCH`` ahead, so a huge image does not flush the page cache.
+
+    ``fd`` must be a file description of its own: SEEK_DATA moves its offset."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.extents = data_extents(fd, 0, size)
+        self.extent: tuple[int, int] | None = (0, 0)
+        self.asked = 0  # everything before this was asked for (or is a hole)
+
+    def advance(self, position: int) -> None:
+        """Ask for the data in [position, position + PREFETCH), a step at a time."""
+        limit = min(position + PREFETCH, max(position, self.asked) + PREFETCH_STEP)
+        while self.extent is not None and self.asked < limit:
+            start, end = self.extent
+            if end <= self.asked:
+                self.extent = next(self.extents, None)
+                continue
+            start = max(start, self.asked)
+            if start >= limit:
+                return
+            end = min(end, limit)
+            with contextlib.suppress(OSError):  # only a hint
+                os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_WILLNEED)
+            self.asked = end
+
+
 def compress(src: str, out: str, argv: list[str], *, progress: ProgressFn | None = None,
-             should_cancel: CancelFn | None = None) -> StreamResult:
+             should_cancel: CancelFn | None = None,
+             preexec_fn: PreexecFn | None = None) -> StreamResult:
     """Compress the raw file ``src`` with ``argv`` (``compress_argv``) into the new file
     ``out`` (created exclusively, mode 0600: it holds a disk's data; fsynced).
 
-    Holes of ``src`` are fed as zeroes without reading them. Raises ``Stopped`` on
+    ``src`` is opened here (a regular file, no symlink followed) and becomes zstd's stdin,
+    so zstd reads it at its own pace and holes cost no copy through this process. The
+    progress is the offset zstd's reads have moved the shared file description to. The
+    compressed stream is hashed as it is written; the raw content is not (the result's
+    ``raw_sha256`` is None): zstd's frame checksum guards it. Raises ``Stopped`` on
     cancel, ``StreamFailed`` when zstd fails or ``src`` changes size while it is read,
-    ``OSError`` for the files (ENOSPC included). ``out`` is left for the caller to
-    remove on failure.
+    ``OSError`` for the files (ENOSPC included). ``out`` is left for the caller to remove
+    on failure.
     """
     fd = open_regular(src)
     try:
+        # The same file through a description of its own, to find extents while zstd
+        # reads through the other.
+        scan = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
         size = os.fstat(fd).st_size
+        data = sum(end - start for start, end in data_extents(scan, 0, size))
+        prefetch = _Prefetch(scan, size)
+        prefetch.advance(0)
+        with contextlib.suppress(OSError):  # a larger readahead for zstd's reads
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         out_fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600)
         try:
-            with _Filter(argv) as zstd:
-                drain = _Pump(lambda view: os.readv(zstd.stdout, [view]),
-                              lambda view: _write_all(out_fd, view), zstd.kill, lambda: None)
-                drain.start()
+            with _Filter(argv, stdin=fd, preexec_fn=preexec_fn) as zstd:
+                # Hashing in a thread of its own keeps the pipe drained while it runs.
                 hasher = _Hasher()
                 hasher.start()
-                done, data = 0, 0
-
-                def feed(chunk: bytes | memoryview) -> None:
-                    nonlocal done
-                    if should_cancel is not None and should_cancel():
-                        raise Stopped("compression stopped")
-                    hasher.feed(chunk)
-                    _write_all(zstd.stdin, chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, size)
-
+                written = 0
                 try:
-                    zeros = memoryview(_ZEROS)
-                    for start, end in [*data_extents(fd, 0, size), (size, size)]:
-                        while done < start:  # a hole: zeroes, never read
-                            feed(zeros[:min(CHUNK, start - done)])
-                        while done < end:
-                            chunk = os.pread(fd, min(CHUNK, end - done), done)
+                    with selectors.DefaultSelector() as selector:
+                        selector.register(zstd.stdout, selectors.EVENT_READ)
+                        while True:
+                            if should_cancel is not None and should_cancel():
+                                raise Stopped("compression stopped")
+                            ready = selector.select(POLL_SECONDS)
+                            position = os.lseek(fd, 0, os.SEEK_CUR)
+                            prefetch.advance(position)
+                            if progress is not None:
+                                progress(min(position, size), size)
+                            if not ready:
+                                continue
+                            chunk = os.read(zstd.stdout, CHUNK)  # a new bytes each time
                             if not chunk:
-                                raise StreamFailed(f"{src} got shorter while it was read")
-                            data += count_data(memoryview(chunk))
-                            feed(chunk)
-                    zstd.close_stdin()
-                except BrokenPipeError:
-                    pass  # zstd died: its status (or the drain's error) says why, below
+                                break
+                            hasher.feed(chunk)
+                            _write_all(out_fd, chunk)
+                            written += len(chunk)
                 except BaseException:
                     zstd.kill()
-                    drain.join()
                     raise
                 finally:
-                    raw_sha256 = hasher.hexdigest()
-                drain.join()
-                if drain.error is not None:
-                    raise drain.error
+                    archive_sha256 = hasher.hexdigest()
                 if zstd.finish() != 0:
                     raise zstd.failure("zstd")
-                if done != size or os.fstat(fd).st_size != size:
+                if os.lseek(fd, 0, os.SEEK_CUR) != size or os.fstat(fd).st_size != size:
                     raise StreamFailed(f"{src} changed size while it was read")
             os.fsync(out_fd)
         finally:
             os.close(out_fd)
-        return StreamResult(done, raw_sha256, data, drain.count, drain.digest.hexdigest())
+        if progress is not None:
+            progress(size, size)
+        return StreamResult(size, None, data, written, archive_sha256)
     finally:
+        os.close(scan)
         os.close(fd)
 
 
 def decompress(archive: str, out: str, argv: list[str], *, length: int, existing: bool,
                expect: ArchiveInfo, progress: ProgressFn | None = None,
-               should_cancel: CancelFn | None = None) -> StreamResult:
+               should_cancel: CancelFn | None = None,
+               preexec_fn: PreexecFn | None = None) -> StreamResult:
     """Decompress ``archive`` with ``argv`` (``decompress_argv``) into ``out``, checking
     sizes and both checksums against ``expect`` on the way.
 
@@ -506,7 +557,7 @@ def decompress(archive: str, out: str, argv: list[str], *, length: int, existing
         out_fd = (open_regular(out, os.O_WRONLY) if existing
                   else os.open(out, flags | os.O_CREAT | os.O_EXCL, 0o666))
         try:
-            with _Filter(argv) as zstd:
+            with _Filter(argv, preexec_fn=preexec_fn) as zstd:
                 feeder = _Pump(lambda view: os.readv(source, [view]),
                                lambda view: _write_all(zstd.stdin, view), zstd.kill,
                                zstd.close_stdin)
@@ -533,7 +584,7 @@ def decompress(archive: str, out: str, argv: list[str], *, length: int, existing
                                                               expect.archive_sha256):
                 raise ChecksumMismatch("the archive file's sha256 differs from the one "
                                        "its sidecar records")
-            if raw_sha != expect.raw_sha256:
+            if expect.raw_sha256 is not None and raw_sha != expect.raw_sha256:
                 raise ChecksumMismatch("the data's sha256 differs from the one the "
                                        "sidecar records")
             if existing:
@@ -550,10 +601,12 @@ def decompress(archive: str, out: str, argv: list[str], *, length: int, existing
 
 def _unpack(zstd: _Filter, out_fd: int, length: int, existing: bool, expect: ArchiveInfo,
             progress: ProgressFn | None,
-            should_cancel: CancelFn | None) -> tuple[int, str, int]:
-    """Read zstd's output block by block into ``out_fd``; (size, sha256, data bytes)."""
-    hasher = _Hasher()
-    hasher.start()
+            should_cancel: CancelFn | None) -> tuple[int, str | None, int]:
+    """Read zstd's output block by block into ``out_fd``; (size, sha256, data bytes). The
+    sha256 is computed only when the sidecar has one to compare it with (version 1)."""
+    hasher = _Hasher() if expect.raw_sha256 is not None else None
+    if hasher is not None:
+        hasher.start()
     offset, data = 0, 0
     zero_from: int | None = None  # start of a run of zero blocks not yet punched
     try:
@@ -578,7 +631,8 @@ def _unpack(zstd: _Filter, out_fd: int, length: int, existing: bool, expect: Arc
                     raise ChecksumMismatch(f"the archive holds more than the {length} bytes "
                                            "of the target")
                 chunk = view[:filled]
-                hasher.feed(chunk)
+                if hasher is not None:
+                    hasher.feed(chunk)
                 if _ZEROS.startswith(chunk):  # the common case of a sparse volume, at once
                     if zero_from is None:
                         zero_from = offset
@@ -611,5 +665,5 @@ def _unpack(zstd: _Filter, out_fd: int, length: int, existing: bool, expect: Arc
         if zero_from is not None and existing:
             zero_range(out_fd, zero_from, offset - zero_from)
     finally:
-        raw_sha256 = hasher.hexdigest()
+        raw_sha256 = hasher.hexdigest() if hasher is not None else None
     return offset, raw_sha256, data

@@ -271,7 +271,7 @@ class Transport(ABC):
                       progress: ByteProgress | None = None,
                       should_cancel: CancelCheck | None = None) -> StreamResult:
         """Stream the raw file ``source`` through ``argv`` (a compressor reading stdin and
-        writing stdout) into the new file ``out``, hashing both sides
+        writing stdout) into the new file ``out``, hashing what is written
         (``backends.archive.compress``). ``CommandFailed`` when the command fails,
         ``Cancelled``, ``OSError`` for the files; ``out`` is the caller's to remove."""
 
@@ -448,6 +448,7 @@ class Driver(ABC):
         overwrite: bool = False,
         backing: Volume | None = None,
         base_depth: int = 1,
+        strategy: str | None = None,
         progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         temp_name: str | None = None,
@@ -455,11 +456,15 @@ class Driver(ABC):
         """Copy the data of volume ``name`` (its whole chain, flattened) into a new volume
         ``dest_name`` of ``dest_pool`` in format ``fmt`` (None: the source's).
 
-        Sparse: what reads as zeroes stays unallocated. Written under a temporary name
-        in ``dest_pool`` (``temp_name``, chosen and journaled by the caller, or made up)
-        and published whole. An existing ``dest_name`` raises ``VolumeExists`` before any
-        work and is never touched, unless ``overwrite``: then the complete new volume
-        replaces it atomically at the end.
+        Sparse: what reads as zeroes stays unallocated. ``strategy`` "space": the same,
+        except that a read-only snapshot copied within its pool as qcow2 becomes a qcow2
+        overlay on it (no data copied; the copy depends on the snapshot). "performance":
+        a full copy with every byte preallocated (raw or qcow2; not incremental).
+
+        Written under a temporary name in ``dest_pool`` (``temp_name``, chosen and
+        journaled by the caller, or made up) and published whole. An existing
+        ``dest_name`` raises ``VolumeExists`` before any work and is never touched, unless
+        ``overwrite``: then the complete new volume replaces it atomically at the end.
 
         ``backing``: an incremental copy; the new volume (qcow2) is an overlay on
         ``backing`` and holds only what differs from it. ``backing`` must hold the same
@@ -489,9 +494,12 @@ class Driver(ABC):
         raise NotSupported("growing file systems is not supported", pool=pool.name,
                            host=pool.host)
 
-    def measure_copy(self, pool: Pool, name: str, fmt: ImageFormat | None = None) -> int:
+    def measure_copy(self, pool: Pool, name: str, fmt: ImageFormat | None = None, *,
+                     full: bool = False, base_depth: int = 0) -> int:
         """Bytes a full copy of the volume into ``fmt`` (None: its own) may write, to
-        reserve before it starts. Reads only."""
+        reserve before it starts; ``full``: preallocated, every byte. ``base_depth`` > 0:
+        an incremental copy onto a copy of the image that many links down the chain,
+        which writes at most what the images above it hold. Reads only."""
         raise NotSupported("measuring copies is not supported", pool=pool.name,
                            host=pool.host)
 
@@ -589,8 +597,8 @@ class Driver(ABC):
         """Write the volume's guest-visible data (its chain flattened, as raw) compressed
         with zstd (``level``, every core) to the absolute path ``dest`` on the host, and a
         JSON sidecar ``dest + ".json"`` recording the volume, its format and size, and
-        the sha256 of both the raw data and the compressed file. Returns what the
-        sidecar says.
+        the sha256 of the compressed file (zstd's frame checksum guards the content).
+        Returns what the sidecar says.
 
         Free space at ``dest`` is checked up front against ``measure_archive``. Both
         files are written under temporary names in ``dest``'s directory (``temp_name``,

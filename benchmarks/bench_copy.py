@@ -12,8 +12,8 @@ rewritten):
   base, vs a full copy of it: at most 0.15x the time and the bytes written;
 - archive of the raw image (``ArchiveVolume``, when the engine has it) vs
   ``zstd -1 -T0`` on the same file: at least 0.9x its throughput; measured with a cold
-  and with a warm page cache (zstd reads the image's holes through the page cache, ours
-  feeds them as zeroes without reading: the two give different ratios).
+  and with a warm page cache (both read the image's holes through the page cache; a
+  cold cache hides the CPU cost of hashing behind the disk, a warm one does not).
 
 Ours is timed from ``submit()`` to the job being done: that includes the journal, the
 reservation, the locks, the re-probe, qemu-img, and the fsync of the copy and of its
@@ -429,8 +429,8 @@ class Engine:
     def _observe(self, host: str, argv: tuple[str, ...], returncode: int,
                  seconds: float) -> None:
         if argv and os.path.basename(argv[0]) == "zstd":
-            what = ("compress_file: our pump (read, sha256 of both sides, pipe) feeding "
-                    "zstd, fsync")
+            what = ("compress_file: zstd reading the image, our drain (pipe, sha256 of "
+                    "the archive), fsync")
         else:
             what = " ".join(os.path.basename(a) for a in argv[:2])
         self._record(what, seconds)
@@ -803,9 +803,8 @@ def measure_incremental(ds: Dataset, engine: Engine, cache: Cache, runs: int) ->
 
 def measure_archive(ds: Dataset, engine: Engine, cache: Cache, runs: int,
                     profile: bool) -> list[Section]:
-    """Cold (when the page cache can be dropped), then warm: zstd reads the image's holes
-    through the page cache, ours feeds them as zeroes without reading, so the two states
-    give different ratios and both are reported."""
+    """Cold (when the page cache can be dropped), then warm: a cold cache hides CPU time
+    behind the disk, so the two states give different ratios and both are reported."""
     sections = [archive_rounds(ds, engine, cache, runs, "")]
     if cache.can_drop and engine.archive_class() is not None:
         warm = Cache(warm=True)
@@ -846,7 +845,7 @@ def archive_rounds(ds: Dataset, engine: Engine, cache: Cache, runs: int,
 
 def profile_archive(ds: Dataset, engine: Engine, cache: Cache) -> list[str]:
     """cProfile of one archive made by the driver in this thread (the job's work without
-    the runner): where the pump's time goes. The drain thread is not in it."""
+    the runner): where the drain's time goes. The hashing thread is not in it."""
     import cProfile
     import pstats
 

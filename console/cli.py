@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backends.contract import StorageError
+from backends.contract import CLONE_STRATEGIES, StorageError
 from console.commands import PROG, UsageError
 from console.commands.places import VOL_HELP, load_targets
 from console.config import ConfigError, cache_path
@@ -161,6 +161,13 @@ def job_parser(command: str) -> argparse.ArgumentParser:
                        help="incremental: a volume of DEST's pool identical to one of "
                             "SRC's bases (checked first); only the difference is copied, "
                             "and the copy is a qcow2 overlay on it")
+        p.add_argument("--strategy", choices=CLONE_STRATEGIES,
+                       help="space: the least space; holes stay holes, and a read-only "
+                            "snapshot copied within its pool (as qcow2) becomes a qcow2 "
+                            "overlay on it, which then depends on it. performance: a full "
+                            "standalone copy with every byte preallocated (falloc; raw "
+                            "or qcow2), so the guest never waits for allocation. Default: "
+                            "a sparse standalone copy")
     elif command == "delete":
         p = _Parser(prog=f"{PROG} delete", description="Delete a volume, as a job.")
         p.add_argument("volume", metavar="VOL", help=VOL_HELP)
@@ -185,7 +192,7 @@ def job_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("dest", metavar="DEST",
                        help="as SNAP, on the same host; a directory or HOST:POOL/ keeps "
                             "the snapshot's name")
-        p.add_argument("--strategy", choices=("space", "performance"), default="space",
+        p.add_argument("--strategy", choices=CLONE_STRATEGIES, default="space",
                        help="space: a qcow2 overlay on SNAP (default); performance: a "
                             "full standalone copy")
         p.add_argument("--format", metavar="F",

@@ -349,6 +349,30 @@ def test_snapshot_then_clone(pools: tuple[Path, Path], make_image: MakeImage) ->
     assert leftovers(a) == leftovers(b) == []
 
 
+def test_copy_strategies(pools: tuple[Path, Path], make_image: MakeImage) -> None:
+    a, b = pools
+    disk = make_image(a / "disk.raw", "raw", "8M")
+    subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x33 0 1M", str(disk)],
+                   check=True, capture_output=True)
+    done = run("copy", str(disk), f"{b}/", "--strategy", "performance", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["params"]["strategy"] == "performance"
+    assert (b / "disk.raw").stat().st_blocks * 512 >= 8 << 20  # preallocated
+    assert identical(disk, "raw", b / "disk.raw", "raw")
+    done = run("snapshot", str(disk), "--name", "gold")
+    assert done.returncode == 0, done.stderr
+    done = run("copy", str(a / "gold"), str(a / "thin"), "--strategy", "space")
+    assert done.returncode == 0, done.stderr
+    assert "(space)" in done.stdout
+    assert info(a / "thin")["backing-filename"] == "gold"
+    assert identical(a / "thin", "qcow2", a / "gold", "raw")
+    done = run("copy", str(a / "gold"), str(b / "x"), "--base", "disk.raw",
+               "--strategy", "performance")
+    assert done.returncode == 2 and "--base" in one_line(done.stderr)
+    assert "--strategy" in run("copy", "--help").stdout
+    assert leftovers(a) == leftovers(b) == []
+
+
 def test_archive_then_restore(pools: tuple[Path, Path], make_image: MakeImage) -> None:
     a, b = pools
     src = make_image(a / "src.qcow2", "qcow2", "8M")

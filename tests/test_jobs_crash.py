@@ -1,7 +1,8 @@
 """Crash safety: kill -9 the process running a copy of a multi-GiB image, then recover.
 
 Nothing may be left under the final name; the next start marks the job interrupted; a
-resume produces a target identical to the source (qemu-img compare).
+resume produces a target identical to the source (qemu-img compare). The qemu-img the
+dead process started dies with it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from console.cache import Cache
-from console.config import Config
+from console.config import Config, journal_path
 from console.inventory import Inventory
 from console.jobs.journal import JobState, Journal
 from console.jobs.runner import Runner
@@ -81,3 +84,105 @@ def test_kill_9_mid_copy_then_resume(tmp_path: Path, pool_dir: Path) -> None:
     assert compare.returncode == 0, compare.stdout + compare.stderr
     leftovers = [n for n in os.listdir(pool_dir) if n.startswith(".sc-tmp-")]
     assert leftovers == []
+
+
+def children(pid: int) -> list[tuple[int, bytes]]:
+    """(pid, command line) of the processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        if int(stat.rsplit(b")", 1)[1].split()[1]) == pid:  # field 4: the parent
+            found.append((int(entry), cmdline))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (a container's init may be slow to reap it, or never)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+SILENT = textwrap.dedent("""
+    import sys, threading
+    from backends.transport import lifeline
+    from backends.transport.local import LocalTransport
+
+    if sys.argv[1] == "lifeline":
+        assert lifeline.enable()
+    # From a worker thread that waits for it, as a job runs its commands.
+    worker = threading.Thread(target=LocalTransport().run, args=(["sleep", "60"],),
+                              kwargs={"should_cancel": lambda: False})
+    worker.start()
+    print("started", flush=True)
+    worker.join()
+""")
+
+
+@pytest.mark.parametrize("lifeline", [True, False])
+def test_a_silent_command_dies_with_its_process(lifeline: bool) -> None:
+    """A command that writes nothing (qemu-img compare, or convert between two progress
+    lines on slow storage) gets no SIGPIPE to end it: only the lifeline does."""
+    proc = subprocess.Popen([sys.executable, "-c", SILENT, "lifeline" if lifeline else "-"],
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"started\n"
+    deadline = time.monotonic() + 10
+    while not (sleeping := [pid for pid, cmd in children(proc.pid) if cmd.startswith(b"sleep")]):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 1
+    while alive(sleeping[0]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        assert alive(sleeping[0]) is not lifeline
+    finally:
+        if alive(sleeping[0]):
+            os.kill(sleeping[0], signal.SIGKILL)
+
+
+def test_kill_9_of_the_command_line_kills_its_qemu_img(pool_dir: Path) -> None:
+    make_source(pool_dir / "src.raw")
+    src, dst = pool_dir / "src.raw", pool_dir / "dst.qcow2"
+    cli = subprocess.Popen([sys.executable, "-m", "console.cli", "copy", str(src), str(dst),
+                            "--format", "qcow2", "--json"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    qemu: list[tuple[int, bytes]] = []
+    while not qemu:  # mid-copy: qemu-img has been started (the copy takes seconds)
+        assert cli.poll() is None, "the copy ended before it could be killed"
+        assert time.monotonic() < deadline, "the copy never got going"
+        qemu = [c for c in children(cli.pid) if c[1].startswith(b"qemu-img\0convert")]
+        time.sleep(0.01)
+    ((pid, cmdline),) = qemu
+    assert b".sc-tmp-" in cmdline and b"convert" in cmdline  # writing the job's temp file
+    os.kill(cli.pid, signal.SIGKILL)
+    cli.wait()
+    # At once. (Left alone, qemu-img -p would also die, of SIGPIPE, at its next progress
+    # line: seconds here, minutes on slow storage; the test above covers silent ones.)
+    deadline = time.monotonic() + 1
+    while alive(pid):
+        assert time.monotonic() < deadline, f"qemu-img ({pid}) outlived the killed process"
+        time.sleep(0.02)
+    assert not dst.exists()
+
+    (job,) = Journal(journal_path()).jobs(limit=1)
+    assert job.state == JobState.RUNNING  # what the dead process left
+    done = subprocess.run([sys.executable, "-m", "console.cli", "job", "resume", str(job.id),
+                           "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    compare = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(src),
+                              str(dst)], capture_output=True, text=True)
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert [n for n in os.listdir(pool_dir) if n.startswith(".sc-tmp-")] == []

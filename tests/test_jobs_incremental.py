@@ -55,6 +55,35 @@ def test_only_the_difference_is_written(tmp_path: Path) -> None:
     assert compare.returncode == 0
 
 
+def test_an_incremental_copy_reserves_only_what_it_may_write(tmp_path: Path) -> None:
+    """The images above the base (top.qcow2's 3 MiB, with room for its tables), not the
+    48 MiB a full copy of the chain needs; a deeper base counts every image above it."""
+    runner, src, dst = setup(tmp_path)
+    shutil.copyfile(src / "base.raw", dst / "base.raw")
+    inventory = runner.inventory
+    full = CopyVolume("local", str(src), "top.qcow2", dest_pool=str(dst),
+                      dest_name="full.qcow2", format="qcow2")
+    assert full.space(inventory)[1] >= 48 << 20
+    incremental = CopyVolume("local", str(src), "top.qcow2", dest_pool=str(dst),
+                             dest_name="top.qcow2", format="qcow2", base="base.raw")
+    pool, need = incremental.space(inventory)
+    assert pool == str(dst) and 3 << 20 <= need < 5 << 20
+    # One more overlay on top: the base is two links down, and both images above count.
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "top.qcow2", "-F",
+                    "qcow2", str(src / "leaf.qcow2")], check=True)
+    qemu_io(src / "leaf.qcow2", "qcow2", "write -P 3 8M 2M")
+    deeper = CopyVolume("local", str(src), "leaf.qcow2", dest_pool=str(dst),
+                        dest_name="leaf.qcow2", format="qcow2", base="base.raw")
+    assert 5 << 20 <= deeper.space(inventory)[1] < 7 << 20
+    job = runner.wait(runner.submit(deeper).id, 60)
+    runner.close()
+    assert (job.state, job.error) == (JobState.DONE, None)
+    assert os.stat(dst / "leaf.qcow2").st_blocks * 512 <= deeper.space(inventory)[1]
+    compare = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2",
+                              str(src / "leaf.qcow2"), str(dst / "leaf.qcow2")])
+    assert compare.returncode == 0
+
+
 def test_a_base_that_is_not_identical_is_refused(tmp_path: Path) -> None:
     runner, src, dst = setup(tmp_path)
     shutil.copyfile(src / "base.raw", dst / "base.raw")

@@ -130,7 +130,7 @@ def test_twenty_hosts_discovered_concurrently(ssh_home: Path, sshd_fleet: Fleet,
         for host in host_names():
             assert inv.host_status(host).state == HostState.ONLINE, host
         assert sorted(h for h, _ in pooled) == host_names()  # one pool each, once
-        assert all(e is None for _, e in pooled + hosted)
+        assert all(e is None for _, e in pooled + hosted), [e for _, e in pooled + hosted if e]
         assert_cached_once(inv.cache, host_names())
         assert {row.name: row.state for row in inv.cache.hosts()} == \
             dict.fromkeys(host_names(), "online")

@@ -133,6 +133,18 @@ def test_jobs_panel_120x40(snap_compare: SnapCompare) -> None:
     assert snap_compare(jobs_app(), run_before=focus_interrupted, terminal_size=(120, 40))
 
 
+def test_job_output_in_the_table(snap_compare: SnapCompare) -> None:
+    """The iso pool while job 8 copies into it: the copy's name pinned under the header,
+    marked ⟳ with the job and its percent, above the pool's volumes."""
+
+    async def open_iso(pilot: Any) -> None:
+        await jobs_read(pilot)
+        pilot.app.main_screen.open_pool("local", "iso")
+        await pilot.pause()
+
+    assert snap_compare(jobs_app(), run_before=open_iso, terminal_size=(100, 30))
+
+
 def test_archive_dialog(snap_compare: SnapCompare, monkeypatch: pytest.MonkeyPatch) -> None:
     """The archive dialog on a raw volume: a file in the archives directory by default
     (away from the pool it backs up), the zstd level, overwrite; the plan comes with the

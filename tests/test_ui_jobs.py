@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
+import shutil
 import socket
 import subprocess
 import time
@@ -21,7 +23,14 @@ from backends.contract import Cancelled
 from backends.model import Progress
 from console.config import journal_path
 from console.jobs.journal import JobRecord, JobState, Journal
-from console.jobs.operations import OPERATIONS, Context, CreateVolume, Operation, temp_name
+from console.jobs.operations import (
+    OPERATIONS,
+    Context,
+    CopyVolume,
+    CreateVolume,
+    Operation,
+    temp_name,
+)
 from console.jobs.runner import Runner
 from console.ui.app import StorageConsoleApp
 from console.ui.screens.archive_volume import (
@@ -39,10 +48,12 @@ from console.ui.screens.resize_volume import ResizeVolumeScreen
 from console.ui.screens.snapshot_volume import CloneVolumeScreen, SnapshotVolumeScreen
 from console.ui.widgets.jobs_panel import JobsPanel
 from tests.conftest import MakeImage
-from tests.conftest_ui import real_inventory, runner_for
+from tests.conftest_ui import real_inventory, runner_for, slow_image
 from tests.test_ui import image_info, screen_text, settle, table
 
 SIZE = (120, 40)
+
+__all__ = ["slow_image"]  # a fixture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +204,40 @@ async def test_cancel_from_the_panel_and_quitting_asks_first(pool: Path,
         assert not panel(app).display
 
 
+async def test_a_running_copy_shows_as_its_output_in_the_table(
+        pool: Path, tmp_path: Path, slow_image: Path) -> None:
+    """The copy's temporary file is no volume; its final name is shown, pinned under
+    the header with the job's progress, until the job ends and the volume itself is
+    there."""
+    shutil.copy(slow_image, pool / "slow.qcow2")
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        runner = app.runner
+        assert runner is not None
+        job = runner.submit(CopyVolume("local", str(pool.resolve()), "slow.qcow2",
+                                       dest_name="slow-copy.qcow2"))
+        t = table(app)
+        await until(pilot, lambda: t.pinned and t.pinned[0].percent > 0)
+        assert [(o.job_id, o.name, o.verb) for o in t.pinned] == [
+            (job.id, "slow-copy.qcow2", "copying")]
+        assert leftovers(pool) and t.row_count == 1  # the temporary file is hidden
+        assert t.current is not None and t.current.name == "slow.qcow2"  # cursor: volumes
+        lines = screen_text(app).splitlines()
+        (row,) = [line for line in lines if "⟳ slow-copy.qcow2" in line]
+        assert f"copying #{job.id}" in row and re.search(r"⟳ \d+%", row), row
+        # Below it, the volumes, cursor and all.
+        assert lines.index(row) < next(i for i, line in enumerate(lines)
+                                       if "slow.qcow2" in line and "copy" not in line)
+        t.set_filter("nothing")  # the filter keeps what it names, job rows included
+        assert t.pinned == []
+        t.set_filter("COPY")
+        assert [o.name for o in t.pinned] == ["slow-copy.qcow2"] and t.row_count == 0
+        t.set_filter("")
+        await until(pilot, lambda: newest(app).state == JobState.DONE, timeout=60)
+        await until(pilot, lambda: not t.pinned and t.row_count == 2)
+        assert "⟳" not in screen_text(app) and not leftovers(pool)
+
+
 async def test_a_job_of_another_process_shows_up(pool: Path, tmp_path: Path,
                                                   fast_polls: None) -> None:
     app = console(pool, tmp_path)
@@ -258,6 +303,33 @@ async def test_copy_shows_the_plan_then_copies(pool: Path, tmp_path: Path,
         assert "already exists" in error and "overwrite" in error
         assert isinstance(app.screen, CopyVolumeScreen) and app.screen.plan is None
         assert len(panel(app).rows) == 1
+
+
+async def test_copy_dialog_strategy_performance_preallocates(
+        pool: Path, tmp_path: Path, make_image: MakeImage) -> None:
+    src = make_image(pool / "disk.raw", "raw", "16M")
+    subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x33 0 1M", str(src)],
+                   check=True, capture_output=True)
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("y")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, CopyVolumeScreen)
+        dialog.query_one("#strategy", Select).value = "performance"
+        await pilot.press("ctrl+s")  # the plan first
+        await until(pilot, lambda: dialog.plan is not None)
+        plan = plan_words(dialog)
+        assert "preallocation=falloc" in plan and "preallocated" in plan
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        job = newest(app)
+        assert (job.kind, job.state, job.params["strategy"]) == (
+            "copy", JobState.DONE, "performance")
+        copy = pool / "disk-copy.raw"
+        assert os.stat(copy).st_blocks * 512 >= 16 << 20  # every byte allocated
+        assert subprocess.run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "raw",
+                               str(src), str(copy)]).returncode == 0
 
 
 async def test_resize_shows_the_command_then_resizes(pool: Path, tmp_path: Path,

@@ -66,6 +66,8 @@ MAX_NAME_BYTES = 255
 # Formats qemu-img writes without a secret or an extent list to trust.
 COPY_FORMATS = (ImageFormat.RAW, ImageFormat.QCOW2, ImageFormat.VMDK, ImageFormat.VDI,
                 ImageFormat.VPC, ImageFormat.VHDX)
+COPY_STRATEGIES = CLONE_STRATEGIES  # space: the least space; performance: preallocated
+PREALLOCATED_FORMATS = (ImageFormat.RAW, ImageFormat.QCOW2)  # falloc works for both
 HEAD_BYTES = 2048  # sector 0 (a boot signature) and the ext superblock at 1024
 SIDECAR_MAX = 1 << 20
 _LOCK_ERROR = re.compile(r'Failed to get (?:shared )?"[a-z-]+" lock')
@@ -121,6 +123,17 @@ def size_text(size: int) -> str:
 def last_line(stderr: bytes) -> str:
     lines = stderr.decode(errors="replace").strip().splitlines()
     return lines[-1].strip() if lines else ""
+
+
+def copy_overlays(source: Volume, pool: Pool, dest_pool: Pool, *, strategy: str | None,
+                  fmt: ImageFormat | None, incremental: bool) -> bool:
+    """Whether a copy is made as a qcow2 overlay on its source: asked for the least
+    space, of an immutable snapshot (an overlay on a writable disk would change under
+    it) in the same pool (pools stay independent), as qcow2, not incremental."""
+    return (strategy == "space" and not incremental and source.readonly
+            and source.format != ImageFormat.ISO and source.capacity % 512 == 0
+            and (pool.host, pool.name) == (dest_pool.host, dest_pool.name)
+            and fmt in (None, ImageFormat.QCOW2))
 
 
 class CopyProgress:
@@ -522,6 +535,7 @@ class DirDriver(Driver):
         overwrite: bool = False,
         backing: Volume | None = None,
         base_depth: int = 1,
+        strategy: str | None = None,
         progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         temp_name: str | None = None,
@@ -532,6 +546,13 @@ class DirDriver(Driver):
         if dest_pool.host != pool.host or (backing is not None and backing.host != pool.host):
             raise InvalidRequest("a copy stays on one host", **where,
                                  hint="copy between hosts with an archive and a restore")
+        if strategy is not None and strategy not in COPY_STRATEGIES:
+            raise InvalidRequest(f"the strategy is {' or '.join(COPY_STRATEGIES)}, not "
+                                 f"{strategy!r}", **where)
+        if strategy == "performance" and backing is not None:
+            raise InvalidRequest("an incremental copy is an overlay on its base: it cannot "
+                                 "be a full preallocated copy", **where,
+                                 hint="drop the base, or the performance strategy")
         temp = os.path.join(dest_pool.path, self._temp_name(dest_name, temp_name, where))
         final = os.path.join(dest_pool.path, dest_name)
         source = self.probe_volume(pool, name)
@@ -547,7 +568,15 @@ class DirDriver(Driver):
         if backing is not None:
             back_name = self._incremental_base(source, backing, base_depth, out_fmt,
                                                dest_pool, where)
+        if strategy == "performance" and out_fmt not in PREALLOCATED_FORMATS:
+            raise InvalidRequest(f"a performance copy is preallocated, which {out_fmt} "
+                                 "cannot be here", **where, hint="copy as raw or qcow2")
         self._check_target(source, backing, final, overwrite, dest_pool, dest_name)
+        if copy_overlays(source, pool, dest_pool, strategy=strategy, fmt=fmt,
+                         incremental=backing is not None):
+            self._check_cancel(should_cancel, where, "copy")
+            return self._overlay(source, dest_pool, dest_name, temp, overwrite, where,
+                                 progress)
         self._refuse_in_use(source, "copied (the copy would be torn)")
         self._check_cancel(should_cancel, where, "copy")
         self._clear_leftover(temp, where)
@@ -555,9 +584,12 @@ class DirDriver(Driver):
         try:
             if backing is None or base_depth == 1:
                 # Out of order is safe: the temporary file is published only whole.
+                # falloc: the space is reserved on disk, so the guest's first writes
+                # do not pay for allocation; zeroes are still not written.
                 argv = qemuimg.convert(
                     source.path, source.format, temp, out_fmt, backing=back_name,
                     backing_fmt=backing.format if backing is not None else None,
+                    preallocation="falloc" if strategy == "performance" else None,
                     out_of_order=True)
                 result = self._run(argv, where, reporter.feed, should_cancel)
             else:
@@ -637,13 +669,18 @@ class DirDriver(Driver):
             progress(Progress(1, 1, total, total, "resize2fs"))
         return self.probe_volume(pool, name)
 
-    def measure_copy(self, pool: Pool, name: str, fmt: ImageFormat | None = None) -> int:
+    def measure_copy(self, pool: Pool, name: str, fmt: ImageFormat | None = None, *,
+                     full: bool = False, base_depth: int = 0) -> int:
         validate_name(name, pool=pool)
         where = _where(pool, name)
         volume = self.probe_volume(pool, name)
         self._require_usable(volume, "measure a copy of")
+        if base_depth > 0:
+            return self._measure_above(volume, base_depth)
         out_fmt = fmt or volume.format
-        if (qemuimg.qemu_format(volume.format) == "raw"
+        if full and qemuimg.qemu_format(out_fmt) == "raw":
+            return volume.capacity
+        if (not full and qemuimg.qemu_format(volume.format) == "raw"
                 and qemuimg.qemu_format(out_fmt) == "raw"):
             # A sparse copy writes what the source has allocated, no more; qemu-img
             # measure would say the whole virtual size.
@@ -652,9 +689,25 @@ class DirDriver(Driver):
         if result.returncode != 0:
             raise self._failure(result, "qemu-img measure", where)
         try:
-            return qemuimg.parse_measure(result.stdout).required
+            measured = qemuimg.parse_measure(result.stdout)
         except ValueError as err:
             raise CommandFailed(f"qemu-img measure: {err}", **where) from None
+        return measured.fully_allocated if full else measured.required
+
+    def _measure_above(self, volume: Volume, base_depth: int) -> int:
+        """An incremental copy writes only clusters the images above its base hold (a
+        convert -B copies the top image's; a safe rebase, those that differ from the
+        base, which are some of theirs): their allocation, with room for the qcow2
+        overlay's tables (at most 8 bytes of L2 per 64 KiB cluster of the disk, 2 of
+        refcount per cluster written, a header)."""
+        data = 0
+        for link in volume.chain.links[:base_depth]:
+            try:
+                data += self.transport.lstat(link.path).st_blocks * 512
+            except OSError:
+                data += link.capacity  # unknown: as much as it can hold
+        data = min(data, volume.capacity)
+        return data + volume.capacity // 8192 + data // 32768 + (1 << 20)
 
     def same_content(self, a: Volume, b_path: str, b_format: ImageFormat | str, *,
                      should_cancel: CancelCheck | None = None) -> bool:
@@ -836,18 +889,26 @@ class DirDriver(Driver):
             raise VolumeExists("a file with that name already exists", **where,
                                hint="choose another name; nothing was changed")
         temp = os.path.join(dest_pool.path, self._temp_name(dest_name, temp_name, where))
+        self._check_cancel(should_cancel, where, "clone")
+        return self._overlay(snap, dest_pool, dest_name, temp, False, where, progress)
+
+    def _overlay(self, snap: Volume, dest_pool: Pool, dest_name: str, temp: str,
+                 overwrite: bool, where: dict[str, str],
+                 progress: ProgressCallback | None) -> Volume:
+        """A qcow2 overlay on the read-only ``snap``, made as ``temp`` and published as
+        ``dest_name`` (replacing it only with ``overwrite``)."""
+        final = os.path.join(dest_pool.path, dest_name)
         argv = qemuimg.overlay(temp, snap.capacity, backing_reference(snap, dest_pool.path),
                                snap.format)
-        self._check_cancel(should_cancel, where, "clone")
         self._clear_leftover(temp, where)
         if progress:
             progress(Progress(1, 1, 0, 1, "overlay"))
         try:
             result = self._run(argv, where)
             if result.returncode != 0:
-                raise self._failure(result, "qemu-img create (the clone's overlay)", where,
+                raise self._failure(result, "qemu-img create (the overlay)", where,
                                     hint="nothing was published")
-            self._publish_copy(temp, final, False, where)
+            self._publish_copy(temp, final, overwrite, where)
         except BaseException:
             self._discard_quietly(temp)
             raise

@@ -34,6 +34,7 @@ from backends.contract import (
     StorageError,
     VolumeBusy,
 )
+from backends.transport import lifeline
 from backends.transport.local import LocalTransport
 
 PROGRESS_SECONDS = 0.1
@@ -170,6 +171,9 @@ def main() -> None:
                            read_only=bool(request.get("read_only")))
     if op in _WATCHED:
         session.watch()
+        # The agent's qemu-img or zstd dies with the agent (the console's cancel, or
+        # its connection gone), not left writing on the host.
+        lifeline.enable()
     try:
         result = _run(op, request.get("args", {}), local, session)
     except Exception as err:  # every failure goes back to the console as a record

@@ -28,7 +28,7 @@ from backends.contract import (
     Transport,
     VolumeBusy,
 )
-from backends.transport import scanner
+from backends.transport import lifeline, scanner
 from backends.transport.scanner import QEMU_LOCK_WRITE_BYTE, lock_conflicts
 
 # Commands that only read; in read-only mode nothing else runs (enforced here, below
@@ -124,7 +124,7 @@ class LocalTransport(Transport):
                 try:
                     done = subprocess.run(argv, capture_output=True, timeout=timeout,
                                           check=False, stdin=subprocess.DEVNULL,
-                                          process_group=0)
+                                          process_group=0, preexec_fn=lifeline.preexec())
                 except OSError as err:
                     raise self._not_started(argv, err) from None
                 returncode = done.returncode
@@ -161,8 +161,8 @@ class LocalTransport(Transport):
                 # A group of its own: a terminal's Ctrl-C reaches the job (which cancels
                 # and cleans up), not qemu-img behind its back.
                 proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errfile,
-                                        process_group=0,
-                                        stdin=subprocess.DEVNULL)
+                                        process_group=0, stdin=subprocess.DEVNULL,
+                                        preexec_fn=lifeline.preexec())
             except OSError as err:
                 raise self._not_started(argv, err) from None
             assert proc.stdout is not None
@@ -325,7 +325,8 @@ class LocalTransport(Transport):
                       should_cancel: CancelCheck | None = None) -> StreamResult:
         self._refuse_if_read_only("write an archive")
         return self._stream_command(argv, lambda: archive.compress(
-            source, out, argv, progress=progress, should_cancel=should_cancel))
+            source, out, argv, progress=progress, should_cancel=should_cancel,
+            preexec_fn=lifeline.preexec()))
 
     def decompress_file(self, archive_path: str, out: str, argv: list[str], *, length: int,
                         existing: bool, expect: ArchiveInfo,
@@ -334,7 +335,8 @@ class LocalTransport(Transport):
         self._refuse_if_read_only("restore an archive")
         return self._stream_command(argv, lambda: archive.decompress(
             archive_path, out, argv, length=length, existing=existing, expect=expect,
-            progress=progress, should_cancel=should_cancel))
+            progress=progress, should_cancel=should_cancel,
+            preexec_fn=lifeline.preexec()))
 
     def sha256_file(self, path: str, *, progress: ByteProgress | None = None,
                     should_cancel: CancelCheck | None = None) -> tuple[str, int]:

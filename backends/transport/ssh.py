@@ -66,8 +66,9 @@ MISSING = 127  # the shell's exit status for a command it cannot find
 
 # The modules the agent needs, in import order; all stdlib-only (tests check it).
 AGENT_MODULES = ("backends", "backends.model", "backends.probe", "backends.archive",
-                 "backends.contract", "backends.transport", "backends.transport.scanner",
-                 "backends.transport.local", "backends.transport.agent")
+                 "backends.contract", "backends.transport", "backends.transport.lifeline",
+                 "backends.transport.scanner", "backends.transport.local",
+                 "backends.transport.agent")
 _BUNDLE = '''import sys, types
 def _install(sources):
     for name, source in sources:

@@ -92,10 +92,14 @@ def cmd_copy(args: argparse.Namespace) -> int:
     base = None
     if args.base:
         config, base = _in_pool_of(config, args.base, dest, what="--base", noun="base")
+        if args.strategy == "performance":
+            raise UsageError("--base makes an overlay on the base: it cannot be a "
+                             "preallocated --strategy performance copy")
     with open_engine(args, config) as engine:
         return run_op(args, engine, CopyVolume(
             src.host, src.pool, src.name, dest_pool=dest.pool, dest_name=dest.name,
-            format=args.format, overwrite=args.overwrite, base=base))
+            format=args.format, overwrite=args.overwrite, base=base,
+            strategy=args.strategy))
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

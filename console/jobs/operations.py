@@ -34,7 +34,7 @@ from backends.contract import (
     VolumeExists,
     VolumeNotFound,
 )
-from backends.drivers.dir import MAX_NAME_BYTES, backing_reference
+from backends.drivers.dir import MAX_NAME_BYTES, backing_reference, copy_overlays
 from backends.model import ImageFormat, Pool, Progress, Volume
 from backends.transport.scanner import TEMP_PREFIX
 from console.inventory import Inventory
@@ -325,6 +325,9 @@ class CopyVolume(Operation):
     # Check that identity with qemu-img compare first (reads both). Off only for a base
     # the user knows (it was copied from that very image): a wrong base corrupts silently.
     verify_base: bool = True
+    # None: a sparse standalone copy. "space": the same, or an overlay on a snapshot in
+    # its own pool (``copy_overlays``). "performance": preallocated (falloc).
+    strategy: str | None = None
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -351,23 +354,47 @@ class CopyVolume(Operation):
     def locked_volumes(self) -> list[tuple[str, str]]:
         return [(self.pool, self.volume), (self.dest_pool or self.pool, self.dest_name)]
 
+    def _overlays(self, inventory: Inventory, source: Volume) -> bool:
+        return copy_overlays(source, self._pool(inventory),
+                             self._pool(inventory, self.dest_pool or self.pool),
+                             strategy=self.strategy,
+                             fmt=_fmt(self.format) if self.format else None,
+                             incremental=bool(self.base))
+
     def space(self, inventory: Inventory) -> tuple[str, int]:
-        pool = self._pool(inventory)
-        need = inventory.driver(pool).measure_copy(pool, self.volume,
-                                                   _fmt(self.format) if self.format else None)
-        return (self.dest_pool or self.pool, need)
+        pool, driver = self._driver(inventory)
+        dest = self.dest_pool or self.pool
+        if self.base:  # what the images above the base hold, not the whole disk
+            source = driver.probe_volume(pool, self.volume)
+            base = inventory.driver(self._pool(inventory, dest)).probe_volume(
+                self._pool(inventory, dest), self.base)
+            return (dest, driver.measure_copy(pool, self.volume,
+                                              base_depth=self._base_link(source, base)))
+        if self.strategy == "space":
+            source = driver.probe_volume(pool, self.volume)
+            if self._overlays(inventory, source):
+                return (dest, driver.measure_create(pool, ImageFormat.QCOW2, source.capacity))
+        need = driver.measure_copy(pool, self.volume,
+                                   _fmt(self.format) if self.format else None,
+                                   full=self.strategy == "performance")
+        return (dest, need)
 
     def describe(self) -> str:
-        return f"copy {self.volume} → {self.dest_name}{self._elsewhere(self.dest_pool)}"
+        how = f" ({self.strategy})" if self.strategy else ""
+        return f"copy {self.volume} → {self.dest_name}{self._elsewhere(self.dest_pool)}{how}"
 
     def commands(self, inventory: Inventory) -> list[list[str]]:
         source = inventory.probe_volume(self.host, self.pool, self.volume)
         dest = self._pool(inventory, self.dest_pool or self.pool)
         out = _fmt(self.format) if self.format else source.format
         # The job's number names the temporary file; "0" stands for it in the plan.
-        return [qemuimg.convert(source.path, source.format,
-                                os.path.join(dest.path, temp_name(0, self.dest_name)), out,
-                                out_of_order=True)]
+        temp = os.path.join(dest.path, temp_name(0, self.dest_name))
+        if self._overlays(inventory, source):
+            return [qemuimg.overlay(temp, source.capacity,
+                                    backing_reference(source, dest.path), source.format)]
+        return [qemuimg.convert(source.path, source.format, temp, out,
+                                preallocation="falloc" if self.strategy == "performance"
+                                else None, out_of_order=True)]
 
     def run(self, ctx: Context) -> None:
         ctx.stage(1, "check")
@@ -399,7 +426,7 @@ class CopyVolume(Operation):
         driver.copy_volume(
             pool, self.volume, dest, self.dest_name,
             fmt=_fmt(self.format) if self.format else None, overwrite=self.overwrite,
-            backing=base, base_depth=depth, progress=ctx.progress,
+            backing=base, base_depth=depth, strategy=self.strategy, progress=ctx.progress,
             should_cancel=ctx.should_cancel, temp_name=temp)
         ctx.stage(step + 1, "publish")
         inventory.refresh_quietly(dest)

@@ -22,6 +22,7 @@ from typing import Any
 
 from backends.contract import Cancelled, ReadOnlyViolation, StorageError
 from backends.model import Progress
+from backends.transport import lifeline
 from console.inventory import Inventory
 from console.jobs.journal import JobRecord, JobState, Journal
 from console.jobs.locks import volume_lock
@@ -118,6 +119,9 @@ class Runner:
         self._next_look: dict[int, float] = {}
         self._futures: dict[int, Future[None]] = {}
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="job")
+        # A job's commands die with this process: a kill -9 leaves no qemu-img writing
+        # on. Its workers wait for their commands, as PR_SET_PDEATHSIG needs.
+        lifeline.enable()
 
     # -- the public face ----------------------------------------------------------
 

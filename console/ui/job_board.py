@@ -16,6 +16,32 @@ from dataclasses import dataclass
 from console.jobs.journal import ACTIVE, JobRecord, JobState
 
 PANEL_LIMIT = 50  # jobs read from the journal and shown, newest first
+# Jobs whose output is a new volume, written under a temporary name until it is whole.
+OUTPUT_VERBS = {"create": "creating", "copy": "copying", "clone": "cloning",
+                "restore": "restoring"}
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    """The volume an active job is making, as the volume table shows it until it exists:
+    its final name, and how far the job is."""
+
+    job_id: int
+    name: str
+    verb: str  # "copying"
+    state: JobState
+    percent: float  # -1: not known yet
+
+
+def job_output(job: JobRecord) -> tuple[str, str, JobOutput] | None:
+    """(host, pool, output) of an active job that makes a new volume; None otherwise."""
+    verb = OUTPUT_VERBS.get(job.kind)
+    if verb is None or job.state not in ACTIVE or job.params.get("into_existing"):
+        return None
+    pool = job.params.get("dest_pool") or job.pool
+    name = job.params.get("dest_name") or job.volume
+    return (job.host, str(pool),
+            JobOutput(job.id, str(name), verb, job.state, job.percent))
 
 
 @dataclass(frozen=True)
@@ -125,6 +151,16 @@ class JobBoard:
 
     def active(self) -> list[JobRecord]:
         return [j for j in self.records.values() if j.state in ACTIVE]
+
+    def outputs(self, host: str | None, pool: str | None) -> list[JobOutput]:
+        """What the active jobs are writing into ``pool``, oldest job first: a few rows
+        at most, so the table merges them without a lookup per volume."""
+        found = []
+        for job in self.records.values():
+            output = job_output(job)
+            if output is not None and output[:2] == (host, pool):
+                found.append(output[2])
+        return sorted(found, key=lambda o: o.job_id)
 
     def running_here(self) -> list[int]:
         return sorted(self.local)

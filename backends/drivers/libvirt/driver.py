@@ -581,9 +581,11 @@ class LibvirtDriver(Driver):
             return 0
         return MiB + (capacity // (512 * MiB) + 1) * 8 * 2
 
-    def measure_copy(self, pool: Pool, name: str, fmt: ImageFormat | None = None) -> int:
+    def measure_copy(self, pool: Pool, name: str, fmt: ImageFormat | None = None, *,
+                     full: bool = False, base_depth: int = 0) -> int:
         """At most the source's virtual size, plus qcow2 metadata when the copy is qcow2
-        (libvirt gives no sparse measure of a copy before it runs)."""
+        (libvirt gives no sparse measure of a copy before it runs; that is also what a
+        ``full`` copy takes). No incremental copies here (``copy_volume``)."""
         source = self.probe_volume(pool, name)
         target = fmt or source.format
         return source.capacity + self.measure_create(pool, target, source.capacity)
@@ -748,6 +750,7 @@ class LibvirtDriver(Driver):
         overwrite: bool = False,
         backing: Volume | None = None,
         base_depth: int = 1,
+        strategy: str | None = None,
         progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         temp_name: str | None = None,
@@ -755,7 +758,12 @@ class LibvirtDriver(Driver):
         """A full copy through libvirt (createXMLFrom) into a pool of the same
         connection, built under its final name and removed by libvirt if the copy fails.
         Neither ``overwrite`` nor incremental copies: libvirt cannot replace a volume
-        atomically or build an overlay while copying."""
+        atomically or build an overlay while copying. ``strategy`` "performance" is
+        refused: libvirt's copy does not preallocate."""
+        if strategy == "performance":
+            raise NotSupported("libvirt's copy cannot preallocate", host=dest_pool.host,
+                               pool=dest_pool.name, volume=dest_name,
+                               hint="copy with strategy space, or into a directory pool")
         if overwrite or backing is not None:
             raise NotSupported("libvirt copies only into a new, standalone volume",
                                host=dest_pool.host, pool=dest_pool.name, volume=dest_name,

@@ -1,4 +1,5 @@
-"""Copy a volume to a pool of the same host: destination pool, name, format, overwrite.
+"""Copy a volume to a pool of the same host: destination pool, name, format, strategy,
+overwrite.
 
 As with resize, the first Enter reads the plan (the space the copy reserves, measured
 with ``qemu-img measure`` in a worker) and the second submits the job.
@@ -23,6 +24,11 @@ from console.ui.screens.plan import VolumePlanDialog, volume_summary
 
 KEEP = "keep"
 FORMATS: tuple[str, ...] = (KEEP, str(ImageFormat.RAW), str(ImageFormat.QCOW2))
+SPARSE = "sparse"  # no strategy: a sparse standalone copy
+STRATEGIES: tuple[tuple[str, str], ...] = (
+    ("sparse copy", SPARSE),
+    ("space (an overlay on a snapshot in its pool)", "space"),
+    ("performance (preallocated)", "performance"))
 
 
 def copy_name(name: str) -> str:
@@ -57,6 +63,9 @@ class CopyVolumeScreen(VolumePlanDialog):
                 yield Label("format")
                 yield Select([(f"keep ({v.format})" if f == KEEP else f, f) for f in FORMATS],
                              value=KEEP, allow_blank=False, id="format", compact=True)
+                yield Label("strategy")
+                yield Select(STRATEGIES, value=SPARSE, allow_blank=False, id="strategy",
+                             compact=True)
                 yield Label("")
                 yield Checkbox("overwrite an existing volume of that name", id="overwrite",
                                compact=True)
@@ -85,10 +94,12 @@ class CopyVolumeScreen(VolumePlanDialog):
             return None
         dest_pool = str(self.query_one("#dest-pool", Select).value)
         fmt = str(self.query_one("#format", Select).value)
+        strategy = str(self.query_one("#strategy", Select).value)
         return CopyVolume(self.pool.host, self.pool.name, self.volume.name,
                           dest_pool=dest_pool, dest_name=name,
                           format=None if fmt == KEEP else fmt,
-                          overwrite=self.query_one("#overwrite", Checkbox).value)
+                          overwrite=self.query_one("#overwrite", Checkbox).value,
+                          strategy=None if strategy == SPARSE else strategy)
 
     def check(self, op: Operation) -> None:
         assert isinstance(op, CopyVolume)
@@ -114,6 +125,14 @@ class CopyVolumeScreen(VolumePlanDialog):
                 "pool, renamed to the name once whole")
 
     def notes(self) -> list[tuple[str, str]]:
-        return [("note", "sparse: holes stay holes; refused while a running QEMU writes the "
-                         "source; an existing name is replaced only with overwrite, once the "
-                         "copy is whole")]
+        plan = self.plan
+        strategy = plan.op.strategy if plan is not None and isinstance(plan.op, CopyVolume) \
+            else None
+        how = {"performance": "performance: every byte preallocated (falloc), so the guest "
+                              "never waits for allocation",
+               "space": "space: holes stay holes; a snapshot copied within its pool (as "
+                        "qcow2) becomes an overlay on it, which then depends on it"}.get(
+            strategy or "", "sparse: holes stay holes")
+        return [("note", f"{how}; refused while a running QEMU writes the source; an "
+                         "existing name is replaced only with overwrite, once the copy is "
+                         "whole")]

@@ -16,6 +16,7 @@ from textual.widgets import Static
 LEGEND = (
     ("◆", "snapshot: read-only on disk"),
     ("▶", "in use: a running QEMU holds it (destructive actions are refused)"),
+    ("⟳", "a job is writing it (its name, the job, how far): a volume once the job ends"),
     ("● ◌ ○", "pool fresh / stale (seen > 5 min ago) / never scanned"),
     ("✗ ↻", "pool refresh failed / refreshing"),
     ("█ ▒ ░ ▚", "space allocated / committed to volumes / free / committed past capacity"),

@@ -208,6 +208,7 @@ class MainScreen(HostActions):
         self.current = entry
         empty = "" if entry.row is not None else "not scanned yet: r refreshes"
         self.volume_table.show_pool(host, pool, empty_text=empty)
+        self.show_job_outputs()
         self.update_summary()
         self.refresh_bindings()
 
@@ -524,6 +525,7 @@ class MainScreen(HostActions):
             return  # nothing new: nothing to redraw
         panel = self.jobs_panel
         panel.update_jobs()
+        self.show_job_outputs()
         started = [c for c in changes if c.after.state in ACTIVE
                    and (c.before is None or c.before.state not in ACTIVE)]
         if started:
@@ -534,6 +536,11 @@ class MainScreen(HostActions):
             if change.ended and (change.before is not None
                                  or (change.after.finished or 0) >= self.board.started):
                 self.job_ended(change.after)
+
+    def show_job_outputs(self) -> None:
+        """The volumes active jobs write into the shown pool, as rows of the table."""
+        table = self.volume_table
+        table.set_outputs(self.board.outputs(table.host, table.pool))
 
     def job_ended(self, job: JobRecord) -> None:
         title = printable(describe_job(job))

@@ -4,6 +4,10 @@
 of ``PAGE_SIZE`` (filter, sort and paging are done in SQL) kept in a small LRU; the row
 count is asked once per pool, filter or refresh. Nothing here is O(rows) per key or per
 paint, so a pool of 100,000 volumes scrolls as fast as one of ten.
+
+The volumes that running jobs are writing (under temporary names the scan hides) are
+pinned under the header, one row each, from a short list the screen hands over
+(``set_outputs``): never a job lookup per volume row.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from console.cache import SORTABLE, Cache, VolumeRow
+from console.jobs.journal import JobState
 from console.ui.cells import fit, printable
+from console.ui.job_board import JobOutput
 from console.ui.messages import VolumeHighlighted
 from console.units import format_age, format_size
 
@@ -32,6 +38,7 @@ MAX_PAGES = 8
 STALE_AFTER = 300.0  # seconds: older cached rows show their age in the warning colour
 SNAPSHOT_MARK = "◆"
 IN_USE_MARK = "▶"  # a running QEMU holds it: destructive actions are refused
+JOB_MARK = "⟳"  # a job is writing it: not a volume yet
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,7 @@ class VolumeTable(ScrollView, can_focus=True):
         "volume-table--snapshot",
         "volume-table--in-use",
         "volume-table--empty",
+        "volume-table--job",
     }
 
     DEFAULT_CSS = """
@@ -140,6 +148,7 @@ class VolumeTable(ScrollView, can_focus=True):
         & > .volume-table--snapshot { color: $accent; text-style: bold; }
         & > .volume-table--in-use { color: $warning; text-style: bold; }
         & > .volume-table--empty { color: $text-muted; text-style: italic; }
+        & > .volume-table--job { color: $accent; text-style: italic; }
     }
     """
 
@@ -158,6 +167,8 @@ class VolumeTable(ScrollView, can_focus=True):
         self.empty_text = "no pool selected"
         self._pages: OrderedDict[int, list[VolumeRow]] = OrderedDict()
         self._highlighted: tuple[str, str, str | None, float] | None = None
+        self.outputs: list[JobOutput] = []  # the active jobs' outputs in this pool
+        self.pinned: list[JobOutput] = []  # those the filter keeps: rows under the header
         self.page_fetches = 0  # for tests and benchmarks: SQL pages read so far
 
     # -- data -----------------------------------------------------------------------
@@ -167,6 +178,7 @@ class VolumeTable(ScrollView, can_focus=True):
         self.host, self.pool = host, pool
         self.empty_text = empty_text
         self.cursor = 0
+        self.outputs, self.pinned = [], []  # the other pool's; the screen sends these
         self._recount()
         self.scroll_to(y=0, animate=False)
         self._announce()
@@ -177,8 +189,29 @@ class VolumeTable(ScrollView, can_focus=True):
             return
         keep = self.current
         self.filter_text = text
+        self.pinned = self._matching(self.outputs)
         self._recount()
         self._restore(keep.name if keep else None, 0)
+
+    def set_outputs(self, outputs: list[JobOutput]) -> None:
+        """The volumes active jobs are writing into this pool, shown pinned under the
+        header until their job ends (a refresh then shows the volume itself)."""
+        if outputs == self.outputs:
+            return
+        self.outputs = outputs
+        pinned = self._matching(outputs)
+        grows = len(pinned) != len(self.pinned)
+        self.pinned = pinned
+        if grows:
+            self.virtual_size = Size(1, self.row_count + 1 + len(pinned))
+            self._scroll_to_cursor()
+        self.refresh()
+
+    def _matching(self, outputs: list[JobOutput]) -> list[JobOutput]:
+        """The outputs whose name has the filter text (case-insensitive, as SQL's LIKE
+        is for ASCII)."""
+        needle = self.filter_text.casefold()
+        return [o for o in outputs if needle in o.name.casefold()]
 
     def sort_by(self, column: str, descending: bool | None = None) -> None:
         """Sort by ``column`` (one of ``SORTABLE``), keeping the cursor on its volume."""
@@ -248,7 +281,7 @@ class VolumeTable(ScrollView, can_focus=True):
             self.row_count = 0
         else:
             self.row_count = self.cache.count_volumes(self.host, self.pool, self.filter_text)
-        self.virtual_size = Size(1, self.row_count + 1)
+        self.virtual_size = Size(1, self.row_count + 1 + len(self.pinned))
 
     def _restore(self, name: str | None, fallback: int) -> None:
         index = self._locate(name, near=fallback) if name is not None else None
@@ -294,14 +327,15 @@ class VolumeTable(ScrollView, can_focus=True):
 
     @property
     def visible_rows(self) -> int:
-        return max(1, self.scrollable_content_region.height - 1)
+        return max(1, self.scrollable_content_region.height - 1 - len(self.pinned))
 
     def _set_cursor(self, index: int, *, force: bool = False) -> None:
         index = max(0, min(index, self.row_count - 1)) if self.row_count else 0
         if index != self.cursor:
-            self.refresh_line(self.cursor + 1)
+            below = 1 + len(self.pinned)  # the lines above the first volume row
+            self.refresh_line(self.cursor + below)
             self.cursor = index
-            self.refresh_line(index + 1)
+            self.refresh_line(index + below)
         self._scroll_to_cursor()
         self._announce(force=force)
 
@@ -343,8 +377,8 @@ class VolumeTable(ScrollView, can_focus=True):
 
     async def _on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)
-        if offset is not None and offset.y >= 1:
-            self._set_cursor(round(self.scroll_y) + offset.y - 1)
+        if offset is not None and offset.y >= 1 + len(self.pinned):
+            self._set_cursor(round(self.scroll_y) + offset.y - 1 - len(self.pinned))
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -358,9 +392,12 @@ class VolumeTable(ScrollView, can_focus=True):
         columns = layout(width)
         if y == 0:
             return self._header(columns, width, base)
-        index = round(self.scroll_y) + y - 1
+        pinned = len(self.pinned)
+        if y <= pinned:
+            return self._output(self.pinned[y - 1], columns, width, base)
+        index = round(self.scroll_y) + y - 1 - pinned
         if self.row_count == 0:
-            if y == 1:
+            if y == pinned + 1 and not pinned:
                 text = self.empty_text or ("no volumes match the filter" if self.filter_text
                                            else "no volumes in this pool")
                 style = base + self.get_component_rich_style("volume-table--empty",
@@ -381,6 +418,25 @@ class VolumeTable(ScrollView, can_focus=True):
                 title += "▼" if self.descending else "▲"
             segments.append(Segment(fit(title, cells, column.align) + " ", style))
         return Strip(segments).crop_extend(0, width, style)
+
+    def _output(self, output: JobOutput, columns: list[tuple[Column, int]], width: int,
+                base: Style) -> Strip:
+        """A volume a job is writing: its final name, the job, how far it is."""
+        line = base + self.get_component_rich_style("volume-table--job", partial=True)
+        if output.state == JobState.PENDING:
+            progress = "queued"
+        elif output.state == JobState.ABORTING:
+            progress = "stopping"
+        else:
+            progress = f"{output.percent:.0f}%" if output.percent >= 0 else "…"
+        texts = {"": JOB_MARK, "name": printable(output.name),
+                 "backing": f"{output.verb} #{output.job_id}",  # the panel's "#id"
+                 "health": f"{JOB_MARK} {progress}"}
+        segments = []
+        for column, cells in columns:
+            segments.append(Segment(fit(texts.get(column.key, ""), cells, column.align), line))
+            segments.append(Segment(" ", line))
+        return Strip(segments).crop_extend(0, width, line)
 
     def _row(self, row: VolumeRow, is_cursor: bool, columns: list[tuple[Column, int]],
              width: int, base: Style) -> Strip:
