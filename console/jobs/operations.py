@@ -111,6 +111,16 @@ class Operation(ABC):
         """(pool, bytes) this job may write and reserves before it starts."""
         return (self.pool, 0)
 
+    def host_locks(self) -> list[tuple[str, str, str]]:
+        """(host, pool, volume) of every lock the runner takes: ``locked_volumes`` on
+        ``host``, unless the operation spans hosts."""
+        return [(self.host, pool, volume) for pool, volume in self.locked_volumes()]
+
+    def reservation(self, inventory: Inventory) -> tuple[str, str, int]:
+        """(host, pool, bytes) the runner reserves: ``space`` on ``host``, unless the
+        operation writes on another host."""
+        return (self.host, *self.space(inventory))
+
     def commands(self, inventory: Inventory) -> list[list[str]]:
         """The commands it will run, for the confirmation (may re-probe from disk).
 
@@ -722,6 +732,11 @@ OPERATIONS: dict[str, type[Operation]] = {
     op.kind: op for op in (CreateVolume, DeleteVolume, ResizeVolume, CopyVolume,
                            GrowFilesystem, SnapshotVolume, CloneVolume, ArchiveVolume,
                            RestoreVolume)}
+
+# Operations kept in modules of their own, which build on this one.
+from console.jobs.transfer import TransferVolume  # noqa: E402
+
+OPERATIONS[TransferVolume.kind] = TransferVolume
 
 
 def operation_from(kind: str, params: dict[str, Any]) -> Operation:
