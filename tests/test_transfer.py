@@ -4,6 +4,7 @@ it, progress, publish-whole, cancel, overwrite, --base and resume after a kill."
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from backends.contract import ReadOnlyViolation
 from backends.model import Progress
 from backends.transfer import copy_file
+from backends.transport import sparse
 from backends.transport.local import LocalTransport
 from backends.transport.scanner import TEMP_PREFIX
 from backends.transport.ssh import SshTransport
@@ -278,3 +281,26 @@ def test_local_transports_take_the_same_way(tmp_path: Path) -> None:
     assert identical(source, "raw", tmp_path / "dst.raw", "raw")
     assert sorted((argv[0], code) for _, argv, code in heard) == [("sparse-receive", 0),
                                                                   ("sparse-send", 0)]
+
+
+def test_spawn_is_refused_in_read_only_mode(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    with pytest.raises(ReadOnlyViolation):
+        LocalTransport("here", read_only=True).spawn(["touch", str(marker)])
+    assert not marker.exists()
+
+
+def test_a_damaged_stream_leaves_no_file(tmp_path: Path) -> None:
+    source = write_data(tmp_path / "src.raw", 4 * MiB, [(MiB, MiB)])
+    stream = io.BytesIO()
+    sparse.send(str(source), stream.write)
+    data = bytearray(stream.getvalue())
+    data[len(sparse.MAGIC) + 3 * sparse.FRAME.size + 100] ^= 1  # a byte of the data
+    with pytest.raises(sparse.ChecksumError):
+        sparse.receive(str(tmp_path / "dst.raw"), io.BytesIO(bytes(data)))
+    with pytest.raises(sparse.StreamError):  # cut short
+        sparse.receive(str(tmp_path / "dst.raw"), io.BytesIO(bytes(data[:-40])))
+    assert not (tmp_path / "dst.raw").exists()
+    size, sent, _ = sparse.receive(str(tmp_path / "dst.raw"), io.BytesIO(stream.getvalue()))
+    assert (size, sent) == (4 * MiB, MiB)
+    assert (tmp_path / "dst.raw").read_bytes() == source.read_bytes()

@@ -360,7 +360,8 @@ class _SshProcess(Process):
         chan = self._stream.chan
         while view:
             try:
-                n = chan.send(bytes(view[:1 << 18]))
+                # One packet at most goes per send: slicing more would copy it again.
+                n = chan.send(bytes(view[:chan.out_max_packet_size]))
             except TimeoutError:
                 if not self._stream.conn.alive():
                     raise self._stream.lost() from None
