@@ -151,6 +151,56 @@ class CommandResult:
 CommandObserver = Callable[[str, tuple[str, ...], int, float], None]
 
 
+class Process(ABC):
+    """A command started by ``Transport.spawn``: its stdin and stdout as byte streams.
+
+    ``read`` and ``write`` may be called from two threads at once (one each); ``kill``
+    from any thread. Use it as a context manager: leaving it kills a command still
+    running and records the command for the audit, once.
+    """
+
+    argv: tuple[str, ...]
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """All of ``data`` to the command's stdin, blocking while its pipe is full;
+        ``BrokenPipeError`` once it stopped reading."""
+
+    @abstractmethod
+    def close_stdin(self) -> None:
+        """End of input."""
+
+    @abstractmethod
+    def read(self, timeout: float | None = None) -> bytes | None:
+        """The next bytes of its stdout (split anywhere), ``b""`` at the end, None when
+        nothing came within ``timeout`` seconds."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> int:
+        """Its exit status, once it ended; ``CommandFailed`` after ``timeout`` seconds."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop it and what it started (its process group): SIGTERM, SIGKILL half a
+        second later."""
+
+    @property
+    @abstractmethod
+    def stderr(self) -> bytes:
+        """What it wrote to stderr so far."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Kill it if it still runs, release the pipes or channel, and tell the
+        transport's observer (the audit) once."""
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Transport(ABC):
     """How commands and bytes reach one host.
 
@@ -179,6 +229,20 @@ class Transport(ABC):
         command is terminated (SIGTERM, SIGKILL half a second later) and ``Cancelled``
         raised, all well within a second. Raises ``CommandFailed`` when the command
         cannot be started or outlives ``timeout`` seconds (it is killed).
+        """
+
+    # The python that runs the console's agent on the host (``backends.transport.bundle``),
+    # None when the host has none.
+    agent_python: str | None = None
+
+    @abstractmethod
+    def spawn(self, argv: list[str], *, audit_as: list[str] | None = None) -> Process:
+        """Start ``argv`` (never a shell string) with its stdin and stdout as byte
+        streams, for a long-lived stream between hosts. Refused in read-only mode unless
+        ``argv`` only reads (``ReadOnlyViolation``); ``CommandFailed`` when it cannot be
+        started. The audit records it when it is closed, as ``audit_as`` when given
+        (what a shipped agent runs for us, e.g. its zstd), with its exit status (-1 when
+        it was killed).
         """
 
     @abstractmethod

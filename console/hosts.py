@@ -206,10 +206,12 @@ class HostLink:
         pools: list[Pool] = discover(self.name)
         return pools
 
-    def mark_failed(self, err: StorageError) -> None:
-        """A command on a host that was online failed because the host went away."""
+    def mark_failed(self, err: StorageError) -> bool:
+        """Whether ``err`` says the host itself went away (its state then says so)."""
         if isinstance(err, HostUnreachable | HostKeyUnknown | HostKeyChanged):
             self.status = status_of(err)
+            return True
+        return False
 
     def close(self) -> None:
         with self._lock:

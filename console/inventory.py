@@ -183,8 +183,15 @@ class Inventory:
         try:
             scan, healths = self.scan_pool(pool)
         except StorageError as err:
-            self._links[pool.host].mark_failed(err)
-            self.cache.record_pool_error(pool.host, pool.name, pool.kind, pool.path, str(err))
+            link = self._links[pool.host]
+            if link.mark_failed(err):  # the host went away: say so, as discovery does
+                state = link.status.state.value
+                self.cache.record_host(pool.host, link.uri, state, str(err))
+                self.cache.record_pool_error(pool.host, pool.name, pool.kind, pool.path,
+                                             f"host {state}: {err}")
+            else:
+                self.cache.record_pool_error(pool.host, pool.name, pool.kind, pool.path,
+                                             str(err))
             raise
         self.cache.replace_pool(scan, healths)
         return scan

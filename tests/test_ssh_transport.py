@@ -30,8 +30,9 @@ from backends.contract import (
 )
 from backends.drivers.dir import DirDriver
 from backends.model import Pool, PoolScan
+from backends.transport.bundle import AGENT_MODULES
 from backends.transport.local import LocalTransport
-from backends.transport.ssh import AGENT_MODULES, SshTransport, resolve, trust_host_key
+from backends.transport.ssh import SshTransport, resolve, trust_host_key
 from tests.conftest import MakeImage, strip_backing_format
 from tests.harness.sshd import Fleet
 

@@ -34,7 +34,7 @@ from backends.contract import (
     StorageError,
     VolumeBusy,
 )
-from backends.transport import lifeline
+from backends.transport import lifeline, sparse
 from backends.transport.local import LocalTransport
 
 PROGRESS_SECONDS = 0.1
@@ -135,6 +135,18 @@ def _run(op: str, args: dict[str, Any], local: LocalTransport, session: _Session
     if op == "sha256_file":
         return list(local.sha256_file(args["path"], progress=progress,
                                       should_cancel=cancel))
+    if op == "receive_sparse":
+        if local.read_only:
+            raise ReadOnlyViolation("refused to write a volume in read-only mode")
+        try:
+            size, sent, digest = sparse.receive_from(args["path"], session.stdin,
+                                                     compress=args["zstd"],
+                                                     progress=progress)
+        except sparse.ChecksumError as err:
+            raise ChecksumMismatch(str(err)) from None
+        except sparse.StreamError as err:
+            raise CommandFailed(str(err)) from None
+        return {"size": size, "data_bytes": sent, "sha256": digest}
     if op == "lock_file":
         with local.lock_file(args["path"], args["holder"]):
             session.send({"result": LOCKED})
@@ -163,10 +175,40 @@ def error_record(err: BaseException) -> dict[str, Any]:
     return {"type": "internal", "what": f"{type(err).__name__}: {err}"}
 
 
+def _send_sparse(args: dict[str, Any]) -> None:
+    """The sending end of a copy between hosts: stdout carries the stream itself, so a
+    failure goes to stderr as an error record, with exit status 1."""
+    sys.stdout.flush()
+    try:
+        sparse.send_to(args["path"], sys.stdout.fileno(), compress=args["zstd"])
+    except Exception as err:
+        if isinstance(err, sparse.StreamError):
+            err = CommandFailed(str(err))
+        sys.stderr.write(json.dumps({"error": error_record(err)}) + "\n")
+        sys.stderr.flush()
+        sys.exit(1)
+
+
+def error_from_record(record: dict[str, Any], host: str) -> BaseException:
+    """The exception an ``error_record`` stands for, raised again on the console."""
+    kind = record.get("type")
+    if kind == "os":
+        if record.get("errno") is None:
+            return OSError(record.get("strerror") or "error")
+        if record.get("filename") is None:
+            return OSError(record["errno"], record["strerror"])
+        return OSError(record["errno"], record["strerror"], record["filename"])
+    cls = next((c for c, name in _ERRORS if name == kind), CommandFailed)
+    return cls(str(record.get("what")), host=host, hint=record.get("hint") or "")
+
+
 def main() -> None:
     session = _Session(sys.stdin.buffer, sys.stdout.buffer)
     request = json.loads(session.stdin.readline())
     op = request["op"]
+    if op == "send_sparse":
+        _send_sparse(request.get("args", {}))
+        return
     local = LocalTransport(request.get("host", "remote"),
                            read_only=bool(request.get("read_only")))
     if op in _WATCHED:

@@ -7,8 +7,10 @@ import errno
 import fcntl
 import os
 import selectors
+import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,7 @@ from backends.contract import (
     ChecksumMismatch,
     CommandFailed,
     CommandResult,
+    Process,
     ReadOnlyViolation,
     Transport,
     VolumeBusy,
@@ -100,10 +103,110 @@ def overwrite_extents(fd: int, pattern: str, progress: ByteProgress | None,
     return done
 
 
+READ_CHUNK = 1 << 18
+KILL_GRACE_SECONDS = 0.5
+
+
+class LocalProcess(Process):
+    """A command of this machine with pipes for stdin and stdout (``spawn``); it leads
+    a process group of its own, so a kill reaches what it started too."""
+
+    def __init__(self, transport: LocalTransport, argv: list[str],
+                 audit_as: list[str] | None) -> None:
+        self.argv = tuple(argv)
+        self._transport = transport
+        self._audit = tuple(audit_as or argv)
+        self._errfile = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        self._started = time.monotonic()
+        self._closed = False
+        self._killed = False
+        try:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=self._errfile, process_group=0, bufsize=0)
+        except OSError as err:
+            self._errfile.close()
+            self._closed = True
+            self._record(-1)
+            raise transport._not_started(argv, err) from None
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin = self._proc.stdin.fileno()
+        self._stdout = self._proc.stdout.fileno()
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._stdin, view):]
+
+    def close_stdin(self) -> None:
+        assert self._proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()
+
+    def read(self, timeout: float | None = None) -> bytes | None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                return None
+        return os.read(self._stdout, READ_CHUNK)
+
+    def wait(self, timeout: float | None = None) -> int:
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise CommandFailed(f"{command_key(list(self.argv))} did not end within "
+                                f"{timeout} s", host=self._transport.host) from None
+
+    def kill(self) -> None:
+        if self._proc.poll() is not None:
+            return
+        self._killed = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGTERM)
+        try:
+            self._proc.wait(KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+
+    @property
+    def stderr(self) -> bytes:
+        self._errfile.flush()
+        return os.pread(self._errfile.fileno(), 1 << 20, 0)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.kill()
+        status = self._proc.wait()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        self._errfile.close()
+        self._record(-1 if self._killed else status)
+
+    def _record(self, status: int) -> None:
+        observer = self._transport.observer
+        if observer is not None:
+            observer(self._transport.host, self._audit, status,
+                     time.monotonic() - self._started)
+
+
 class LocalTransport(Transport):
+    agent_python: str | None = sys.executable
+
     def __init__(self, host: str = "local", *, read_only: bool = False) -> None:
         self.host = host
         self.read_only = read_only
+
+    def spawn(self, argv: list[str], *, audit_as: list[str] | None = None) -> Process:
+        key = command_key(argv)
+        if self.read_only and key not in READ_ONLY_COMMANDS:
+            raise ReadOnlyViolation(f"refused to run {key!r} in read-only mode",
+                                    host=self.host)
+        return LocalProcess(self, argv, audit_as)
 
     def run(
         self,

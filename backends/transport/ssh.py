@@ -17,9 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import functools
 import getpass
-import importlib.util
 import json
 import os
 import shlex
@@ -27,7 +25,6 @@ import socket
 import threading
 import time
 import urllib.parse
-import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,12 +40,14 @@ from backends.contract import (
     CommandResult,
     HostKeyChanged,
     HostUnreachable,
+    Process,
     ReadOnlyViolation,
     StorageError,
     Transport,
-    VolumeBusy,
 )
 from backends.transport import shellscan
+from backends.transport.agent import error_from_record
+from backends.transport.bundle import agent_argv, agent_script
 from backends.transport.hostkeys import (
     CheckingPolicy,
     KnownHosts,
@@ -64,29 +63,6 @@ CANCEL_GRACE_SECONDS = 2.0  # for the host to confirm a stop before the channel 
 KILL_GRACE_SECONDS = 0.5  # SIGTERM, then SIGKILL, as LocalTransport does
 MISSING = 127  # the shell's exit status for a command it cannot find
 
-# The modules the agent needs, in import order; all stdlib-only (tests check it).
-AGENT_MODULES = ("backends", "backends.model", "backends.probe", "backends.archive",
-                 "backends.contract", "backends.transport", "backends.transport.lifeline",
-                 "backends.transport.scanner", "backends.transport.local",
-                 "backends.transport.agent")
-_BUNDLE = '''import sys, types
-def _install(sources):
-    for name, source in sources:
-        module = types.ModuleType(name)
-        if name in ("backends", "backends.transport"):
-            module.__path__ = []
-        sys.modules[name] = module
-        parent, _, child = name.rpartition(".")
-        if parent:
-            setattr(sys.modules[parent], child, module)
-        exec(compile(source, "<sc-agent " + name + ">", "exec"), module.__dict__)
-_install(%r)
-sys.modules["backends.transport.agent"].main()
-'''
-# Reads the compressed agent (its length first) from stdin and runs it; stdin then
-# carries the request. -I: the host's PYTHON* variables and user site stay out.
-BOOTSTRAP = ("import sys,zlib;i=sys.stdin.buffer;"
-             "exec(compile(zlib.decompress(i.read(int(i.readline()))),'sc-agent','exec'))")
 # ``$$`` is the command's own pid once ``exec`` replaced the shell: what a cancel kills.
 RUN_WRAPPER = 'echo "$$" && exec "$@"'
 # The command leads its own process group (sshd starts a session with setsid, and each
@@ -95,21 +71,6 @@ KILL_SCRIPT = ('kill -TERM -"$1" 2>/dev/null || kill -TERM "$1" 2>/dev/null || e
                'while kill -0 "$1" 2>/dev/null && [ "$i" -lt 5 ]; do sleep 0.1; i=$((i+1)); '
                'done; kill -KILL -"$1" 2>/dev/null; kill -KILL "$1" 2>/dev/null; exit 0')
 
-
-@functools.cache
-def agent_script() -> bytes:
-    """The agent with its modules, compressed: what each request sends first."""
-    sources = []
-    for name in AGENT_MODULES:
-        spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.origin is not None
-        with open(spec.origin, encoding="utf-8") as f:
-            sources.append((name, f.read()))
-    return zlib.compress((_BUNDLE % (sources,)).encode(), 9)
-
-
-def agent_argv(python: str) -> list[str]:
-    return [python, "-I", "-c", BOOTSTRAP]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,6 +322,115 @@ class _Stream:
         return lines[-1].strip() if lines else ""
 
 
+class _SshProcess(Process):
+    """A command on the host with its stdin and stdout as the channel's streams
+    (``SshTransport.spawn``). It leads its own process group there (see ``RUN_WRAPPER``),
+    which a kill stops from a second channel."""
+
+    def __init__(self, transport: SshTransport, argv: list[str],
+                 audit_as: list[str] | None) -> None:
+        self.argv = tuple(argv)
+        self._transport = transport
+        self._audit = tuple(audit_as or argv)
+        self._started = time.monotonic()
+        self._closed = False
+        self._killed = False
+        self._pending = b""
+        self._stream = transport._exec(["sh", "-c", RUN_WRAPPER, "sc-run", *argv])
+        self.pid: int | None = None
+        try:
+            head = b""
+            deadline = time.monotonic() + transport.connect_timeout
+            while b"\n" not in head:
+                data = self._stream.read()
+                if data == b"" or time.monotonic() > deadline:
+                    raise CommandFailed(f"cannot run {argv[0]}: {self._stream.last_error()}",
+                                        host=transport.host)
+                head += data or b""
+            line, _, self._pending = head.partition(b"\n")
+            self.pid = int(line)
+        except BaseException:
+            self._stream.chan.close()
+            self._closed = True
+            self._record(-1)
+            raise
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        chan = self._stream.chan
+        while view:
+            try:
+                # One packet at most goes per send: slicing more would copy it again.
+                n = chan.send(bytes(view[:chan.out_max_packet_size]))
+            except TimeoutError:
+                if not self._stream.conn.alive():
+                    raise self._stream.lost() from None
+                continue
+            except OSError as err:  # paramiko: "Socket is closed"
+                raise BrokenPipeError(str(err)) from None
+            if n <= 0:
+                raise BrokenPipeError("the command on the host stopped reading")
+            view = view[n:]
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            self._stream.chan.shutdown_write()
+
+    def read(self, timeout: float | None = None) -> bytes | None:
+        if self._pending:
+            pending, self._pending = self._pending, b""
+            return pending
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            data = self._stream.read()
+            if data is not None:
+                return data
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chan = self._stream.chan
+        while not chan.exit_status_ready():
+            if deadline is not None and time.monotonic() >= deadline:
+                raise CommandFailed(f"{command_key(list(self.argv))} did not end within "
+                                    f"{timeout} s", host=self._transport.host)
+            if not self._stream.conn.alive():
+                raise self._stream.lost()
+            chan.status_event.wait(POLL_SECONDS)
+        return self._stream.exit_status()
+
+    def kill(self) -> None:
+        if self._stream.chan.exit_status_ready():
+            return
+        self._killed = True
+        self._transport._kill(self.pid)
+
+    @property
+    def stderr(self) -> bytes:
+        return bytes(self._stream.stderr)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        status = -1
+        try:
+            self.kill()
+            if not self._killed:
+                with contextlib.suppress(StorageError):
+                    status = self.wait(CANCEL_GRACE_SECONDS)
+        finally:
+            self._stream.chan.close()
+            self._record(status)
+
+    def _record(self, status: int) -> None:
+        observer = self._transport.observer
+        if observer is not None:
+            observer(self._transport.host, self._audit, status,
+                     time.monotonic() - self._started)
+
+
 class _NoPython(Exception):
     """The host has no python3: the agent cannot run there."""
 
@@ -485,7 +555,20 @@ class SshTransport(Transport):
                                   hint="the connection dropped; try again") from None
         return _Stream(chan, conn, self.host)
 
+    @property
+    def agent_python(self) -> str | None:  # type: ignore[override]
+        return self.python
+
     # -- commands ---------------------------------------------------------------------
+
+    def spawn(self, argv: list[str], *, audit_as: list[str] | None = None) -> Process:
+        key = command_key(argv)
+        if self.read_only and key not in READ_ONLY_COMMANDS:
+            raise ReadOnlyViolation(f"refused to run {key!r} in read-only mode",
+                                    host=self.host)
+        if not argv:
+            raise CommandFailed("cannot run an empty command", host=self.host)
+        return _SshProcess(self, argv, audit_as)
 
     def run(
         self,
@@ -631,18 +714,7 @@ class SshTransport(Transport):
                             f"{stream.last_error()}", host=self.host)
 
     def _remote_error(self, record: dict[str, Any]) -> BaseException:
-        kind = record.get("type")
-        if kind == "os":
-            if record.get("errno") is None:
-                return OSError(record.get("strerror") or "error")
-            if record.get("filename") is None:
-                return OSError(record["errno"], record["strerror"])
-            return OSError(record["errno"], record["strerror"], record["filename"])
-        classes: dict[str, type[StorageError]] = {
-            "cancelled": Cancelled, "checksum": ChecksumMismatch, "command": CommandFailed,
-            "read-only": ReadOnlyViolation, "busy": VolumeBusy, "storage": StorageError}
-        cls = classes.get(str(kind), CommandFailed)
-        return cls(str(record.get("what")), host=self.host, hint=record.get("hint") or "")
+        return error_from_record(record, self.host)
 
     def _agent(self, op: str, args: dict[str, Any], *, progress: ByteProgress | None = None,
                should_cancel: CancelCheck | None = None) -> Any:

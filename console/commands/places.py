@@ -99,16 +99,17 @@ def job_config(args: argparse.Namespace, specs: Sequence[str]) -> Config:
 def with_job_pools(config: Config, job: JobRecord) -> Config:
     """Add the directories of an ad-hoc job's pools (named by their paths), so the job
     can be resumed or rolled back from another process."""
-    for pool in {job.pool, str(job.params.get("dest_pool") or job.pool)}:
+    dest_host = str(job.params.get("dest_host") or job.host)  # a copy between hosts
+    for host, pool in {(job.host, job.pool),
+                       (dest_host, str(job.params.get("dest_pool") or job.pool))}:
         try:
-            config.host(job.host)
-            hc = config.host(job.host)
+            hc = config.host(host)
             known = hc.discovers or any(p.name == pool for p in hc.pools)
         except KeyError:
             known = False
         if not known:
-            if job.host != "local" or not os.path.isabs(pool) or not os.path.isdir(pool):
-                raise ConfigError(f"job {job.id}: its pool {job.host}:{pool} is not in the "
+            if host != "local" or not os.path.isabs(pool) or not os.path.isdir(pool):
+                raise ConfigError(f"job {job.id}: its pool {host}:{pool} is not in the "
                                   "config (or its directory is gone)")
             config = config.with_targets([pool])
     return config

@@ -87,19 +87,33 @@ def cmd_copy(args: argparse.Namespace) -> int:
     config = job_config(args, [args.source, args.dest] + ([args.base] if args.base else []))
     config, src = place(config, args.source, what="SRC")
     config, dest = place(config, args.dest, what="DEST", default_name=src.name)
-    if dest.host != src.host:
-        raise UsageError(f"DEST {args.dest}: a copy stays on one host ({src.host})")
     base = None
     if args.base:
         config, base = _in_pool_of(config, args.base, dest, what="--base", noun="base")
         if args.strategy == "performance":
             raise UsageError("--base makes an overlay on the base: it cannot be a "
                              "preallocated --strategy performance copy")
+    if dest.host != src.host:
+        return _copy_between_hosts(args, config, src, dest, base)
     with open_engine(args, config) as engine:
         return run_op(args, engine, CopyVolume(
             src.host, src.pool, src.name, dest_pool=dest.pool, dest_name=dest.name,
             format=args.format, overwrite=args.overwrite, base=base,
             strategy=args.strategy))
+
+
+def _copy_between_hosts(args: argparse.Namespace, config: Config, src: Place, dest: Place,
+                        base: str | None) -> int:
+    from console.jobs.transfer import TransferVolume
+
+    if args.format:
+        raise UsageError(f"--format {args.format}: a copy between hosts keeps the "
+                         "source's format (convert it on either host)")
+    with open_engine(args, config) as engine:
+        _probe(engine, src)
+        return run_op(args, engine, TransferVolume(
+            src.host, src.pool, src.name, dest_host=dest.host, dest_pool=dest.pool,
+            dest_name=dest.name, overwrite=args.overwrite, base=base))
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

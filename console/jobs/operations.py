@@ -39,7 +39,7 @@ from backends.model import ImageFormat, Pool, Progress, Volume
 from backends.transport.scanner import TEMP_PREFIX
 from console.inventory import Inventory
 from console.jobs.journal import JobRecord
-from console.jobs.locks import volume_lock
+from console.jobs.locks import host_transport, volume_lock
 from console.units import format_size
 
 
@@ -111,6 +111,16 @@ class Operation(ABC):
         """(pool, bytes) this job may write and reserves before it starts."""
         return (self.pool, 0)
 
+    def host_locks(self) -> list[tuple[str, str, str]]:
+        """(host, pool, volume) of every lock the runner takes: ``locked_volumes`` on
+        ``host``, unless the operation spans hosts."""
+        return [(self.host, pool, volume) for pool, volume in self.locked_volumes()]
+
+    def reservation(self, inventory: Inventory) -> tuple[str, str, int]:
+        """(host, pool, bytes) the runner reserves: ``space`` on ``host``, unless the
+        operation writes on another host."""
+        return (self.host, *self.space(inventory))
+
     def commands(self, inventory: Inventory) -> list[list[str]]:
         """The commands it will run, for the confirmation (may re-probe from disk).
 
@@ -139,14 +149,19 @@ class Operation(ABC):
         ``temp_paths`` (absolute paths, e.g. outside every pool)."""
         paths = [str(p) for p in ctx.resume.get("temp_paths") or ()]
         temp = ctx.resume.get("temp")
+        pool = ctx.inventory.pool(self.host, ctx.resume.get("temp_pool", self.pool))
         if temp:
-            pool = ctx.inventory.pool(self.host, ctx.resume.get("temp_pool", self.pool))
             paths.append(os.path.join(pool.path, temp))
+        # Removed on the job's host (over SSH for a remote one), never on this machine.
+        transport = host_transport(ctx.inventory.driver(pool), self.host)
         for path in paths:
             if not os.path.basename(path).startswith(TEMP_PREFIX):
                 continue  # only ever a job's temporary file
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    transport.remove_file(path)
+            except StorageError as err:
+                raise _as_os_error(err) from None
 
     def _pool(self, inventory: Inventory, name: str | None = None) -> Pool:
         return inventory.pool(self.host, name or self.pool)
@@ -748,6 +763,11 @@ OPERATIONS: dict[str, type[Operation]] = {
     op.kind: op for op in (CreateVolume, DeleteVolume, ResizeVolume, CopyVolume,
                            GrowFilesystem, SnapshotVolume, CloneVolume, ArchiveVolume,
                            RestoreVolume)}
+
+# Operations kept in modules of their own, which build on this one.
+from console.jobs.transfer import TransferVolume  # noqa: E402
+
+OPERATIONS[TransferVolume.kind] = TransferVolume
 
 
 def operation_from(kind: str, params: dict[str, Any]) -> Operation:

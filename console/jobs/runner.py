@@ -257,8 +257,8 @@ class Runner:
         state, error = JobState.DONE, None
         try:
             with ExitStack() as stack:
-                for pool_name, volume in op.locked_volumes():
-                    pool = self.inventory.pool(op.host, pool_name)
+                for host, pool_name, volume in op.host_locks():
+                    pool = self.inventory.pool(host, pool_name)
                     stack.enter_context(volume_lock(self.inventory.driver(pool), pool,
                                                     volume, f"job {job.id} ({job.who})"))
                 self._reserve(job, op)
@@ -280,11 +280,11 @@ class Runner:
         self.journal.finish(job.id, state, error)
 
     def _reserve(self, job: JobRecord, op: Operation) -> None:
-        pool_name, need = op.space(self.inventory)
-        pool = self.inventory.pool(op.host, pool_name)
+        host, pool_name, need = op.reservation(self.inventory)
+        pool = self.inventory.pool(host, pool_name)
         cap = self.inventory.driver(pool).pool_capacity(pool)
-        limits = self.inventory.config.pool_thresholds(op.host, pool_name)
-        self.reservations.reserve(job.id, op.host, pool_name, need,
+        limits = self.inventory.config.pool_thresholds(host, pool_name)
+        self.reservations.reserve(job.id, host, pool_name, need,
                                   PoolSpace(cap.capacity, cap.allocation, cap.available),
                                   critical=limits.critical)
 

@@ -191,11 +191,17 @@ class Sshd:
 
 def path_without_python(directory: Path) -> str:
     """A PATH directory holding every program of the bin and sbin directories but python's."""
+    return path_without(directory, "python")
+
+
+def path_without(directory: Path, prefix: str) -> str:
+    """A PATH directory holding every program of the bin and sbin directories but those
+    whose names start with ``prefix``."""
     directory.mkdir(parents=True, exist_ok=True)
     for source in (Path("/usr/bin"), Path("/bin"), Path("/usr/sbin"), Path("/sbin")):
         for program in source.iterdir():
             target = directory / program.name
-            if program.name.startswith("python") or target.exists():
+            if program.name.startswith(prefix) or target.exists():
                 continue
             with contextlib.suppress(OSError):
                 target.symlink_to(program)
@@ -222,8 +228,10 @@ class Fleet:
 
 
 # known: in the test HOME's known_hosts. "unknown" is not; "rekey" gets a new host key
-# in its test; "doomed" is killed and hung; "nopy" has no python3 on its PATH.
-HOSTS = {"a": True, "b": True, "nopy": True, "unknown": False, "rekey": True, "doomed": True}
+# in its test; "doomed" is killed and hung; "nopy" has no python3 on its PATH, "nozstd"
+# no zstd.
+HOSTS = {"a": True, "b": True, "nopy": True, "nozstd": True, "unknown": False, "rekey": True,
+         "doomed": True}
 
 
 def start_fleet(root: Path) -> Fleet:
@@ -234,10 +242,11 @@ def start_fleet(root: Path) -> Fleet:
     authorized.write_text(client_key.with_suffix(".pub").read_text())
     normal_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     nopy_path = path_without_python(root / "nopy-bin")
+    paths = {"nopy": nopy_path, "nozstd": path_without(root / "nozstd-bin", "zstd")}
     fleet = Fleet(root, root / "home", {})
     try:
         for name in HOSTS:
-            sshd = Sshd(name, root, authorized, nopy_path if name == "nopy" else normal_path)
+            sshd = Sshd(name, root, authorized, paths.get(name, normal_path))
             fleet.hosts[name] = sshd
             sshd.start()
         ssh_dir = fleet.home / ".ssh"

@@ -1,0 +1,306 @@
+"""Copying volumes between hosts against the real sshd fleet (hosts run on this machine,
+so a "remote" pool is a local directory): sparse, zstd on the wire when both ends have
+it, progress, publish-whole, cancel, overwrite, --base and resume after a kill."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backends.contract import ReadOnlyViolation
+from backends.model import Progress
+from backends.transfer import copy_file
+from backends.transport import sparse
+from backends.transport.local import LocalTransport
+from backends.transport.scanner import TEMP_PREFIX
+from backends.transport.ssh import SshTransport
+from console.cache import Cache
+from console.config import Config, journal_path
+from console.inventory import Inventory
+from console.jobs.journal import JobRecord, JobState, Journal
+from console.jobs.operations import describe_job
+from console.jobs.runner import Runner
+from console.jobs.transfer import TransferVolume
+from tests.harness.sshd import Fleet
+
+MiB = 1 << 20
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "console.cli", *args],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def identical(a: Path, a_fmt: str, b: Path, b_fmt: str) -> bool:
+    return subprocess.run(["qemu-img", "compare", "-f", a_fmt, "-F", b_fmt, str(a), str(b)],
+                          capture_output=True).returncode == 0
+
+
+def write_data(path: Path, size: int, extents: list[tuple[int, int]]) -> Path:
+    """A sparse file of ``size`` bytes with random data at each (offset, length)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset, length in extents:
+            f.seek(offset)
+            for _ in range(0, length, MiB):
+                f.write(os.urandom(min(MiB, length)))
+    return path
+
+
+def allocated(path: Path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+@pytest.fixture
+def pools(tmp_path: Path) -> dict[str, Path]:
+    found = {}
+    for name in ("a", "b", "nozstd", "local"):
+        found[name] = tmp_path / name
+        found[name].mkdir()
+    return found
+
+
+@pytest.fixture
+def conf(ssh_home: Path, sshd_fleet: Fleet, tmp_path: Path, pools: dict[str, Path]) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text("".join(
+        f"[[host]]\nname = '{n}'\nuri = '{sshd_fleet.uri(n)}'\n"
+        f"[[host.pool]]\nname = 'images'\npath = '{pools[n]}'\n"
+        for n in ("a", "b", "nozstd")))
+    return path
+
+
+def audit(host: str) -> list[list[str]]:
+    listing = cli("audit", "--host", host, "--json")
+    assert listing.returncode == 0, listing.stderr
+    return [e["argv"] for e in json.loads(listing.stdout)]
+
+
+def last_job() -> JobRecord:
+    journal = Journal(journal_path())
+    try:
+        return max((j for j in journal.jobs() if j.kind == "transfer"), key=lambda j: j.id)
+    finally:
+        journal.close()
+
+
+def last_transfer() -> dict[str, object]:
+    return dict(last_job().resume["transfer"])
+
+
+def test_copy_a_to_b_travels_sparse_and_compressed(conf: Path, pools: dict[str, Path]) -> None:
+    source = write_data(pools["a"] / "vm.raw", 256 * MiB,
+                        [(1 * MiB, 8 * MiB), (100 * MiB, 4 * MiB)])
+    with open(source, "r+b") as f:  # allocated zeroes: they travel as a hole
+        f.seek(200 * MiB)
+        f.write(bytes(4 * MiB))
+    done = cli("copy", "a:images/vm.raw", "b:images/vm.raw", "--config", str(conf), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["state"] == "done"
+    target = pools["b"] / "vm.raw"
+    assert identical(source, "raw", target, "raw")
+    assert os.path.getsize(target) == 256 * MiB
+    assert allocated(target) <= 12 * MiB + MiB < allocated(source)  # the zeroes stayed holes
+    assert not [p for p in os.listdir(pools["b"]) if p.startswith(TEMP_PREFIX)]
+    stats = last_transfer()
+    assert stats["zstd"] is True and stats["data_bytes"] == 12 * MiB
+    assert any("zstd" in argv and "sparse-send" in argv for argv in audit("a"))
+    assert any("zstd" in argv and "sparse-receive" in argv for argv in audit("b"))
+    assert describe_job(last_job()) == "copy a:images/vm.raw → b:images/vm.raw"
+    listing = cli("jobs")
+    assert "transfer  a:images/vm.raw → b:images/vm.raw" in listing.stdout, listing.stderr
+
+
+def test_copy_from_and_to_this_machine(conf: Path, pools: dict[str, Path]) -> None:
+    here = pools["local"]
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(here / "vm.qcow2"), "64M"],
+                   check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 7 1M 3M", "-c",
+                    "write -P 9 40M 2M", str(here / "vm.qcow2")], check=True,
+                   capture_output=True)
+    up = cli("copy", str(here / "vm.qcow2"), "a:images/vm.qcow2", "--config", str(conf))
+    assert up.returncode == 0, up.stderr
+    assert identical(here / "vm.qcow2", "qcow2", pools["a"] / "vm.qcow2", "qcow2")
+    down = cli("copy", "a:images/vm.qcow2", str(here / "back.qcow2"), "--config", str(conf))
+    assert down.returncode == 0, down.stderr
+    assert identical(here / "vm.qcow2", "qcow2", here / "back.qcow2", "qcow2")
+    assert allocated(here / "back.qcow2") < 8 * MiB
+
+
+def test_a_host_without_zstd_gets_the_raw_stream(conf: Path, pools: dict[str, Path]) -> None:
+    source = write_data(pools["a"] / "vm.raw", 32 * MiB, [(4 * MiB, 2 * MiB)])
+    done = cli("copy", "a:images/vm.raw", "nozstd:images/vm.raw", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    assert identical(source, "raw", pools["nozstd"] / "vm.raw", "raw")
+    stats = last_transfer()
+    assert stats["zstd"] is False and stats["data_bytes"] == 2 * MiB
+    received = [argv for argv in audit("nozstd") if "sparse-receive" in argv]
+    assert received and all("zstd" not in argv for argv in received)
+
+
+def test_progress_is_heard_over_ssh(ssh_home: Path, sshd_fleet: Fleet,
+                                   pools: dict[str, Path]) -> None:
+    source = write_data(pools["a"] / "vm.raw", 64 * MiB, [(0, 24 * MiB)])
+    a, b = SshTransport("a", sshd_fleet.uri("a")), SshTransport("b", sshd_fleet.uri("b"))
+    heard: list[tuple[int, int]] = []
+    try:
+        result = copy_file(a, str(source), b, str(pools["b"] / "new.raw"), compress=True,
+                           progress=lambda done, total: heard.append((done, total)))
+    finally:
+        a.close()
+        b.close()
+    assert heard and heard[-1] == (24 * MiB, 24 * MiB)
+    assert result.data_bytes == 24 * MiB and result.compressed
+    assert identical(source, "raw", pools["b"] / "new.raw", "raw")
+
+
+def test_cancel_mid_copy_leaves_nothing_on_the_target(conf: Path,
+                                                      pools: dict[str, Path]) -> None:
+    source = write_data(pools["a"] / "big.raw", 2048 * MiB, [(0, 384 * MiB)])
+    before = os.stat(source)
+    inv = Inventory(Config.load(conf), Cache(None))
+    runner = Runner(Journal(journal_path()), inv)
+    try:
+        job = runner.submit(TransferVolume("a", "images", "big.raw", dest_host="b",
+                                           dest_pool="images", dest_name="big.raw"))
+        deadline = time.monotonic() + 60
+        while not [p for p in os.listdir(pools["b"]) if p.startswith(TEMP_PREFIX)]:
+            assert time.monotonic() < deadline, "the copy never started"
+            time.sleep(0.02)
+        runner.cancel(job.id)
+        finished = runner.wait(job.id, timeout=60)
+    finally:
+        runner.close()
+        inv.close()
+    assert finished.state == JobState.ABORTED, finished.error
+    assert os.listdir(pools["b"]) in ([], [".storage-console"])
+    after = os.stat(source)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_an_existing_target_needs_overwrite(conf: Path, pools: dict[str, Path]) -> None:
+    source = write_data(pools["a"] / "vm.raw", 8 * MiB, [(0, MiB)])
+    (pools["b"] / "vm.raw").write_bytes(b"precious")
+    refused = cli("copy", "a:images/vm.raw", "b:images/vm.raw", "--config", str(conf))
+    assert refused.returncode != 0 and "exists" in refused.stderr
+    assert (pools["b"] / "vm.raw").read_bytes() == b"precious"
+    replaced = cli("copy", "a:images/vm.raw", "b:images/vm.raw", "--overwrite",
+                   "--config", str(conf))
+    assert replaced.returncode == 0, replaced.stderr
+    assert identical(source, "raw", pools["b"] / "vm.raw", "raw")
+
+
+def test_a_chain_without_base_is_refused(conf: Path, pools: dict[str, Path]) -> None:
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(pools["a"] / "base.qcow2"),
+                    "16M"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F",
+                    "qcow2", str(pools["a"] / "top.qcow2")], check=True)
+    refused = cli("copy", "a:images/top.qcow2", "b:images/top.qcow2", "--config", str(conf))
+    assert refused.returncode != 0 and "backing chain" in refused.stderr
+    assert not (pools["b"] / "top.qcow2").exists()
+
+
+def test_base_sends_only_the_overlay(conf: Path, pools: dict[str, Path]) -> None:
+    a = pools["a"]
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(a / "base.qcow2"), "256M"],
+                   check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 5 0 96M",
+                    str(a / "base.qcow2")], check=True, capture_output=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F",
+                    "qcow2", str(a / "top.qcow2")], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 8 10M 1M",
+                    str(a / "top.qcow2")], check=True, capture_output=True)
+    base = cli("copy", "a:images/base.qcow2", "b:images/base.qcow2", "--config", str(conf))
+    assert base.returncode == 0, base.stderr
+    wrong = cli("copy", "a:images/top.qcow2", "b:images/top.qcow2", "--base", "nothere",
+                "--config", str(conf))
+    assert wrong.returncode != 0
+    top = cli("copy", "a:images/top.qcow2", "b:images/top.qcow2", "--base", "base.qcow2",
+              "--config", str(conf))
+    assert top.returncode == 0, top.stderr
+    stats = last_transfer()
+    assert int(str(stats["wire_bytes"])) < 4 * MiB  # the 96 MiB base stayed where it was
+    info = json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", str(pools["b"] / "top.qcow2")],
+        check=True, capture_output=True, text=True).stdout)
+    assert info["backing-filename"] == "base.qcow2"
+    assert info["backing-filename-format"] == "qcow2"
+    assert identical(a / "top.qcow2", "qcow2", pools["b"] / "top.qcow2", "qcow2")
+
+
+def test_a_base_that_differs_is_refused(conf: Path, pools: dict[str, Path]) -> None:
+    a, b = pools["a"], pools["b"]
+    for pool in (a, b):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(pool / "base.qcow2"),
+                        "16M"], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 1 0 1M", str(b / "base.qcow2")],
+                   check=True, capture_output=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F",
+                    "qcow2", str(a / "top.qcow2")], check=True)
+    refused = cli("copy", "a:images/top.qcow2", "b:images/top.qcow2", "--base", "base.qcow2",
+                  "--config", str(conf))
+    assert refused.returncode != 0 and "copy of" in refused.stderr
+    assert sorted(os.listdir(b)) in (["base.qcow2"], [".storage-console", "base.qcow2"])
+
+
+def test_kill_mid_copy_then_resume(conf: Path, pools: dict[str, Path]) -> None:
+    source = write_data(pools["a"] / "big.raw", 1024 * MiB, [(0, 384 * MiB)])
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "copy", "a:images/big.raw",
+                             "b:images/big.raw", "--config", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not [p for p in os.listdir(pools["b"]) if p.startswith(TEMP_PREFIX)]:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    job = last_job()
+    resumed = cli("job", "resume", str(job.id), "--config", str(conf))
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert identical(source, "raw", pools["b"] / "big.raw", "raw")
+    assert not [p for p in os.listdir(pools["b"]) if p.startswith(TEMP_PREFIX)]
+
+
+def test_local_transports_take_the_same_way(tmp_path: Path) -> None:
+    source = write_data(tmp_path / "src.raw", 16 * MiB, [(MiB, MiB)])
+    heard: list[tuple[str, tuple[str, ...], int]] = []
+    here = LocalTransport("here")
+    here.observer = lambda host, argv, code, secs: heard.append((host, argv, code))
+    progress: list[Progress] = []
+    result = copy_file(here, str(source), here, str(tmp_path / "dst.raw"), compress=False,
+                       progress=lambda d, t: progress.append(Progress(done=d, total=t)))
+    assert result.data_bytes == MiB and progress[-1].percent == 100.0
+    assert identical(source, "raw", tmp_path / "dst.raw", "raw")
+    assert sorted((argv[0], code) for _, argv, code in heard) == [("sparse-receive", 0),
+                                                                  ("sparse-send", 0)]
+
+
+def test_spawn_is_refused_in_read_only_mode(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    with pytest.raises(ReadOnlyViolation):
+        LocalTransport("here", read_only=True).spawn(["touch", str(marker)])
+    assert not marker.exists()
+
+
+def test_a_damaged_stream_leaves_no_file(tmp_path: Path) -> None:
+    source = write_data(tmp_path / "src.raw", 4 * MiB, [(MiB, MiB)])
+    stream = io.BytesIO()
+    sparse.send(str(source), stream.write)
+    data = bytearray(stream.getvalue())
+    data[len(sparse.MAGIC) + 3 * sparse.FRAME.size + 100] ^= 1  # a byte of the data
+    with pytest.raises(sparse.ChecksumError):
+        sparse.receive(str(tmp_path / "dst.raw"), io.BytesIO(bytes(data)))
+    with pytest.raises(sparse.StreamError):  # cut short
+        sparse.receive(str(tmp_path / "dst.raw"), io.BytesIO(bytes(data[:-40])))
+    assert not (tmp_path / "dst.raw").exists()
+    size, sent, _ = sparse.receive(str(tmp_path / "dst.raw"), io.BytesIO(stream.getvalue()))
+    assert (size, sent) == (4 * MiB, MiB)
+    assert (tmp_path / "dst.raw").read_bytes() == source.read_bytes()
