@@ -5,6 +5,7 @@ reached shows its state and never blocks the keys, and hosts are added from the 
 from __future__ import annotations
 
 import secrets
+import subprocess
 from pathlib import Path
 
 from textual.widgets import Input
@@ -15,6 +16,7 @@ from console.inventory import Inventory
 from console.ui.screens.add_host import AddHostScreen
 from tests.conftest import MakeImage
 from tests.harness.libvirtd import Libvirtd
+from tests.harness.sshd import Fleet
 from tests.test_ui import SIZE, make_app, screen_text, table
 
 
@@ -101,3 +103,49 @@ async def test_add_a_host_from_the_console(tmp_path: Path) -> None:
     text = conf.read_text()
     assert "# mine" in text and "name = \"far\"" in text
     assert [h.host.name for h in Config.load(conf).hosts] == ["local", "far"]
+
+
+async def test_copy_to_another_host_from_the_console(ssh_home: Path, sshd_fleet: Fleet,
+                                                     tmp_path: Path,
+                                                     make_image: MakeImage) -> None:
+    from textual.widgets import Select
+
+    from console.jobs.journal import JobState
+    from console.ui.screens.copy_volume import CopyVolumeScreen
+    from console.ui.screens.main import MainScreen
+    from tests.test_ui_jobs import newest, plan_words, until
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    src = make_image(here / "disk.qcow2", "qcow2", "16M")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 3M", str(src)],
+                   check=True, capture_output=True)
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"[[host]]\nname = 'local'\n[[host.pool]]\nname = 'here'\n"
+                    f"path = '{here}'\n[[host]]\nname = 'far'\nuri = '{sshd_fleet.uri('a')}'\n"
+                    f"[[host.pool]]\nname = 'there'\npath = '{there}'\n")
+    inv = Inventory(Config.load(conf), Cache(None))
+    inv.refresh()
+    app = make_app(inv)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("y")
+            await pilot.pause()
+            dialog = app.screen
+            assert isinstance(dialog, CopyVolumeScreen)
+            dialog.query_one("#dest-pool", Select).value = ("far", "there")
+            await pilot.pause()
+            assert dialog.query_one("#name", Input).value == "disk.qcow2"
+            await pilot.press("ctrl+s")  # the plan first
+            await until(pilot, lambda: dialog.plan is not None)
+            assert "far" in plan_words(dialog)
+            await pilot.press("ctrl+s")  # then the job
+            await until(pilot, lambda: isinstance(app.screen, MainScreen)
+                        and newest(app).state == JobState.DONE)
+            assert newest(app).kind == "transfer"
+    finally:
+        inv.close()
+    done = subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2",
+                           str(src), str(there / "disk.qcow2")], check=False)
+    assert done.returncode == 0

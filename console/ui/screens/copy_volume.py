@@ -1,5 +1,6 @@
-"""Copy a volume to a pool of the same host: destination pool, name, format, strategy,
-overwrite.
+"""Copy a volume to a pool of the same host, or to a directory pool of another host:
+destination pool, name, format, strategy, overwrite. A copy to another host is a
+transfer job (sparse, zstd on the wire), which keeps the source's format.
 
 As with resize, the first Enter reads the plan (the space the copy reserves, measured
 with ``qemu-img measure`` in a worker) and the second submits the job.
@@ -19,6 +20,7 @@ from backends.model import ImageFormat, Pool
 from console.cache import VolumeRow
 from console.jobs.operations import CopyVolume, Operation
 from console.jobs.runner import Runner
+from console.jobs.transfer import TransferVolume
 from console.ui.cells import printable
 from console.ui.screens.plan import VolumePlanDialog, volume_summary
 
@@ -46,6 +48,9 @@ class CopyVolumeScreen(VolumePlanDialog):
                  cursor_blink: bool = True) -> None:
         super().__init__(runner, pool, volume, cursor_blink=cursor_blink)
         self.pools = self.host_pools()
+        if pool.kind == "dir":  # other hosts' directory pools: a transfer between hosts
+            self.pools += [p for p in runner.inventory.pools()
+                           if p.host != pool.host and p.kind == "dir"]
 
     def compose(self) -> ComposeResult:
         v = self.volume
@@ -55,9 +60,11 @@ class CopyVolumeScreen(VolumePlanDialog):
                          "its whole chain (flattened)", id="what")
             with Grid(id="fields"):
                 yield Label("to pool")
-                yield Select([(printable(p.name), p.name) for p in self.pools],
-                             value=self.pool.name, allow_blank=False, id="dest-pool",
-                             compact=True)
+                yield Select([(printable(p.name if p.host == self.pool.host
+                                         else f"{p.host}:{p.name}"), (p.host, p.name))
+                              for p in self.pools],
+                             value=(self.pool.host, self.pool.name), allow_blank=False,
+                             id="dest-pool", compact=True)
                 yield Label("name")
                 yield Input(copy_name(v.name), id="name", compact=True)
                 yield Label("format")
@@ -83,7 +90,7 @@ class CopyVolumeScreen(VolumePlanDialog):
             # The default name follows the pool (a copy elsewhere keeps the name), unless
             # a name was typed.
             field = self.query_one("#name", Input)
-            same = event.value == self.pool.name
+            same = event.value == (self.pool.host, self.pool.name)
             if field.value in (self.volume.name, copy_name(self.volume.name)):
                 field.value = copy_name(self.volume.name) if same else self.volume.name
 
@@ -92,9 +99,18 @@ class CopyVolumeScreen(VolumePlanDialog):
         if not name.strip():
             self.show_error("name: enter a name for the copy")
             return None
-        dest_pool = str(self.query_one("#dest-pool", Select).value)
+        dest_host, dest_pool = self.query_one("#dest-pool", Select).value  # type: ignore[misc]
         fmt = str(self.query_one("#format", Select).value)
         strategy = str(self.query_one("#strategy", Select).value)
+        overwrite = self.query_one("#overwrite", Checkbox).value
+        if dest_host != self.pool.host:
+            if fmt != KEEP or strategy != SPARSE:
+                self.show_error("a copy to another host keeps the format and is sparse: "
+                                "convert it on either host")
+                return None
+            return TransferVolume(self.pool.host, self.pool.name, self.volume.name,
+                                  dest_host=dest_host, dest_pool=dest_pool, dest_name=name,
+                                  overwrite=overwrite)
         return CopyVolume(self.pool.host, self.pool.name, self.volume.name,
                           dest_pool=dest_pool, dest_name=name,
                           format=None if fmt == KEEP else fmt,
@@ -102,14 +118,15 @@ class CopyVolumeScreen(VolumePlanDialog):
                           strategy=None if strategy == SPARSE else strategy)
 
     def check(self, op: Operation) -> None:
-        assert isinstance(op, CopyVolume)
-        where = {"host": op.host, "pool": op.dest_pool, "volume": op.dest_name}
-        if (op.dest_pool, op.dest_name) == (op.pool, op.volume):
+        assert isinstance(op, CopyVolume | TransferVolume)
+        dest_host = op.dest_host if isinstance(op, TransferVolume) else op.host
+        where = {"host": dest_host, "pool": op.dest_pool, "volume": op.dest_name}
+        if (dest_host, op.dest_pool, op.dest_name) == (op.host, op.pool, op.volume):
             raise InvalidRequest("a volume cannot be copied onto itself", **where)
         inventory = self.runner.inventory
         inventory.probe_volume(op.host, op.pool, op.volume)  # the source is still there
         try:
-            inventory.probe_volume(op.host, op.dest_pool, op.dest_name)
+            inventory.probe_volume(dest_host, op.dest_pool, op.dest_name)
         except VolumeNotFound:
             return
         if not op.overwrite:
@@ -119,6 +136,9 @@ class CopyVolumeScreen(VolumePlanDialog):
     def fallback(self) -> str:
         source = self.volume.format
         plan = self.plan
+        if plan is not None and isinstance(plan.op, TransferVolume):
+            return (f"the image file sent sparse to {plan.op.dest_host} (zstd on the wire "
+                    "when both hosts have it) into a temporary file, renamed once whole")
         target = plan.op.format if plan is not None and isinstance(plan.op, CopyVolume) \
             and plan.op.format else source
         return (f"qemu-img convert -f {source} -O {target} into a temporary file in the "
@@ -126,6 +146,13 @@ class CopyVolumeScreen(VolumePlanDialog):
 
     def notes(self) -> list[tuple[str, str]]:
         plan = self.plan
+        if plan is not None and isinstance(plan.op, TransferVolume):
+            op = plan.op
+            return [("to", f"host {op.dest_host}, pool {op.dest_pool}: "
+                           f"{printable(op.dest_name)}"),
+                    ("note", "sent sparse (only allocated ranges; holes stay holes), "
+                             "zstd on the wire when both hosts have it, checked on "
+                             "arrival; refused while a running QEMU writes the source")]
         strategy = plan.op.strategy if plan is not None and isinstance(plan.op, CopyVolume) \
             else None
         how = {"performance": "performance: every byte preallocated (falloc), so the guest "
