@@ -149,3 +149,45 @@ async def test_copy_to_another_host_from_the_console(ssh_home: Path, sshd_fleet:
     done = subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2",
                            str(src), str(there / "disk.qcow2")], check=False)
     assert done.returncode == 0
+
+
+async def test_trust_a_host_key_from_the_console(ssh_home: Path, sshd_fleet: Fleet,
+                                                 tmp_path: Path) -> None:
+    from console.config import known_hosts_path
+    from console.hosts import HostState
+    from console.ui.screens.confirm import ConfirmScreen
+
+    pool = tmp_path / "far"
+    pool.mkdir()
+    (pool / "a.raw").write_bytes(b"\0" * 4096)
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"[[host]]\nname = 'stranger'\nuri = '{sshd_fleet.uri('unknown')}'\n"
+                    f"[[host.pool]]\nname = 'p'\npath = '{pool}'\n")
+    inv = Inventory(Config.load(conf), Cache(None))
+    app = make_app(inv, refresh_on_start=True)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: inv.host_status("stranger").state
+                           == HostState.UNTRUSTED)
+            await pilot.pause()
+            fingerprint = inv.host_status("stranger").fingerprint
+            assert fingerprint and "stranger: key not trusted" in screen_text(app)
+            app.screen.pool_tree.select_host("stranger")  # type: ignore[attr-defined]
+            await pilot.pause()
+            assert fingerprint in screen_text(app)  # where the volumes would be
+            await pilot.press("t")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen)
+            assert fingerprint in str(app.screen.query_one("#question").render())
+            await pilot.press("n")  # no: nothing is trusted
+            await pilot.pause()
+            assert not known_hosts_path().exists()
+            await pilot.press("t")
+            await pilot.pause()
+            await pilot.press("y")
+            await wait_for(pilot, lambda: inv.host_status("stranger").state
+                           == HostState.ONLINE
+                           and inv.cache.volume("stranger", "p", "a.raw") is not None)
+            assert fingerprint.split(":", 1)[1][:8] and known_hosts_path().exists()
+    finally:
+        inv.close()

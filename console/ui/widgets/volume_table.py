@@ -13,6 +13,7 @@ pinned under the header, one row each, from a short list the screen hands over
 from __future__ import annotations
 
 import os
+import textwrap
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -397,12 +398,16 @@ class VolumeTable(ScrollView, can_focus=True):
             return self._output(self.pinned[y - 1], columns, width, base)
         index = round(self.scroll_y) + y - 1 - pinned
         if self.row_count == 0:
-            if y == pinned + 1 and not pinned:
-                text = self.empty_text or ("no volumes match the filter" if self.filter_text
-                                           else "no volumes in this pool")
+            text = self.empty_text or ("no volumes match the filter" if self.filter_text
+                                       else "no volumes in this pool")
+            # A long message (a host's error with its key's fingerprint) wraps.
+            lines = [line for paragraph in text.split("\n")
+                     for line in textwrap.wrap(paragraph, max(8, width - 2)) or [""]]
+            at = y - pinned - 1
+            if not pinned and 0 <= at < len(lines):
                 style = base + self.get_component_rich_style("volume-table--empty",
                                                              partial=True)
-                return Strip([Segment(fit(" " + text, width), style)], width)
+                return Strip([Segment(fit(" " + lines[at], width), style)], width)
             return Strip.blank(width, base)
         row = self.row(index)
         if row is None:
