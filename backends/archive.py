@@ -436,6 +436,7 @@ class _Prefetch:
         self.extents = data_extents(fd, 0, size)
         self.extent: tuple[int, int] | None = (0, 0)
         self.asked = 0  # everything before this was asked for (or is a hole)
+        self._page = bytearray(4096)
 
     def advance(self, position: int) -> None:
         """Ask for the data in [position, position + PREFETCH), a step at a time."""
@@ -449,9 +450,22 @@ class _Prefetch:
             if start >= limit:
                 return
             end = min(end, limit)
-            with contextlib.suppress(OSError):  # only a hint
-                os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_WILLNEED)
+            if not self._cached(start, end):
+                with contextlib.suppress(OSError):  # only a hint
+                    os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_WILLNEED)
             self.asked = end
+
+    def _cached(self, start: int, end: int) -> bool:
+        """Whether the range's first and last pages are in the page cache already (a
+        read that must not wait says so): asking for cached data again only costs."""
+        nowait = getattr(os, "RWF_NOWAIT", None)
+        if nowait is None:
+            return False
+        try:
+            return all(os.preadv(self.fd, [self._page], at, nowait) > 0
+                       for at in (start, max(start, end - len(self._page))))
+        except OSError:  # EAGAIN: not cached (or the flag is not supported here)
+            return False
 
 
 def compress(src: str, out: str, argv: list[str], *, progress: ProgressFn | None = None,
