@@ -101,22 +101,12 @@ class TransferVolume(Operation):
         if self.dest_host == self.host:
             raise InvalidRequest("a copy between hosts needs two hosts: use a copy "
                                  "within the host", host=self.host, volume=self.volume)
-        src_pool, src, source = self._source(inventory)
-        dest, dst, dst_driver = self._target(inventory)
-        if source.error:
-            raise InvalidRequest(f"cannot be read: {source.error}", host=self.host,
-                                 pool=self.pool, volume=self.volume)
-        if inventory.driver(src_pool).volume_in_use(source):
-            raise VolumeBusy("a running QEMU holds it for writing: the copy would be torn",
-                             host=self.host, pool=self.pool, volume=self.volume,
-                             hint="shut the VM down, or snapshot it and copy the snapshot")
-        if not self.overwrite:
-            with contextlib.suppress(VolumeNotFound):
-                dst_driver.probe_volume(dest, self.dest_name)
-                raise VolumeExists("the target exists; nothing was touched",
-                                   host=self.dest_host, pool=self.dest_pool,
-                                   volume=self.dest_name, hint="pass --overwrite to "
-                                   "replace it")
+        # The two hosts are asked at once: each question is a round trip to its host.
+        with ThreadPoolExecutor(2, thread_name_prefix="transfer-check") as both:
+            on_source = both.submit(self._check_source, inventory)
+            on_target = both.submit(self._check_target, inventory)
+            src, source, src_zstd = on_source.result()
+            dest, dst, dst_driver, dst_zstd = on_target.result()
         base = self._check_base(ctx, source, src, dest, dst, dst_driver)
         step = 3 if self.base else 2
         temp = temp_name(ctx.job_id, self.dest_name)
@@ -124,7 +114,7 @@ class TransferVolume(Operation):
         # Journaled before the file exists: a rollback on the target host finds it.
         ctx.remember(temp=temp, temp_pool=dest.name, temp_host=self.dest_host)
         ctx.stage(step, "transfer")
-        compress = self.compress and has_zstd(src) and has_zstd(dst)
+        compress = self.compress and src_zstd and dst_zstd
         result = copy_file(
             src, source.path, dst, temp_path, compress=compress,
             progress=lambda done, total: ctx.progress(Progress(done=done, total=total,
@@ -171,6 +161,30 @@ class TransferVolume(Operation):
             raise _as_os_error(err) from None
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _check_source(self, inventory: Inventory) -> tuple[Transport, Volume, bool]:
+        """The source re-probed, readable and not written by a running QEMU."""
+        src_pool, src, source = self._source(inventory)
+        if source.error:
+            raise InvalidRequest(f"cannot be read: {source.error}", host=self.host,
+                                 pool=self.pool, volume=self.volume)
+        if inventory.driver(src_pool).volume_in_use(source):
+            raise VolumeBusy("a running QEMU holds it for writing: the copy would be torn",
+                             host=self.host, pool=self.pool, volume=self.volume,
+                             hint="shut the VM down, or snapshot it and copy the snapshot")
+        return src, source, self.compress and has_zstd(src)
+
+    def _check_target(self, inventory: Inventory) -> tuple[Pool, Transport, Driver, bool]:
+        """The target pool, and no volume under the target name (unless overwrite)."""
+        dest, dst, dst_driver = self._target(inventory)
+        if not self.overwrite:
+            with contextlib.suppress(VolumeNotFound):
+                dst_driver.probe_volume(dest, self.dest_name)
+                raise VolumeExists("the target exists; nothing was touched",
+                                   host=self.dest_host, pool=self.dest_pool,
+                                   volume=self.dest_name, hint="pass --overwrite to "
+                                   "replace it")
+        return dest, dst, dst_driver, self.compress and has_zstd(dst)
 
     def _source(self, inventory: Inventory) -> tuple[Pool, Transport, Volume]:
         pool = inventory.pool(self.host, self.pool)
