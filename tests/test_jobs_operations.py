@@ -802,6 +802,8 @@ def test_prefetch_asks_for_data_just_ahead_and_never_holes(
         (offset, length)) if advice == os.POSIX_FADV_WILLNEED else None)
     monkeypatch.setattr(archive, "PREFETCH", 8 * MiB)
     monkeypatch.setattr(archive, "PREFETCH_STEP", 4 * MiB)
+    # The data just written is in the page cache: as if it were not (a cold read).
+    monkeypatch.setattr(archive._Prefetch, "_cached", lambda self, start, end: False)
     fd = os.open(path, os.O_RDONLY)
     try:
         prefetch = archive._Prefetch(fd, 64 * MiB)
@@ -811,6 +813,23 @@ def test_prefetch_asks_for_data_just_ahead_and_never_holes(
         prefetch.advance(37 * MiB)  # 40 MiB is within a step now
         prefetch.advance(60 * MiB)
         assert asked == [(0, 4 * MiB), (40 * MiB, MiB)]
+    finally:
+        os.close(fd)
+
+
+def test_prefetch_skips_what_is_cached_already(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "warm.raw"
+    path.write_bytes(b"w" * (2 * MiB))  # just written: in the page cache
+    asked: list[int] = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: asked.append(
+        offset) if advice == os.POSIX_FADV_WILLNEED else None)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        prefetch = archive._Prefetch(fd, 2 * MiB)
+        assert prefetch._cached(0, 2 * MiB)
+        prefetch.advance(0)
+        assert asked == []
     finally:
         os.close(fd)
 
