@@ -191,3 +191,37 @@ async def test_trust_a_host_key_from_the_console(ssh_home: Path, sshd_fleet: Fle
             assert fingerprint.split(":", 1)[1][:8] and known_hosts_path().exists()
     finally:
         inv.close()
+
+
+async def test_stop_and_start_a_libvirt_pool_from_the_console(libvirtd: Libvirtd,
+                                                              tmp_path: Path) -> None:
+    target = tmp_path / "lv"
+    target.mkdir()
+    name = f"sctest-{secrets.token_hex(3)}"
+    libvirtd.virsh("pool-define-as", name, "dir", "--target", str(target))
+    libvirtd.virsh("pool-start", name)
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"[[host]]\nname = 'virt'\nuri = '{libvirtd.uri}'\n")
+    inv = Inventory(Config.load(conf), Cache(None))
+    inv.refresh()
+    app = make_app(inv)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            screen.pool_tree.select_pool("virt", name)  # type: ignore[attr-defined]
+            await pilot.pause()
+            verbs = [v for v, _, _ in screen.pool_lifecycle_commands()]  # type: ignore[attr-defined]
+            assert verbs[:2] == ["stop", "refresh"]
+            titles = [c.name for c in screen.palette_commands()]  # type: ignore[attr-defined]
+            assert f"Stop pool {name}" in titles
+            screen.pool_lifecycle("virt", name, "stop")  # type: ignore[attr-defined]
+            await wait_for(pilot, lambda: inv.known_pool("virt", name) is not None
+                           and not inv.known_pool("virt", name).active)  # type: ignore[union-attr]
+            assert "inactive" in libvirtd.virsh("pool-info", name).stdout
+            assert [v for v, _, _ in screen.pool_lifecycle_commands()] == ["start"]  # type: ignore[attr-defined]
+            screen.pool_lifecycle("virt", name, "start")  # type: ignore[attr-defined]
+            await wait_for(pilot, lambda: inv.known_pool("virt", name).active)  # type: ignore[union-attr]
+    finally:
+        inv.close()
+        libvirtd.virsh("pool-destroy", name, check=False)
+        libvirtd.virsh("pool-undefine", name, check=False)

@@ -78,6 +78,44 @@ class HostActions(Screen[None]):
     def rediscover(self, name: str) -> None:
         self.discover(name)
 
+    # -- a libvirt pool's lifecycle --------------------------------------------------------
+
+    def pool_lifecycle_commands(self) -> list[tuple[str, str, str]]:
+        """(verb, title, help) for the libvirt pool under the cursor: start or stop it,
+        let libvirt re-read it, autostart on or off."""
+        pool = self.inventory.known_pool(*self.current.key) if self.current else None
+        if pool is None or pool.kind != "libvirt" or self.inventory.read_only:
+            return []
+        name = pool.name
+        if not pool.active:
+            return [("start", f"Start pool {name}", "libvirt starts it (mounts, activates)")]
+        return [("stop", f"Stop pool {name}", "libvirt stops it; its volumes stay"),
+                ("refresh", f"Re-read pool {name} in libvirt",
+                 "libvirt looks at its storage again (files added behind its back)"),
+                ("autostart-on", f"Autostart pool {name}", "started with libvirtd"),
+                ("autostart-off", f"Do not autostart pool {name}", "")]
+
+    @work(thread=True, group="hosts")
+    def pool_lifecycle(self, host: str, name: str, verb: str) -> None:
+        """One lifecycle call on libvirt's connection, then the host read again."""
+        pool = self.inventory.known_pool(host, name)
+        if pool is None:
+            return
+        from backends.drivers.libvirt.driver import LibvirtDriver
+
+        try:
+            driver = self.inventory.driver(pool)
+            assert isinstance(driver, LibvirtDriver)
+            if verb.startswith("autostart-"):
+                driver.set_autostart(name, verb == "autostart-on")
+            else:
+                {"start": driver.start_pool, "stop": driver.stop_pool,
+                 "refresh": driver.refresh_pool}[verb](name)
+        except StorageError as err:
+            self.post_message(HostChanged(host, str(err)))
+            return
+        self.discover(host)
+
     def host_action_allowed(self, action: str) -> bool:
         if self.inventory.read_only:
             return False

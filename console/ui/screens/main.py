@@ -717,6 +717,11 @@ class MainScreen(HostActions):
         if self.check_action("growfs", ()):
             yield PaletteCommand(f"Grow the file system in {name}",
                                  "Its ext2/3/4 file system fills the volume", self.action_growfs)
+        if self.current is not None:
+            host, pool = self.current.key
+            for verb, title, help_text in self.pool_lifecycle_commands():
+                yield PaletteCommand(title, help_text,
+                                     partial(self.pool_lifecycle, host, pool, verb))
         yield PaletteCommand("Audit log", "Every command run on every host, newest first",
                              self.action_audit)
         if self.runner is not None:
