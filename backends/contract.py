@@ -14,12 +14,24 @@ from __future__ import annotations
 import contextlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends.archive import SIDECAR_SUFFIX, ArchiveInfo, StreamResult
-from backends.model import Capacity, ImageFormat, Pool, PoolScan, Progress, Volume
+from backends.model import (
+    Capacity,
+    ImageFormat,
+    Pool,
+    PoolScan,
+    Progress,
+    TemporaryFile,
+    Volume,
+    ZeroCount,
+)
+
+if TYPE_CHECKING:  # not at run time: this module is shipped to hosts, qemuimg is not
+    from backends.qemuimg import CheckResult
 
 ProgressCallback = Callable[[Progress], None]
 CancelCheck = Callable[[], bool]  # True once the job is asked to stop; polled ~10 times/s
@@ -297,6 +309,12 @@ class Transport(ABC):
     def has_data(self, path: str) -> bool:
         """Whether the regular file ``path`` holds any non-zero byte in its allocated extents."""
 
+    @abstractmethod
+    def zero_blocks(self, path: str, budget: int) -> tuple[int, int, int]:
+        """(allocated, read, zero) bytes of the regular file ``path``: its allocated
+        extents, the bytes of them read (at most ``budget``, samples spread over the
+        extents past it), and how many of those were 4 KiB blocks of zeroes."""
+
     # -- for snapshots, wipes, archives (the jobs issue) -----------------------------
 
     @abstractmethod
@@ -566,6 +584,29 @@ class Driver(ABC):
         which writes at most what the images above it hold. Reads only."""
         raise NotSupported("measuring copies is not supported", pool=pool.name,
                            host=pool.host)
+
+    def check_volume(self, pool: Pool, name: str, *, force_share: bool) -> CheckResult:
+        """``qemu-img check`` of one volume's own metadata (never its backing).
+
+        ``force_share`` reads an image a QEMU holds open (the result may be
+        inconsistent). A check that could not run to the end comes back with status
+        ``error`` and qemu-img's message; ``NotSupported`` when the format has none
+        (raw: exit 63 is "not supported", not an error).
+        """
+        raise NotSupported("checking volumes is not supported", pool=pool.name,
+                           host=pool.host, volume=name)
+
+    def temporary_files(self, pool: Pool, names: Sequence[str]) -> list[TemporaryFile]:
+        """Size, allocation and mtime of the pool's temporary files ``names`` (from
+        ``PoolScan.temporaries``); a name gone since is left out."""
+        raise NotSupported("listing temporary files is not supported", pool=pool.name,
+                           host=pool.host)
+
+    def count_zeroes(self, volume: Volume, budget: int) -> ZeroCount:
+        """How much of the volume file's allocated space holds only zeroes, reading at
+        most ``budget`` bytes (a sample spread over the file past it)."""
+        raise NotSupported("counting zeroes is not supported", pool=volume.pool,
+                           host=volume.host, volume=volume.name)
 
     def same_content(self, a: Volume, b_path: str, b_format: ImageFormat | str, *,
                      should_cancel: CancelCheck | None = None) -> bool:

@@ -188,3 +188,34 @@ class PoolScan:
     pool: Pool
     volumes: tuple[Volume, ...] = field(default_factory=tuple)
     skipped: tuple[str, ...] = ()  # entries that are not volumes (dirs, FIFOs, ...)
+    temporaries: tuple[str, ...] = ()  # names of job outputs in flight (``TEMP_PREFIX``)
+
+
+@dataclass(frozen=True)
+class TemporaryFile:
+    """A job's output under its temporary name, in a pool's directory."""
+
+    name: str
+    size: int
+    allocation: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class ZeroCount:
+    """Zeroes in a file's allocated extents: ``read`` of its ``allocated`` bytes were
+    read (a sample when the budget was smaller), ``zero`` of those in 4 KiB blocks of
+    zeroes only."""
+
+    allocated: int
+    read: int
+    zero: int
+
+    @property
+    def fraction(self) -> float:
+        return self.zero / self.read if self.read else 0.0
+
+    @property
+    def estimated_zero(self) -> int:
+        """Zero bytes over the whole allocation, extrapolated from what was read."""
+        return self.zero if self.read >= self.allocated else int(self.allocated * self.fraction)

@@ -260,24 +260,30 @@ def check(
     fmt: ImageFormat | str,
     *,
     repair: str | None = None,
-    force_share: bool = True,
+    force_share: bool = False,
+    output_json: bool = True,
 ) -> list[str]:
-    """``qemu-img check --output=json``.
+    """``qemu-img check`` of the image's own metadata, its backing chain cut off (a
+    check never needs the backing, and a backing named in an untrusted header is never
+    opened: a missing one would also make the check fail).
 
-    ``force_share`` (``-U``) lets a read-only check look at an image a QEMU has open; a
-    repair (``-r leaks|all``) opens the image for writing, where qemu refuses ``-U``, so
-    it is never shared.
+    ``force_share`` (``-U``) lets a read-only check look at an image a QEMU has open
+    (its result may then be inconsistent); a repair (``-r leaks|all``) opens the image
+    for writing, where qemu refuses ``-U``: asking for both is a ``ValueError``.
     """
-    argv = [QEMU_IMG, "check", "--output=json"]
-    if repair is not None:
-        if repair not in REPAIRS:
-            raise ValueError(f"repair is one of {REPAIRS}, not {repair!r}")
-    elif force_share:
+    if repair is not None and repair not in REPAIRS:
+        raise ValueError(f"repair is one of {REPAIRS}, not {repair!r}")
+    if repair is not None and force_share:
+        raise ValueError("a repair writes the image: it cannot be shared (-U)")
+    argv = [QEMU_IMG, "check"]
+    if output_json:
+        argv.append("--output=json")
+    if force_share:
         argv.append("-U")
     argv += ["-f", qemu_format(fmt)]
     if repair is not None:
         argv += ["-r", repair]
-    return [*argv, "--", _image(path)]
+    return [*argv, "--", without_backing(_image(path))]
 
 
 # qemu-img check's exit status, as its manual documents it.
@@ -289,7 +295,8 @@ class CheckResult:
     """What ``qemu-img check`` found. ``status``: clean (no problem), error (the check
     could not complete), corrupt (corruptions, leaks maybe too), leaks (leaked clusters
     only: wasted space, no harm to data), unsupported (the format has no check, e.g.
-    raw), or unknown (an exit status qemu-img does not document)."""
+    raw), or unknown (an exit status qemu-img does not document). ``message`` is the
+    last line qemu-img wrote on stderr (why it failed), "" when it said nothing."""
 
     status: str
     returncode: int
@@ -299,13 +306,17 @@ class CheckResult:
     corruptions_fixed: int = 0
     leaks_fixed: int = 0
     image_end_offset: int | None = None
+    allocated_clusters: int = 0
+    total_clusters: int = 0
+    fragmented_clusters: int = 0
+    message: str = ""
 
     @property
     def clean(self) -> bool:
         return self.status == "clean"
 
 
-def parse_check(returncode: int, stdout: bytes) -> CheckResult:
+def parse_check(returncode: int, stdout: bytes, stderr: bytes = b"") -> CheckResult:
     """Map ``qemu-img check``'s exit status and JSON report into a ``CheckResult``."""
     status = CHECK_STATUS.get(returncode, "unknown")
     try:
@@ -320,6 +331,7 @@ def parse_check(returncode: int, stdout: bytes) -> CheckResult:
         return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
     end = data.get("image-end-offset")
+    lines = stderr.decode(errors="replace").strip().splitlines()
     return CheckResult(
         status=status,
         returncode=returncode,
@@ -329,6 +341,10 @@ def parse_check(returncode: int, stdout: bytes) -> CheckResult:
         corruptions_fixed=count("corruptions-fixed"),
         leaks_fixed=count("leaks-fixed"),
         image_end_offset=end if isinstance(end, int) and not isinstance(end, bool) else None,
+        allocated_clusters=count("allocated-clusters"),
+        total_clusters=count("total-clusters"),
+        fragmented_clusters=count("fragmented-clusters"),
+        message=lines[-1].removeprefix("qemu-img: ") if lines else "",
     )
 
 

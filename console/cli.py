@@ -42,6 +42,7 @@ HANDLERS: dict[str, tuple[str, str]] = {
     "jobs": ("jobs", "cmd_jobs"), "job": ("jobs", "cmd_job"),
     "audit": ("audit", "cmd_audit"), "hosts": ("hosts", "cmd_hosts"),
     "pool": ("libvirt_pools", "cmd_pool"),
+    "check": ("checking", "cmd_check"),
 }
 JOB_COMMANDS = ("create", "resize", "copy", "delete", "snapshot", "clone", "growfs",
                 "archive", "restore", "jobs", "job")
@@ -71,6 +72,18 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         p.add_argument("targets", nargs="*", metavar="TARGET",
                        help="a directory, or HOST:POOL (default: all pools)")
         p.add_argument("--json", action="store_true", help="print a JSON array")
+    elif command == "check":
+        p = _Parser(prog=f"{PROG} check",
+                    description="Check volumes and pools; list what is wrong and the fixes "
+                                "that would mend it. Exit status 0: nothing broken, 1: "
+                                "something broken, 2: something could not be checked.")
+        p.add_argument("targets", nargs="*", metavar="TARGET",
+                       help="a directory, HOST:POOL, HOST:POOL/NAME, a volume file or a host name "
+                            "(default: everything)")
+        p.add_argument("--json", action="store_true",
+                       help='print {"volumes": [...], "findings": [...], "fixes": [...]}')
+        p.add_argument("--quick", action="store_true",
+                       help="only what the scan finds: no qemu-img check, no zero count")
     elif command == "audit":
         p = _Parser(prog=f"{PROG} audit",
                     description="Commands run on hosts (the audit log), newest first.")

@@ -139,15 +139,22 @@ def test_parse_measure() -> None:
 
 
 def test_check() -> None:
+    cut = 'json:{"backing": null, "file": {"driver": "file", "filename": "/p/a"}}'
     assert qemuimg.check("/p/a", ImageFormat.QCOW2) == [
-        "qemu-img", "check", "--output=json", "-U", "-f", "qcow2", "--", "/p/a"]
-    assert qemuimg.check("/p/a", "qcow2", force_share=False) == [
-        "qemu-img", "check", "--output=json", "-f", "qcow2", "--", "/p/a"]
-    # A repair opens the image for writing: never shared, whatever force_share says.
+        "qemu-img", "check", "--output=json", "-f", "qcow2", "--", cut]
+    assert qemuimg.check("/p/a", "qcow2", force_share=True) == [
+        "qemu-img", "check", "--output=json", "-U", "-f", "qcow2", "--", cut]
+    assert qemuimg.check("/p/a", "qcow2", output_json=False) == [
+        "qemu-img", "check", "-f", "qcow2", "--", cut]
     assert qemuimg.check("/p/a", "qcow2", repair="leaks") == [
-        "qemu-img", "check", "--output=json", "-f", "qcow2", "-r", "leaks", "--", "/p/a"]
+        "qemu-img", "check", "--output=json", "-f", "qcow2", "-r", "leaks", "--", cut]
+    assert qemuimg.check("/p/a", "qcow2", repair="all") == [
+        "qemu-img", "check", "--output=json", "-f", "qcow2", "-r", "all", "--", cut]
     with pytest.raises(ValueError):
         qemuimg.check("/p/a", "qcow2", repair="everything")
+    # A repair opens the image for writing: qemu refuses -U with it.
+    with pytest.raises(ValueError, match="shared"):
+        qemuimg.check("/p/a", "qcow2", repair="leaks", force_share=True)
 
 
 @pytest.mark.parametrize(("code", "status"), [
@@ -165,8 +172,23 @@ def test_parse_check_counts() -> None:
            b'"format": "qcow2"}')
     assert qemuimg.parse_check(2, out) == qemuimg.CheckResult(
         "corrupt", 2, corruptions=2, leaks=3, check_errors=0, leaks_fixed=1,
-        image_end_offset=262144)
+        image_end_offset=262144, total_clusters=16)
     assert qemuimg.parse_check(1, b"not json").image_end_offset is None
+    full = (b'{"image-end-offset": 393216, "total-clusters": 16, "check-errors": 0, '
+            b'"allocated-clusters": 5, "fragmented-clusters": 1, "filename": "x"}')
+    parsed = qemuimg.parse_check(0, full, b"")
+    assert (parsed.allocated_clusters, parsed.fragmented_clusters) == (5, 1)
+    failed = qemuimg.parse_check(1, b"", b"qemu-img: Could not open 'x': busy\n")
+    assert failed.status == "error" and failed.message == "Could not open 'x': busy"
+
+
+def test_check_a_missing_backing_is_not_opened(tmp_path: Path) -> None:
+    """The check cuts the chain: an overlay whose backing is gone is still checked."""
+    top = tmp_path / "top.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-u", "-f", "qcow2", "-b", "/nonexistent/b",
+                    "-F", "qcow2", str(top), "1M"], check=True)
+    done = subprocess.run(qemuimg.check(str(top), "qcow2"), capture_output=True)
+    assert qemuimg.parse_check(done.returncode, done.stdout, done.stderr).status == "clean"
 
 
 def test_rebase() -> None:

@@ -19,7 +19,9 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from backends import archive, filesystems, qemuimg
@@ -58,7 +60,9 @@ from backends.model import (
     Pool,
     PoolScan,
     Progress,
+    TemporaryFile,
     Volume,
+    ZeroCount,
 )
 from backends.transport.scanner import TEMP_PREFIX
 
@@ -268,11 +272,14 @@ class DirDriver(Driver):
                                   host=pool.host, pool=pool.name) from None
         volumes = []
         skipped = []
+        temporaries = []
         for entry in listing["entries"]:
             if entry["kind"] == "file":
                 volumes.append(volume_from_entry(pool, entry))
             else:
                 skipped.append(f"{entry['name']} ({entry['kind']})")
+                if entry["kind"] == "temporary":
+                    temporaries.append(entry["name"])
         capacity = capacity_from_statvfs(listing["statvfs"])
         committed = sum(v.capacity for v in volumes)
         capacity = Capacity(capacity.capacity, capacity.allocation, capacity.available,
@@ -281,6 +288,7 @@ class DirDriver(Driver):
             pool=Pool(pool.host, pool.name, pool.kind, pool.path, capacity),
             volumes=tuple(volumes),
             skipped=tuple(skipped),
+            temporaries=tuple(temporaries),
         )
 
     def probe_volume(self, pool: Pool, name: str) -> Volume:
@@ -717,6 +725,47 @@ class DirDriver(Driver):
         if result.returncode in (0, 1):
             return result.returncode == 0
         raise self._failure(result, "qemu-img compare", where)
+
+    def check_volume(self, pool: Pool, name: str, *, force_share: bool) -> qemuimg.CheckResult:
+        volume = self.probe_volume(pool, name)
+        where = _where(pool, name)
+        if qemuimg.qemu_format(volume.format) == "raw":
+            raise NotSupported(f"{volume.format} images have no metadata to check", **where)
+        if volume.chain.problem is None:
+            self._require_usable(volume, "check")
+        else:  # the check cuts the chain off: a broken one does not stop it
+            self._require_usable(replace(volume, chain=Chain(volume.chain.links)), "check")
+        result = self._run(qemuimg.check(volume.path, volume.format,
+                                         force_share=force_share), where)
+        checked = qemuimg.parse_check(result.returncode, result.stdout, result.stderr)
+        if checked.status == "unsupported":
+            raise NotSupported(f"qemu-img cannot check {volume.format} images", **where)
+        return checked
+
+    def temporary_files(self, pool: Pool, names: Sequence[str]) -> list[TemporaryFile]:
+        found = []
+        for name in names:
+            if not name.startswith(TEMP_PREFIX) or "/" in name:
+                continue
+            try:
+                st = self.transport.lstat(os.path.join(pool.path, name))
+            except FileNotFoundError:
+                continue  # its job published or removed it since the scan
+            except OSError as err:
+                raise StorageError(f"cannot read temporary file {name}: {err.strerror}",
+                                   host=pool.host, pool=pool.name) from None
+            if stat.S_ISREG(st.st_mode):
+                found.append(TemporaryFile(name, st.st_size, st.st_blocks * 512,
+                                           st.st_mtime))
+        return found
+
+    def count_zeroes(self, volume: Volume, budget: int) -> ZeroCount:
+        where = {"host": volume.host, "pool": volume.pool, "volume": volume.name}
+        try:
+            allocated, read, zero = self.transport.zero_blocks(volume.path, budget)
+        except OSError as err:
+            raise StorageError(f"cannot read its extents: {err.strerror}", **where) from None
+        return ZeroCount(allocated, read, zero)
 
     def volume_in_use(self, volume: Volume) -> bool:
         """QEMU (and qemu-nbd, qemu-storage-daemon) lock byte 101 of an image file they

@@ -43,7 +43,7 @@ LOCKED = "locked"  # the line that says a lock is held, for the client to go on
 # Operations that watch stdin while they run: a cancel line or the end of input stops
 # them. A scan does not: a second thread would stop the scanner forking (see scanner).
 _WATCHED = frozenset({"wipe_file", "compress_file", "decompress_file", "sha256_file",
-                      "has_data", "lock_file"})
+                      "has_data", "zero_blocks", "lock_file"})
 
 
 class _Session:
@@ -111,6 +111,8 @@ def _run(op: str, args: dict[str, Any], local: LocalTransport, session: _Session
         return local.qemu_write_locked(args["path"])
     if op == "has_data":
         return local.has_data(args["path"])
+    if op == "zero_blocks":
+        return list(local.zero_blocks(args["path"], args["budget"]))
     if op == "link":
         return local.link(args["existing"], args["new"])
     if op == "make_read_only":

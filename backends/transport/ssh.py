@@ -809,6 +809,14 @@ class SshTransport(Transport):
         except _NoPython:
             return True  # cannot tell: treated as precious, as the contract says
 
+    def zero_blocks(self, path: str, budget: int) -> tuple[int, int, int]:
+        try:
+            allocated, read, zero = self._agent("zero_blocks", {"path": path,
+                                                                "budget": budget})
+        except _NoPython:
+            raise self._needs_python("count the zero blocks of a volume") from None
+        return int(allocated), int(read), int(zero)
+
     # -- changing files -----------------------------------------------------------------
 
     def make_directory(self, path: str) -> None:
