@@ -769,6 +769,9 @@ from console.jobs.transfer import TransferVolume  # noqa: E402
 
 OPERATIONS[TransferVolume.kind] = TransferVolume
 
+# RunFix registers itself (so console.jobs.fixing can be imported first).
+import console.jobs.fixing  # noqa: E402, F401
+
 
 def operation_from(kind: str, params: dict[str, Any]) -> Operation:
     """Rebuild an operation from the journal."""

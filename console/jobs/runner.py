@@ -38,6 +38,7 @@ class JobContext:
 
     def __init__(self, runner: Runner, job: JobRecord, stages: int) -> None:
         self.runner = runner
+        self.journal = runner.journal  # a fix asks whether a leftover's job still runs
         self.job_id = job.id
         self.inventory = runner.inventory
         self._record = job
