@@ -42,7 +42,7 @@ HANDLERS: dict[str, tuple[str, str]] = {
     "jobs": ("jobs", "cmd_jobs"), "job": ("jobs", "cmd_job"),
     "audit": ("audit", "cmd_audit"), "hosts": ("hosts", "cmd_hosts"),
     "pool": ("libvirt_pools", "cmd_pool"),
-    "check": ("checking", "cmd_check"),
+    "check": ("checking", "cmd_check"), "fix": ("fixes", "cmd_fix"),
 }
 JOB_COMMANDS = ("create", "resize", "copy", "delete", "snapshot", "clone", "growfs",
                 "archive", "restore", "jobs", "job")
@@ -103,6 +103,12 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
                        help="local, ssh://user@host:port, or a libvirt URI "
                             "(qemu:///system, qemu+ssh://user@host/system)")
         p.add_argument("--json", action="store_true", help="print a JSON array")
+    elif command == "fix":
+        from console.commands.fixes import add_arguments as fix_arguments
+
+        p = _Parser(prog=f"{PROG} fix",
+                    description="Run fixes 'check' proposes, each as a job.")
+        fix_arguments(p)
     elif command == "pool":
         from console.commands.libvirt_pools import add_arguments
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from backends import qemuimg
 from backends.contract import InvalidRequest, ReadOnlyViolation
 from backends.transport.scanner import TEMP_PREFIX
 from console.fixes import Fix, FixType, Risk
@@ -441,19 +442,18 @@ def test_the_commands_shown_before_a_fix_runs(engine: Engine, make_image: MakeIm
         ["qemu-img", "convert", "-p", "-f", "qcow2", "-O", "qcow2", "--", str(top), temp],
         ["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", "--", str(top), temp],
         ["mv", "-T", "--", temp, str(top)],
-        ["qemu-img", "check", "--output=json", "-U", "-f", "qcow2", "--", str(top)]]
+        qemuimg.check(str(top), "qcow2")]  # the re-check (its argv: test_qemuimg)
     op = fix(engine, "merge-snapshot", top.name, "merge", base="s1.qcow2")
     assert op.commands(engine.inventory)[0] == [
         "qemu-img", "rebase", "-p", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "--",
         str(top)]
     assert fix(engine, "zeroed-ranges", "base.raw").commands(engine.inventory)[0] == [
         "fallocate", "--dig-holes", "--", f"{p}/base.raw"]
-    assert fix(engine, "leaked-clusters", "s1.qcow2").commands(engine.inventory)[0] == [
-        "qemu-img", "check", "--output=json", "-f", "qcow2", "-r", "leaks", "--",
-        f"{p}/s1.qcow2"]
+    assert fix(engine, "leaked-clusters", "s1.qcow2").commands(engine.inventory)[0] == \
+        qemuimg.check(f"{p}/s1.qcow2", "qcow2", repair="leaks")
     shown = fix(engine, "corruption", "s1.qcow2", "mend").commands(engine.inventory)
     assert shown[0][:4] == ["cp", "--sparse=always", "--no-preserve=all", "--"]
-    assert shown[2][-4:] == ["-r", "all", "--", f"{p}/s1.qcow2"]
+    assert shown[2] == qemuimg.check(f"{p}/s1.qcow2", "qcow2", repair="all")
     assert fix(engine, "backing-moved", "s1.qcow2", "mend", new_backing="/x/base.raw",
                backing_format="raw").commands(engine.inventory)[0] == [
         "qemu-img", "rebase", "-f", "qcow2", "-u", "-b", "/x/base.raw", "-F", "raw", "--",

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from backends.contract import StorageError
 from backends.model import Pool, Volume
@@ -18,6 +19,9 @@ from console.commands import PROG
 from console.commands.text import printable, table
 from console.config import Config, ConfigError
 from console.units import format_size
+
+if TYPE_CHECKING:
+    from console.checks import CheckReport
 
 
 def resolve(config: Config, targets: list[str]) -> tuple[Config, list[tuple[str, str]],
@@ -67,20 +71,23 @@ def resolve(config: Config, targets: list[str]) -> tuple[Config, list[tuple[str,
     return config, pools, only, hosts
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def run_check(args: argparse.Namespace, targets: list[str], *,
+              deep: bool = True) -> tuple[Config, CheckReport]:
+    """Check ``targets`` (every host's pools when empty): the config used (ad-hoc pools
+    added) and the report, with the errors of what could not be checked in it."""
     from console.checks import check_pools
     from console.config import journal_path
     from console.inventory import Inventory
     from console.jobs.journal import Journal
 
     config = Config.load_default(args.config)
-    if not args.targets:
+    if not targets:
         config.create_embedded_pool()
-    config, keys, wanted, hosts = resolve(config, list(args.targets))
+    config, keys, wanted, hosts = resolve(config, list(targets))
     inventory = Inventory(config, None, read_only=True)
     errors: list[str] = []
     pools: list[Pool] = []
-    for host in ([h.name for h in inventory.hosts()] if not args.targets else hosts):
+    for host in ([h.name for h in inventory.hosts()] if not targets else hosts):
         try:
             if config.host(host).discovers:
                 inventory.discover_host(host)
@@ -108,8 +115,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     path = journal_path()
     journal = Journal(path) if path.exists() else None
     try:
-        report = check_pools(inventory, pools, deep=not args.quick, journal=journal,
-                             only=only)
+        report = check_pools(inventory, pools, deep=deep, journal=journal, only=only)
     finally:
         if journal is not None:
             journal.close()
@@ -118,6 +124,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         seen = {(v.volume.host, v.volume.pool, v.volume.name) for v in report.volumes}
         errors += [f"{h}:{p}/{n}: no such volume" for h, p, n in sorted(wanted - seen)]
     report.errors[:0] = errors
+    return config, report
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    _, report = run_check(args, list(args.targets), deep=not args.quick)
     if args.json:
         print(json.dumps(report.record(), indent=1))
     else:

@@ -62,6 +62,32 @@ STEPS: dict[str, tuple[str, ...]] = {
 }
 # Codes after which the volume is gone: the re-check looks that it is.
 REMOVING = ("leftover-temporary", "snapshot-unreferenced")
+
+# A check's finding codes whose fix step has another name here.
+CHECK_CODES = {"corruptions": "corruption", "corrupt-bit": "corruption",
+               "backing-missing": "backing-moved", "mostly-zero": "zeroed-ranges",
+               "unreferenced-snapshot": "snapshot-unreferenced"}
+
+
+def job_params(fix: Fix) -> tuple[str, dict[str, Any]]:
+    """The fix job's code and params for a check's ``fix``: the volume's name as
+    ``name``, and each code's own fields (see the table in docs/decisions.md)."""
+    code = CHECK_CODES.get(fix.code, fix.code)
+    given = dict(fix.params)
+    name = str(given.get("name") or given.get("volume") or fix.volume or "")
+    if code == "leftover-temporary":
+        name = os.path.basename(str(given.get("path") or name))
+    params: dict[str, Any] = {"name": name}
+    if "format" in given:
+        params["format"] = given["format"]
+    if code == "corruption":
+        params["backup"] = True
+    elif code == "backing-moved":
+        params["new_backing"] = given.get("new_backing") or given.get("backing")
+        params["backing_format"] = given.get("backing_format")
+    elif code == "merge-snapshot":
+        params["base"] = given.get("base")
+    return code, params
 BACKUP_MARK = ".before-repair-"
 _JOB_OF_TEMP = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-")
 CHECKED = ("clean", "unsupported")  # a raw image has no check: nothing more to ask
@@ -100,14 +126,15 @@ class RunFix(Operation):
 
     @classmethod
     def from_fix(cls, fix: Fix, *, confirmed: bool = False, marked: bool = False) -> RunFix:
-        """The job for ``fix``; ``confirmed`` and ``marked`` are the user's say."""
-        params = dict(fix.params)
+        """The job for ``fix`` (a check's proposal, ``console.checks``); ``confirmed``
+        and ``marked`` are the user's say."""
+        code, params = job_params(fix)
         if confirmed:
             params["confirmed"] = True
         if marked:
             params["marked"] = True
         return cls(fix.host, fix.pool, str(params.get("name") or fix.volume or ""),
-                   fix_type=str(fix.type), code=fix.code, fix_params=params)
+                   fix_type=str(fix.type), code=code, fix_params=params)
 
     @property
     def stages(self) -> tuple[str, ...]:
