@@ -19,7 +19,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,3 +358,11 @@ class Cache:
             f"SELECT {','.join(_VOLUME_COLUMNS)} FROM volumes WHERE host=? AND backing=? "
             "ORDER BY pool, name", (host, os.fsencode(path)))
         return [_volume_row(r) for r in cur]
+
+    def all_volumes(self) -> Iterator[VolumeRow]:
+        """Every cached volume of every host and pool (for the chain view: read it in a
+        thread, it may be 100,000 rows)."""
+        cur = self.conn.execute(f"SELECT {','.join(_VOLUME_COLUMNS)} FROM volumes "
+                                "ORDER BY host, pool, name")
+        for r in cur:
+            yield _volume_row(r)

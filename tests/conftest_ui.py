@@ -255,3 +255,23 @@ def slow_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -c -P 0x5a 0 {SLOW_DATA}",
                     str(path)], check=True, capture_output=True)
     return path
+
+
+def chain_volumes() -> list[tuple[Volume, Health]]:
+    """For the chain view: a chain of 3 across pools (an overlay on web01, itself on the
+    base) and a snapshot nothing is based on."""
+    base = "/srv/images/base-debian12.qcow2"
+    return [
+        (volume(SCRATCH, "web01-test.qcow2", allocation=12 * M,
+                chain=[("/srv/images/web01.qcow2", "qcow2", 20 * G),
+                       (base, "qcow2", 20 * G)]), OK),
+        (volume(SCRATCH, "db01-before-upgrade.qcow2", readonly=True, allocation=5 * G), OK),
+    ]
+
+
+def chain_inventory() -> Inventory:
+    """The demo inventory with ``chain_volumes`` in the scratch pool."""
+    inventory = demo_inventory()
+    fill(inventory.cache, SCRATCH, chain_volumes(),
+         capacity=Capacity(200 * G, 6 * G, 194 * G, 40 * G))
+    return inventory

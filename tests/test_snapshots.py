@@ -19,7 +19,14 @@ from syrupy.location import PyTestLocation
 
 from console.jobs.runner import Runner
 from console.ui.app import StorageConsoleApp
-from tests.conftest_ui import JOB_ROWS, clock, demo_inventory, demo_journal, runner_for
+from tests.conftest_ui import (
+    JOB_ROWS,
+    chain_inventory,
+    clock,
+    demo_inventory,
+    demo_journal,
+    runner_for,
+)
 
 SNAPSHOTS = Path(__file__).resolve().parent.parent / "snapshots"
 
@@ -151,3 +158,23 @@ def test_archive_dialog(snap_compare: SnapCompare, monkeypatch: pytest.MonkeyPat
     first Enter."""
     monkeypatch.setenv("XDG_DATA_HOME", "/home/admin/.local/share")  # a fixed path
     assert snap_compare(demo_app(), press=["j", "a"], terminal_size=(80, 24))
+
+
+async def chains_built(pilot: Any) -> None:
+    """Wait for the chain view's forest (built in a thread) and its paint."""
+    app = pilot.app
+    for _ in range(2):
+        await pilot.pause()
+        busy = [w for w in app.workers if w.group.startswith("chains")]
+        if busy:
+            await app.workers.wait_for_complete(busy)
+    await pilot.pause()
+
+
+def test_chains_100x30(snap_compare: SnapCompare) -> None:
+    """The chain view (C) at 100x30: a chain of 3 across pools, a missing backing, links
+    no pool lists, an unreferenced snapshot, another host's volumes."""
+    inventory = chain_inventory()
+    app = StorageConsoleApp(inventory, runner=runner_for(inventory), refresh_on_start=False,
+                            clock=clock, theme="storage-dark", cursor_blink=False)
+    assert snap_compare(app, press=["C"], run_before=chains_built, terminal_size=(100, 30))

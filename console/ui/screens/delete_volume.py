@@ -170,7 +170,8 @@ class DeleteVolumeScreen(DialogScreen[JobRecord | None]):
             cancel.label = "Close"
             cancel.focus()
         elif reason:
-            refused.update(f"Refused: {reason}")
+            refused.update(f"Refused: {reason}\nD on the console shows what depends on it, "
+                           "in every pool.")
             offer.focus()
         elif plan.holds_data:
             question.update("It holds data. Type its exact name to delete it:"

@@ -54,6 +54,7 @@ from console.ui.screens.archive_volume import (
     RestoreVolumeScreen,
 )
 from console.ui.screens.audit_log import AuditScreen
+from console.ui.screens.chains import ChainScreen, Target
 from console.ui.screens.copy_volume import CopyVolumeScreen
 from console.ui.screens.create_volume import CreateVolumeScreen
 from console.ui.screens.delete_volume import DeleteVolumeScreen
@@ -105,6 +106,8 @@ class MainScreen(HostActions):
         Binding("u", "restore", "Restore an archive", show=False),
         Binding("f", "growfs", "Grow the file system", show=False),
         Binding("A", "audit", "Audit log", show=False),
+        Binding("C", "chains", "Chains", show=False),
+        Binding("D", "dependants", "What depends on this?", show=False),
         Binding("J", "jobs", "Jobs"),
         Binding("s", "sort", "Sort", show=False),  # the header marks the sort column
         Binding("S", "reverse_sort", "Reverse sort", show=False),
@@ -367,6 +370,8 @@ class MainScreen(HostActions):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in HOST_ACTIONS:
             return self.host_action_allowed(action)
+        if action == "dependants":
+            return self.volume_table.current is not None or None
         if action in self.JOB_ACTIONS and self.runner is None:
             return False  # no job engine: the console only browses
         if action not in self.JOB_ACTIONS or action == "jobs":
@@ -455,6 +460,43 @@ class MainScreen(HostActions):
         """The audit log lives in the journal's file."""
         path = self.runner.journal.path if self.runner is not None else journal_path()
         self.app.push_screen(AuditScreen(path))
+
+    # -- chains -------------------------------------------------------------------------
+
+    def action_chains(self) -> None:
+        """Every cached volume as a forest of chains, across pools and hosts."""
+        self.app.push_screen(ChainScreen(self.inventory, host=self.shown_host(),
+                                         cursor_blink=self.cursor_blink), self.go_to_volume)
+
+    def action_dependants(self) -> None:
+        """What depends on the selected volume, found on disk in every pool of its host."""
+        volume = self.volume_table.current
+        if volume is None:
+            return
+        self.app.push_screen(ChainScreen(self.inventory, host=self.shown_host(),
+                                         volume=volume, cursor_blink=self.cursor_blink),
+                             self.go_to_volume)
+
+    def shown_host(self) -> str | None:
+        return self.current.key[0] if self.current is not None else self.current_host
+
+    def go_to_volume(self, target: Target | None) -> None:
+        """Select ``target``'s pool and put the cursor on it (the filter is cleared)."""
+        if target is None:
+            return
+        host, pool, name = target
+        if not self.pool_tree.select_pool(host, pool):
+            self.notify(f"pool {printable(pool)} of {printable(host)} is not in the config",
+                        title="chains", severity="warning")
+            return
+        self.current_host = None
+        self.open_pool(host, pool)
+        self.action_clear_filter()
+        table = self.volume_table
+        if not table.select_name(name):
+            self.notify(f"{printable(name)} is no longer in {printable(pool)}",
+                        title="chains", severity="warning")
+        table.focus()
 
     def job_submitted(self, job: JobRecord | None, *, select: bool = False) -> None:
         """A dialog's job is in the journal: the panel shows it from now on."""
@@ -724,6 +766,12 @@ class MainScreen(HostActions):
                                      partial(self.pool_lifecycle, host, pool, verb))
         yield PaletteCommand("Audit log", "Every command run on every host, newest first",
                              self.action_audit)
+        yield PaletteCommand("Chains", "Every volume with what it is based on and what is "
+                             "based on it, across pools and hosts", self.action_chains)
+        if self.check_action("dependants", ()):
+            yield PaletteCommand(f"What depends on {name}?",
+                                 "Volumes based on it, found on disk in every pool",
+                                 self.action_dependants)
         if self.runner is not None:
             yield PaletteCommand("Jobs panel", "Show, focus or hide the recent jobs",
                                  self.action_jobs)
