@@ -594,13 +594,10 @@ class MainScreen(HostActions):
         else:
             self.notify(f"{title}: {job.error}", title=f"job {job.id} failed",
                         severity="error", timeout=15)
-        known = []
-        for host, pool in job_pools(job):
-            try:
-                self.inventory.pool(host, pool)
-            except KeyError:
-                continue  # a pool of another process's config
-            known.append((host, pool))
+        # Pools this console knows (no asking a host here, on the event loop); another
+        # process's job may name pools of its own config.
+        known = [(host, pool) for host, pool in job_pools(job)
+                 if self.inventory.known_pool(host, pool) is not None]
         if known:
             self.refresh_job_pools(job, known)
 
