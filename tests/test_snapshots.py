@@ -8,7 +8,7 @@ committing them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,10 @@ from pytest_textual_snapshot import SVGImageExtension
 from syrupy.assertion import SnapshotAssertion
 from syrupy.location import PyTestLocation
 
+from backends.model import Pool
+from console.checks import CheckReport
+from console.fixes import Finding, Fix, FixType, Risk, Severity
+from console.inventory import Inventory
 from console.jobs.runner import Runner
 from console.ui.app import StorageConsoleApp
 from tests.conftest_ui import (
@@ -178,3 +182,61 @@ def test_chains_100x30(snap_compare: SnapCompare) -> None:
     app = StorageConsoleApp(inventory, runner=runner_for(inventory), refresh_on_start=False,
                             clock=clock, theme="storage-dark", cursor_blink=False)
     assert snap_compare(app, press=["C"], run_before=chains_built, terminal_size=(100, 30))
+
+
+def fixed_report(inventory: Inventory, pools: Sequence[Pool], **_: Any) -> CheckReport:
+    """A check's answer for the demo pools (their directories do not exist): a corrupt
+    image (high risk), leaked clusters, a deep chain, an unreferenced snapshot, and a
+    finding no fix answers."""
+    def finding(volume: str, severity: Severity, code: str, reason: str) -> Finding:
+        return Finding("local", "images", volume, severity, code, reason)
+
+    def fix(volume: str, kind: FixType, code: str, space: int, risk: Risk,
+            command: tuple[str, ...]) -> Fix:
+        return Fix(kind, "local", "images", volume, code, f"fix {code}", space, risk,
+                   (command,), {"name": volume}, needs_confirmation=risk == Risk.HIGH)
+
+    g = 1 << 30
+    findings = [
+        finding("db01.qcow2", Severity.BROKEN, "corruption", "2 corruptions: refcount of "
+                "cluster 0 is 0"),
+        finding("web01.qcow2", Severity.DEGRADED, "leaked-clusters", "12 leaked clusters "
+                "(768K)"),
+        finding("deep-3.qcow2", Severity.DEGRADED, "chain-too-deep", "chain of 4 images"),
+        finding("db01-before-upgrade.qcow2", Severity.INFO, "unreferenced-snapshot",
+                "snapshot nothing is based on, 40 days old"),
+        finding("web02.qcow2", Severity.INFO, "possibly-inconsistent", "in use: read "
+                "with force-share"),
+    ]
+    fixes = [
+        fix("db01.qcow2", FixType.MEND, "corruption", 2 * g, Risk.HIGH,
+            ("qemu-img", "check", "-r", "all", "/srv/images/db01.qcow2")),
+        fix("web01.qcow2", FixType.CLEAN, "leaked-clusters", -768 << 10, Risk.LOW,
+            ("qemu-img", "check", "-r", "leaks", "/srv/images/web01.qcow2")),
+        fix("deep-3.qcow2", FixType.OPTIMIZE, "chain-too-deep", 3 * g // 2, Risk.MEDIUM,
+            ("qemu-img", "convert", "/srv/images/deep-3.qcow2")),
+        fix("db01-before-upgrade.qcow2", FixType.CLEAN, "unreferenced-snapshot", -2 * g,
+            Risk.LOW, ("rm", "/srv/images/db01-before-upgrade.qcow2")),
+    ]
+    return CheckReport(findings=findings, fixes=fixes)
+
+
+async def fixes_marked(pilot: Any) -> None:
+    """Open F, wait for its check, mark the leaked clusters and the snapshot."""
+    app = pilot.app
+    await pilot.press("F")
+    for _ in range(2):
+        await pilot.pause()
+        busy = [w for w in app.workers if w.group.startswith("fixes")]
+        if busy:
+            await app.workers.wait_for_complete(busy)
+    await pilot.pause()
+    await pilot.press("down", "space", "down", "space")
+    await pilot.pause()
+
+
+def test_fixes_100x30(snap_compare: SnapCompare, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixes screen (F) at 100x30: findings by severity then type, two marked, the
+    combined space effect in the status line."""
+    monkeypatch.setattr("console.ui.screens.fixes.check_pools", fixed_report)
+    assert snap_compare(demo_app(), run_before=fixes_marked, terminal_size=(100, 30))

@@ -58,6 +58,7 @@ from console.ui.screens.chains import ChainScreen, Target
 from console.ui.screens.copy_volume import CopyVolumeScreen
 from console.ui.screens.create_volume import CreateVolumeScreen
 from console.ui.screens.delete_volume import DeleteVolumeScreen
+from console.ui.screens.fixes import FixesScreen
 from console.ui.screens.host_actions import HOST_ACTIONS, HostActions
 from console.ui.screens.plan import VolumePlanDialog
 from console.ui.screens.resize_volume import ResizeVolumeScreen
@@ -108,6 +109,7 @@ class MainScreen(HostActions):
         Binding("A", "audit", "Audit log", show=False),
         Binding("C", "chains", "Chains", show=False),
         Binding("D", "dependants", "What depends on this?", show=False),
+        Binding("F", "fixes", "Fixes", show=False),
         Binding("J", "jobs", "Jobs"),
         Binding("s", "sort", "Sort", show=False),  # the header marks the sort column
         Binding("S", "reverse_sort", "Reverse sort", show=False),
@@ -477,6 +479,16 @@ class MainScreen(HostActions):
                                          volume=volume, cursor_blink=self.cursor_blink),
                              self.go_to_volume)
 
+    def action_fixes(self) -> None:
+        """The fixes screen: check this host's pools, mark fixes, run them as jobs."""
+        self.app.push_screen(FixesScreen(self.inventory, self.runner, host=self.shown_host(),
+                                         cursor_blink=self.cursor_blink),
+                             self.fixes_submitted)
+
+    def fixes_submitted(self, jobs: list[JobRecord] | None) -> None:
+        for job in jobs or []:
+            self.job_submitted(job)
+
     def shown_host(self) -> str | None:
         return self.current.key[0] if self.current is not None else self.current_host
 
@@ -765,6 +777,8 @@ class MainScreen(HostActions):
                              self.action_audit)
         yield PaletteCommand("Chains", "Every volume with what it is based on and what is "
                              "based on it, across pools and hosts", self.action_chains)
+        yield PaletteCommand("Fixes", "Check this host's pools: findings by severity, "
+                             "mark fixes, run them as jobs", self.action_fixes)
         if self.check_action("dependants", ()):
             yield PaletteCommand(f"What depends on {name}?",
                                  "Volumes based on it, found on disk in every pool",
