@@ -7,16 +7,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from rich.style import Style
 from rich.text import Text
-from textual import events
-from textual.binding import Binding, BindingType
-from textual.geometry import Size
-from textual.scroll_view import ScrollView
-from textual.strip import Strip
 
 from console.fixes import Finding, Fix, Severity
 from console.ui.cells import printable
+from console.ui.widgets.line_list import LineList
 from console.units import format_size
 
 SEVERITY_MARKS = {Severity.BROKEN: "✗", Severity.DEGRADED: "▲", Severity.INFO: "·"}
@@ -67,7 +62,7 @@ def group_lines(findings: Iterable[Finding], fixes: Iterable[Fix]) -> list[FixLi
     return lines
 
 
-class FixList(ScrollView, can_focus=True):
+class FixList(LineList[FixLine]):
     """Args:
         host: The host shown without its name (the one the console is on).
     """
@@ -75,14 +70,7 @@ class FixList(ScrollView, can_focus=True):
     HELP_ORDER: ClassVar[int] = 1
     HELP_TITLE: ClassVar[str] = "Findings (focused)"
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up,k", "cursor_up", "Up", show=False),
-        Binding("down,j", "cursor_down", "Down", show=False),
-        Binding("pageup,ctrl+b", "page_up", "Page up", show=False),
-        Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
-        Binding("home,g", "first", "First", show=False),
-        Binding("end,G", "last", "Last", show=False),
-    ]
+    COMPONENT: ClassVar[str] = "fix-list"
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "fix-list--cursor",
@@ -126,21 +114,13 @@ class FixList(ScrollView, can_focus=True):
     """
 
     def __init__(self, *, host: str | None, id: str | None = None) -> None:
-        super().__init__(id=id)
+        super().__init__(empty_text="checking…", id=id)
         self.host = host
-        self.lines: list[FixLine] = []
         self.marked: set[str] = set()  # fix ids
-        self.cursor = 0
-        self.empty_text = "checking…"
 
     def show(self, lines: list[FixLine], *, empty_text: str = "") -> None:
-        self.lines = lines
-        self.empty_text = empty_text
-        self.virtual_size = Size(1, len(lines))
         items = [i for i, line in enumerate(lines) if line.finding is not None]
-        self.cursor = -1
-        self.refresh()
-        self._set_cursor(items[0] if items else 0)
+        self.set_lines(lines, empty_text=empty_text, cursor=items[0] if items else 0)
 
     @property
     def current(self) -> FixLine | None:
@@ -153,23 +133,6 @@ class FixList(ScrollView, can_focus=True):
     def set_marked(self, marked: set[str]) -> None:
         self.marked = marked
         self.refresh()
-
-    # -- cursor -----------------------------------------------------------------------
-
-    @property
-    def visible_rows(self) -> int:
-        return max(1, self.scrollable_content_region.height)
-
-    def _set_cursor(self, index: int) -> None:
-        index = max(0, min(index, len(self.lines) - 1))
-        top = round(self.scroll_y)
-        self.refresh_line(self.cursor - top)
-        self.cursor = index
-        if index < top:
-            self.scroll_to(y=index, animate=False)
-        elif index >= top + self.visible_rows:
-            self.scroll_to(y=index - self.visible_rows + 1, animate=False)
-        self.refresh_line(index - round(self.scroll_y))
 
     def _step(self, direction: int) -> None:
         """To the next finding that way (headings are skipped), if there is one."""
@@ -187,56 +150,6 @@ class FixList(ScrollView, can_focus=True):
 
     def action_cursor_down(self) -> None:
         self._step(1)
-
-    def action_page_up(self) -> None:
-        self._set_cursor(self.cursor - self.visible_rows)
-
-    def action_page_down(self) -> None:
-        self._set_cursor(self.cursor + self.visible_rows)
-
-    def action_first(self) -> None:
-        self._set_cursor(0)
-
-    def action_last(self) -> None:
-        self._set_cursor(len(self.lines) - 1)
-
-    async def _on_click(self, event: events.Click) -> None:
-        offset = event.get_content_offset(self)
-        if offset is not None:
-            self._set_cursor(round(self.scroll_y) + offset.y)
-
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        self.refresh()
-
-    # -- painting -----------------------------------------------------------------------
-
-    def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
-        base = self.rich_style
-        index = round(self.scroll_y) + y
-        if not self.lines:
-            if y == 0 and self.empty_text:
-                style = self.get_component_rich_style("fix-list--empty")
-                return self._strip(Text(" " + self.empty_text, style=style), width, base)
-            return Strip.blank(width, base)
-        if not 0 <= index < len(self.lines):
-            return Strip.blank(width, base)
-        text = self.line_text(self.lines[index])
-        if index == self.cursor:
-            text.stylize(self.get_component_rich_style("fix-list--cursor"))
-        return self._strip(text, width, base)
-
-    def _strip(self, text: Text, width: int, base: Style) -> Strip:
-        text.truncate(width, overflow="ellipsis")
-        return Strip(list(text.render(self.app.console))).apply_style(base) \
-            .extend_cell_length(width, base).crop(0, width)
-
-    def part(self, name: str) -> Style:
-        # Partial styles only: the background is the widget's, left to the cursor.
-        full = self.get_component_rich_style(f"fix-list--{name}")
-        return Style(color=full.color, bold=full.bold, italic=full.italic,
-                     underline=full.underline, dim=full.dim)
 
     def line_text(self, line: FixLine) -> Text:
         """A heading, or: mark, severity, volume, the fix's type · risk · space, the
