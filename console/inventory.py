@@ -220,11 +220,13 @@ class Inventory:
         return pools
 
     def refresh(self, on_pool: PoolCallback | None = None,
-                on_host: HostCallback | None = None) -> None:
-        """Refresh every host: connected in parallel, a bounded few pools per host and
-        ``MAX_SCANS_AT_ONCE`` in all scanned at once. A host that fails or goes away
-        keeps its cached rows (stale, with the error), is reported through ``on_host``
-        and never holds up the others; so is a pool that fails, through ``on_pool``.
+                on_host: HostCallback | None = None, *,
+                hosts: list[str] | None = None) -> None:
+        """Refresh every host (or ``hosts``): connected in parallel, a bounded few pools
+        per host and ``MAX_SCANS_AT_ONCE`` in all scanned at once. A host that fails or
+        goes away keeps its cached rows (stale, with the error), is reported through
+        ``on_host`` and never holds up the others; so is a pool that fails, through
+        ``on_pool``.
         """
         from concurrent.futures import ThreadPoolExecutor  # not needed by `ls`
 
@@ -268,7 +270,8 @@ class Inventory:
                 for future in [scans.submit(one_pool, p) for p in pools]:
                     future.result()
 
-        hosts = [h.name for h in self.hosts()]
+        if hosts is None:
+            hosts = [h.name for h in self.hosts()]
         with ThreadPoolExecutor(max(1, min(len(hosts), MAX_HOSTS_AT_ONCE)),
                                 thread_name_prefix="host") as connects:
             for future in [connects.submit(one_host, h) for h in hosts]:

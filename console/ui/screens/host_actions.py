@@ -208,24 +208,19 @@ class HostActions(Screen[None]):
         self.discover(name)
 
     def discover(self, name: str) -> None:
-        """Connect one host and scan its pools (in the calling worker thread)."""
-        def on_pool(pool: Pool, error: StorageError | None) -> None:
-            self.post_message(PoolRefreshed(pool.host, pool.name,
-                                            str(error) if error is not None else None))
+        """Connect one host and scan its pools (in the calling worker thread), as a
+        refresh of every host does."""
+        self.inventory.refresh(self.post_pool_refreshed, self.post_host_changed,
+                               hosts=[name])
 
-        try:
-            pools = self.inventory.discover_host(name)
-        except StorageError as err:
-            self.post_message(HostChanged(name, str(err)))
-            return
-        self.post_message(HostChanged(name))
-        for pool in pools:
-            try:
-                self.inventory.refresh_pool(pool)
-            except StorageError as err:
-                on_pool(pool, err)
-            else:
-                on_pool(pool, None)
+    def post_pool_refreshed(self, pool: Pool, error: StorageError | None) -> None:
+        """From a worker: the pool was re-read (or failed)."""
+        self.post_message(PoolRefreshed(pool.host, pool.name,
+                                        str(error) if error is not None else None))
+
+    def post_host_changed(self, host: str, error: StorageError | None) -> None:
+        """From a worker: the host's state changed."""
+        self.post_message(HostChanged(host, str(error) if error is not None else None))
 
     def action_remove_host(self) -> None:
         name = self.current_host

@@ -39,7 +39,6 @@ from console.ui.cells import printable
 from console.ui.commands import PaletteCommand
 from console.ui.job_board import PANEL_LIMIT, Change, JobBoard, job_pools
 from console.ui.messages import (
-    HostChanged,
     JobActionFailed,
     JobsPolled,
     JobsRecovered,
@@ -258,15 +257,8 @@ class MainScreen(HostActions):
 
     @work(thread=True, exclusive=True, group="refresh")
     def refresh_all(self) -> None:
-        def on_pool(pool: Pool, error: StorageError | None) -> None:
-            self.post_message(PoolRefreshed(pool.host, pool.name,
-                                            str(error) if error is not None else None))
-
-        def on_host(host: str, error: StorageError | None) -> None:
-            self.post_message(HostChanged(host, str(error) if error is not None else None))
-
         try:
-            self.inventory.refresh(on_pool, on_host)
+            self.inventory.refresh(self.post_pool_refreshed, self.post_host_changed)
         except StorageError as err:
             self.post_message(RefreshFinished(str(err)))
         except Exception as err:  # a bug below must not take the console down
