@@ -160,6 +160,23 @@ def test_escape_outside_roots_not_opened(tmp_path: Path, pool_dir: Path,
     assert "link-out" not in vols  # a link out of the roots is no volume
 
 
+def test_link_to_a_volume_in_the_pool_probes_both(pool_dir: Path,
+                                                  make_image: MakeImage) -> None:
+    # One listed before its target and one after: each keeps its own probe.
+    make_image(pool_dir / "disk.qcow2", "qcow2", "3M")
+    os.symlink("disk.qcow2", pool_dir / "a-link.qcow2")
+    os.symlink("disk.qcow2", pool_dir / "z-link.qcow2")
+    make_image(pool_dir / "top.qcow2", "qcow2", "3M", backing="z-link.qcow2",
+               backing_fmt="qcow2")
+    vols = by_name(pool_dir)
+    for name in ("disk.qcow2", "a-link.qcow2", "z-link.qcow2"):
+        v = vols[name]
+        assert v.format == ImageFormat.QCOW2 and v.capacity == 3 << 20, name  # type: ignore[attr-defined]
+        assert v.path == str(pool_dir / name), name  # type: ignore[attr-defined]
+    top = vols["top.qcow2"]
+    assert top.chain.problem is None and top.chain_depth == 2  # type: ignore[attr-defined]
+
+
 def test_backing_in_another_root_is_followed(tmp_path: Path, pool_dir: Path,
                                              make_image: MakeImage) -> None:
     other = tmp_path / "other"

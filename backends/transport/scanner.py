@@ -307,8 +307,10 @@ def scan_directory(path: str, roots: Iterable[str]) -> dict[str, Any]:
     real = os.path.realpath(path)
     roots = tuple(roots) or (real,)
     entries: list[Entry] = []
-    probed: dict[str, Entry] = {}
+    probed: dict[str, Entry] = {}  # real path -> its entry, for the chain resolver
     todo: list[tuple[str, os.stat_result]] = []
+    # Every entry landing on each real path: a link and its target share one probe.
+    landing: dict[str, list[Entry]] = {}
     with os.scandir(real) as it:
         dirents = sorted(it, key=lambda d: d.name)
     for d in dirents:
@@ -339,11 +341,17 @@ def scan_directory(path: str, roots: Iterable[str]) -> dict[str, Any]:
         if kind == "file" and d.name.startswith(TEMP_PREFIX):
             entry["kind"] = "temporary"
         elif kind == "file":
-            todo.append((full, st))
-            probed[full] = entry
+            if full not in landing:
+                todo.append((full, st))
+                landing[full] = []
+            landing[full].append(entry)
+            # The resolver wants the file under its own name when it is in the listing.
+            if full == entry["path"] or full not in probed:
+                probed[full] = entry
         entries.append(entry)
     for (full, _), result in zip(todo, probe_files(todo), strict=True):
-        probed[full].update(result)
+        for landed in landing[full]:
+            landed.update(result)
     resolver = ChainResolver(roots, probed)
     for entry in entries:
         if entry["kind"] == "file":
