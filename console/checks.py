@@ -39,12 +39,12 @@ from backends.model import (
     Volume,
 )
 from backends.transport.scanner import TEMP_PREFIX
-from console.config import Strategy
 from console.fixes import Finding, Fix, FixType, Risk, Severity
 from console.health import assess
 from console.pool_files import pool_files
 
 if TYPE_CHECKING:
+    from console.config import Strategy
     from console.inventory import Inventory
     from console.jobs.journal import JobRecord, Journal
 
@@ -419,8 +419,9 @@ class _Checker:
         strategy = self._strategy(pool)
         if not strategy.performance or v.error or v.readonly or v.chain.depth > 1 \
                 or v.info.invalid or v.info.truncated or v.info.encrypted or v.info.data_file \
+                or v.info.corrupt or v.info.dirty \
                 or qemuimg.qemu_format(v.format) not in COMMIT_FORMATS:
-            return
+            return  # a damaged image is mended first, never copied as it is
         fmt = qemuimg.qemu_format(v.format)
         wanted = strategy.preferred_format or fmt
         preallocated = v.allocation >= v.capacity * PREALLOCATED
@@ -541,9 +542,7 @@ class _Checker:
                        volumes=tuple(volumes)), files.driver
 
     def _strategy(self, pool: Pool) -> Strategy:
-        config = getattr(self.inventory, "config", None)
-        return config.pool_strategy(pool.host, pool.name) if config is not None \
-            else Strategy()
+        return self.inventory.config.pool_strategy(pool.host, pool.name)
 
     def _volumes_of(self, host: str) -> list[Volume]:
         """Every volume of the host's pools: the ones checked, and the others scanned
