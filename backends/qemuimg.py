@@ -390,11 +390,16 @@ def amend(path: str, fmt: ImageFormat | str, options: Mapping[str, str | int | b
     return [QEMU_IMG, "amend", "-f", qemu_format(fmt), "-o", joined, "--", _image(path)]
 
 
-def commit(path: str, fmt: ImageFormat | str, *, progress: bool = True) -> list[str]:
-    """``qemu-img commit``: write the image's data into its backing file."""
+def commit(path: str, fmt: ImageFormat | str, *, progress: bool = True,
+           keep: bool = False) -> list[str]:
+    """``qemu-img commit``: write the image's data into its backing file. ``keep``
+    (``-d``): the image keeps its data instead of being emptied, so it can still be
+    compared with its backing afterwards."""
     argv = [QEMU_IMG, "commit"]
     if progress:
         argv.append("-p")
+    if keep:
+        argv.append("-d")
     return [*argv, "-f", qemu_format(fmt), "--", _image(path)]
 
 

@@ -6,8 +6,12 @@ damaged headers), ``qemu-img check`` (deep only; images in use are read with
 force-share and their findings labelled possibly inconsistent), the backing chain
 (too deep, missing, looping, escaping), leftover temporary files of jobs that no longer
 run, snapshots nothing is based on, volumes no libvirt domain uses, qcow2 compat 0.10,
-raw images whose allocated space is mostly zeroes, and pools committed past their
-capacity. Each finding comes with the ``Fix`` that would mend it, when there is one.
+raw images whose allocated space is mostly zeroes, pools committed past their
+capacity, volumes that could be committed into their base (the one volume based on it),
+and, under the ``performance`` strategy, volumes not laid out for it (format,
+preallocation). Each finding comes with the ``Fix`` that would mend it, when there is one.
+A libvirt dir/fs pool of this machine is checked through its directory
+(``console.pool_files``).
 
 Read-only: nothing here writes to a pool. The fixes are proposals; a fix job runs them.
 """
@@ -18,7 +22,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from backends import qemuimg
@@ -37,8 +41,10 @@ from backends.model import (
 from backends.transport.scanner import TEMP_PREFIX
 from console.fixes import Finding, Fix, FixType, Risk, Severity
 from console.health import assess
+from console.pool_files import pool_files
 
 if TYPE_CHECKING:
+    from console.config import Strategy
     from console.inventory import Inventory
     from console.jobs.journal import JobRecord, Journal
 
@@ -47,6 +53,8 @@ MOSTLY_ZERO = 0.5  # a raw volume whose allocated space is more than this much z
 MIN_ZERO_BYTES = 1 << 20  # ... and at least this many zero bytes: worth a fix
 ORPHAN_AGE = 24 * 3600  # a temporary file no journal row claims: a leftover past this
 FIX_KIND = "fix"  # the journal's kind of a fix job
+PREALLOCATED = 0.99  # allocated past this fraction of its size: a volume is preallocated
+COMMIT_FORMATS = ("raw", "qcow2")  # bases a commit writes into
 JOB_PLACEHOLDER = "{job}"  # in a fix's commands: the id of the job that runs it
 
 _SEVERITY_RANK = {Severity.BROKEN: 0, Severity.DEGRADED: 1, Severity.INFO: 2}
@@ -150,6 +158,7 @@ class _Checker:
         self._host_volumes: dict[str, list[Volume]] = {}
         self._scanned: dict[tuple[str, str], PoolScan] = {}  # the pools checked
         self._others: dict[tuple[str, str], PoolScan] = {}  # the host's other pools
+        self._libvirt: set[tuple[str, str]] = set()  # checked through their directory
 
     def run(self, pools: Sequence[Pool]) -> CheckReport:
         for pool in pools:
@@ -160,7 +169,8 @@ class _Checker:
                 continue
             self._scanned[(pool.host, pool.name)] = scan
         for scan in list(self._scanned.values()):
-            self._check_pool(scan, self.inventory.driver(scan.pool))
+            scan, driver = self._files(scan)
+            self._check_pool(scan, driver)
         self._rank()
         return self.report
 
@@ -187,7 +197,10 @@ class _Checker:
             checked, shared = self._qemu_check(pool, v, driver)
             self._zeroes(pool, v, driver)
         self._snapshot(pool, v)
-        if pool.kind == "libvirt" and not v.used_by and not v.readonly:
+        self._commit(pool, v)
+        self._layout(pool, v, driver)
+        if (pool.kind == "libvirt" or (pool.host, pool.name) in self._libvirt) \
+                and not v.used_by and not v.readonly:
             self._find(pool, v.name, Severity.INFO, "unused-volume",
                        "no libvirt domain uses it")
         mine = self.report.findings[before:]
@@ -292,6 +305,8 @@ class _Checker:
     def _zeroes(self, pool: Pool, v: Volume, driver: Driver) -> None:
         if v.format != ImageFormat.RAW or v.error or v.allocation < MIN_ZERO_BYTES:
             return
+        if self._strategy(pool).performance:
+            return  # allocated zeroes are what the performance strategy asks for
         try:
             count = driver.count_zeroes(v, self.zero_budget)
         except NotSupported:
@@ -359,6 +374,85 @@ class _Checker:
                   (("rm", "-f", "--", os.path.join(pool.path, temp.name)),),
                   {"path": temp.name, "job": job.id if job is not None else None})
 
+    def _commit(self, pool: Pool, v: Volume) -> None:
+        """The one volume based on a writable base, with nothing based on it and no
+        domain using either: it can be committed into the base, leaving one image."""
+        if v.error or v.format != ImageFormat.QCOW2 or v.chain.problem is not None \
+                or v.chain.depth < 2 or v.in_use or v.used_by:
+            return
+        base_path = os.path.realpath(v.chain.links[1].path)
+        volumes = self._volumes_of(v.host)
+        bases = [b for b in volumes if os.path.realpath(b.path) == base_path]
+        if len(bases) != 1 or bases[0].pool != v.pool:
+            return  # not a volume of this pool: the fix works in one pool
+        base = bases[0]
+        if base.readonly or base.in_use or base.used_by or base.error \
+                or qemuimg.qemu_format(base.format) not in COMMIT_FORMATS \
+                or base.capacity > v.capacity:
+            return
+        mine = os.path.realpath(v.path)
+        for other in volumes:
+            below = [os.path.realpath(link.path) for link in other.chain.links[1:]]
+            if mine in below:
+                return  # something is based on it: the top must go or stay empty
+            if below and below[0] == base_path and os.path.realpath(other.path) != mine:
+                return  # another volume is based on the base: a commit changes it
+        finding = self._find(pool, v.name, Severity.INFO, "commit-into-base",
+                             f"the only volume based on {base.name} (writable, used by "
+                             "nothing else): the two can be one image")
+        drop = v.readonly  # a snapshot's data goes into the base; a disk stays, emptied
+        temp = os.path.join(pool.path, f"{TEMP_PREFIX}{JOB_PLACEHOLDER}-{v.name}")
+        last = (("rm", "--", v.path),) if drop else (
+            tuple(qemuimg.overlay(temp, v.capacity, backing_reference(base, pool.path),
+                                  base.format)), ("mv", "-T", "--", temp, v.path))
+        # The base grows by at most what the top holds, which the top then gives back.
+        self._fix(finding, FixType.MERGE, f"commit it into {base.name}"
+                  + (" and drop it" if drop else ", then empty it"), 0, Risk.MEDIUM,
+                  (qemuimg.commit(v.path, v.format, keep=True),
+                   qemuimg.compare(v.path, v.format, base.path, base.format), *last),
+                  {"volume": v.name, "format": str(v.format), "base": base.name,
+                   "base_format": qemuimg.qemu_format(base.format), "drop": drop})
+
+    def _layout(self, pool: Pool, v: Volume, driver: Driver) -> None:
+        """Under the performance strategy: a standalone volume not in the preferred
+        format, or not preallocated, is proposed a verified preallocated convert."""
+        strategy = self._strategy(pool)
+        if not strategy.performance or v.error or v.readonly or v.chain.depth > 1 \
+                or v.info.invalid or v.info.truncated or v.info.encrypted or v.info.data_file \
+                or v.info.corrupt or v.info.dirty \
+                or qemuimg.qemu_format(v.format) not in COMMIT_FORMATS:
+            return  # a damaged image is mended first, never copied as it is
+        fmt = qemuimg.qemu_format(v.format)
+        wanted = strategy.preferred_format or fmt
+        preallocated = v.allocation >= v.capacity * PREALLOCATED
+        if wanted == fmt and preallocated:
+            return
+        mine = os.path.realpath(v.path)
+        if any(mine in {os.path.realpath(link.path) for link in other.chain.links[1:]}
+               for other in self._volumes_of(v.host)):
+            return  # what is based on it names its format: not rewritten under them
+        why = [f"{fmt}, {wanted} preferred"] if wanted != fmt else []
+        if not preallocated:
+            why.append(f"not preallocated ({v.allocation} of {v.capacity} bytes allocated)")
+        finding = self._find(pool, v.name, Severity.DEGRADED, "performance-layout",
+                             "; ".join(why) + " under the performance strategy",
+                             v.in_use)
+        if v.in_use or (wanted != fmt and v.used_by):
+            return  # the fix refuses: a running QEMU, or domains that read it as fmt
+        try:
+            need = driver.measure_copy(pool, v.name, ImageFormat(wanted), full=True)
+        except StorageError:
+            need = v.capacity + (v.capacity >> 7)  # cannot measure: the data, with tables
+        temp = os.path.join(pool.path, f"{TEMP_PREFIX}{JOB_PLACEHOLDER}-{v.name}")
+        self._fix(finding, FixType.OPTIMIZE, f"convert it to a preallocated {wanted} image",
+                  need - v.allocation, Risk.MEDIUM,
+                  (qemuimg.convert(v.path, v.format, temp, wanted, preallocation="falloc",
+                                   out_of_order=True),
+                   qemuimg.compare(v.path, v.format, temp, wanted),
+                   ("mv", "-T", "--", temp, v.path)),
+                  {"volume": v.name, "format": fmt, "output_format": wanted,
+                   "preallocation": "falloc"})
+
     # -- fixes that need more than one fact -----------------------------------------
 
     def _mend_corruption(self, finding: Finding, pool: Pool, v: Volume) -> None:
@@ -422,6 +516,33 @@ class _Checker:
                    "backing_pool": first.pool})
 
     # -- helpers ------------------------------------------------------------------
+
+    def _files(self, scan: PoolScan) -> tuple[PoolScan, Driver]:
+        """A libvirt dir/fs pool of this machine is read through its directory (the
+        header, ``qemu-img check``, zeroes, temporaries), with libvirt's word on which
+        domains use each volume; any other pool, through its own driver."""
+        pool = scan.pool
+        if pool.kind != "libvirt":
+            return scan, self.inventory.driver(pool)
+        try:
+            files = pool_files(self.inventory, pool)
+            found = files.driver.scan_pool(files.pool)
+        except StorageError:  # block devices, another machine: libvirt's listing only
+            return scan, self.inventory.driver(pool)
+        listed = {os.path.realpath(v.path): v for v in scan.volumes}
+        volumes = []
+        for v in found.volumes:
+            known = listed.get(os.path.realpath(v.path))
+            if known is not None:
+                v = replace(v, used_by=known.used_by, used_by_running=known.used_by_running,
+                            in_use=v.in_use or known.in_use)
+            volumes.append(v)
+        self._libvirt.add((pool.host, pool.name))
+        return replace(found, pool=replace(files.pool, capacity=pool.capacity),
+                       volumes=tuple(volumes)), files.driver
+
+    def _strategy(self, pool: Pool) -> Strategy:
+        return self.inventory.config.pool_strategy(pool.host, pool.name)
 
     def _volumes_of(self, host: str) -> list[Volume]:
         """Every volume of the host's pools: the ones checked, and the others scanned

@@ -4,6 +4,9 @@
 max_chain_depth = 8            # deeper chains are "degraded"
 warning = 0.80                 # pool usage flagged above this fraction of capacity
 critical = 0.95                # ... and no new job may take space above this one
+strategy = "performance"       # optional, also per host and per pool: "space" or
+                               # "performance" (a check proposes converting volumes
+preferred_format = "qcow2"     # to preallocated ones, in this format when set)
 
 [jobs]
 per_host = 4                   # jobs running at once on one host
@@ -42,6 +45,10 @@ from console.hosts import UriKind, uri_kind
 APP = "storage-console"
 LIBVIRT_IMAGES = "/var/lib/libvirt/images"
 DEFAULT_MAX_CHAIN_DEPTH = 8
+
+
+STRATEGIES = ("space", "performance")
+PREFERRED_FORMATS = ("raw", "qcow2")
 
 
 class ConfigError(Exception):
@@ -90,12 +97,28 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class Strategy:
+    """How a pool's volumes are meant to be laid out: ``name`` "space" (thin, overlays)
+    or "performance" (standalone and preallocated, in ``preferred_format`` when set);
+    "" when the config says nothing (no layout is proposed)."""
+
+    name: str = ""
+    preferred_format: str = ""
+
+    @property
+    def performance(self) -> bool:
+        return self.name == "performance"
+
+
+@dataclass(frozen=True)
 class HostConfig:
     host: Host
     pools: tuple[Pool, ...] = ()
     roots: tuple[str, ...] = ()  # empty: the host's pool directories
     thresholds: tuple[tuple[str, Thresholds], ...] = ()  # per pool name, when set
     lvm: bool = False  # list every volume group of the host as a pool
+    strategy: Strategy | None = None  # None: the config's
+    strategies: tuple[tuple[str, Strategy], ...] = ()  # per pool name, when set
 
     @property
     def discovers(self) -> bool:
@@ -118,9 +141,18 @@ class Config:
     thresholds: Thresholds = Thresholds()  # for pools that set none
     jobs_per_host: int = 4  # jobs running at once on one host ([jobs] per_host)
     jobs_per_pool: int = 2  # ... and in one pool ([jobs] per_pool)
+    strategy: Strategy = Strategy()  # for hosts and pools that set none
 
     def pool_thresholds(self, host: str, pool: str) -> Thresholds:
         return dict(self.host(host).thresholds).get(pool, self.thresholds)
+
+    def pool_strategy(self, host: str, pool: str) -> Strategy:
+        """The pool's own strategy, else its host's, else the config's."""
+        try:
+            hc = self.host(host)
+        except KeyError:
+            return self.strategy
+        return dict(hc.strategies).get(pool, hc.strategy or self.strategy)
 
     def host(self, name: str) -> HostConfig:
         for h in self.hosts:
@@ -152,6 +184,7 @@ class Config:
         if not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"{where}: max_chain_depth must be a positive integer")
         defaults = _thresholds(data, Thresholds(), where)
+        strategy = _strategy(data, Strategy(), where)
         hosts: list[HostConfig] = []
         raw_hosts = data.get("host", [])
         if not isinstance(raw_hosts, list):
@@ -172,12 +205,17 @@ class Config:
                 raise ConfigError(f"{where}: host {name!r}: lvm must be true or false")
             pools: list[Pool] = []
             limits: list[tuple[str, Thresholds]] = []
+            host_strategy = _strategy(raw, strategy, f"{where}: host {name!r}")
+            strategies: list[tuple[str, Strategy]] = []
             for j, rp in enumerate(raw.get("pool", [])):
                 pool = _pool(rp, name, kind_of_host, f"{where}: host {name!r}", j)
                 pools.append(pool)
                 if "warning" in rp or "critical" in rp:
                     limits.append((pool.name, _thresholds(
                         rp, defaults, f"{where}: host {name!r}, pool {rp['name']!r}")))
+                if "strategy" in rp or "preferred_format" in rp:
+                    strategies.append((pool.name, _strategy(
+                        rp, host_strategy, f"{where}: host {name!r}, pool {rp['name']!r}")))
             if len({p.name for p in pools}) != len(pools):
                 raise ConfigError(f"{where}: host {name!r} has two pools with the same name")
             roots = raw.get("roots", [])
@@ -185,7 +223,8 @@ class Config:
                 raise ConfigError(f"{where}: host {name!r}: roots must be a list of paths")
             hosts.append(HostConfig(Host(name, uri), tuple(pools),
                                     tuple(os.path.abspath(r) for r in roots), tuple(limits),
-                                    lvm=lvm))
+                                    lvm=lvm, strategy=host_strategy,
+                                    strategies=tuple(strategies)))
         if len({h.host.name for h in hosts}) != len(hosts):
             raise ConfigError(f"{where}: two hosts have the same name")
         jobs = data.get("jobs", {})
@@ -198,7 +237,8 @@ class Config:
                 raise ConfigError(f"{where}: [jobs] {key} must be a positive integer")
             per[key] = value
         return cls(tuple(hosts), depth, source, thresholds=defaults,
-                   jobs_per_host=per["per_host"], jobs_per_pool=per["per_pool"])
+                   jobs_per_host=per["per_host"], jobs_per_pool=per["per_pool"],
+                   strategy=strategy)
 
     @classmethod
     def embedded_default(cls, libvirt_pools: tuple[tuple[str, str], ...] = ()) -> Config:
@@ -416,3 +456,16 @@ def _thresholds(table: dict[str, object], base: Thresholds, where: str) -> Thres
         raise ConfigError(f"{where}: warning ({values['warning']}) is above critical "
                           f"({values['critical']})")
     return Thresholds(**values)
+
+
+def _strategy(table: dict[str, object], base: Strategy, where: str) -> Strategy:
+    """``strategy`` and ``preferred_format`` of a table; what it leaves out, ``base``'s."""
+    name = table.get("strategy", base.name)
+    if name != base.name and name not in STRATEGIES:
+        raise ConfigError(f"{where}: strategy must be one of {', '.join(STRATEGIES)}, "
+                          f"not {name!r}")
+    fmt = table.get("preferred_format", base.preferred_format)
+    if fmt != base.preferred_format and fmt not in PREFERRED_FORMATS:
+        raise ConfigError(f"{where}: preferred_format must be one of "
+                          f"{', '.join(PREFERRED_FORMATS)}, not {fmt!r}")
+    return Strategy(str(name), str(fmt))

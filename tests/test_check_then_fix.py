@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from console.checks import CheckReport, check_pools
+from console.config import Strategy
 from console.jobs.fixing import RunFix
 from tests.conftest import MakeImage
 from tests.test_checks import _leak, _written
@@ -126,3 +127,64 @@ def test_fix_from_the_command_line(pool_dir: Path, make_image: MakeImage) -> Non
     assert refused.returncode == 2 and "read-only" in refused.stderr
     assert subprocess.run(["qemu-img", "check", "-q", "-f", "qcow2", str(leaky)],
                           capture_output=True).returncode == 3
+
+
+def test_a_writable_base_with_one_overlay_is_committed_from_the_check(
+        engine: Engine, make_image: MakeImage) -> None:
+    pool = engine.pool_dir
+    base = make_image(pool / "base.qcow2", size="4M")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", str(base)],
+                   check=True, capture_output=True)
+    top = make_image(pool / "top.qcow2", size="4M", backing="base.qcow2",
+                     backing_fmt="qcow2")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 1M", str(top)],
+                   check=True, capture_output=True)
+    reference = engine.other_dir / "reference.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(top),
+                    str(reference)], check=True)
+    # A second overlay (in the other pool): the base is shared, nothing is proposed.
+    shared = make_image(engine.other_dir / "shared.qcow2", size="4M",
+                        backing=str(base), backing_fmt="qcow2")
+    assert "commit-into-base" not in codes(check(engine), "top.qcow2")
+    shared.unlink()
+    report = check(engine)
+    (fix,) = [f for f in report.fixes if f.code == "commit-into-base"]
+    assert (fix.volume, fix.type, fix.risk) == ("top.qcow2", "merge", "medium")
+    assert fix.params["base"] == "base.qcow2" and fix.params["drop"] is False
+    assert fix.commands[0] == ("qemu-img", "commit", "-p", "-d", "-f", "qcow2", "--",
+                               str(top))
+    run_fix(engine, report, "top.qcow2", "commit-into-base")
+    for image in (base, top):
+        assert subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "raw",
+                               str(image), str(reference)]).returncode == 0
+        assert subprocess.run(["qemu-img", "check", "-q", "-f", "qcow2", str(image)]
+                              ).returncode == 0
+    assert os.stat(top).st_blocks * 512 < MiB  # the top is an empty overlay now
+
+
+def test_performance_strategy_proposes_a_preallocated_preferred_format(
+        engine: Engine, make_image: MakeImage) -> None:
+    pool = engine.pool_dir
+    thin = make_image(pool / "thin.qcow2", size="8M")
+    zeros = pool / "zeros.raw"
+    with open(zeros, "wb") as f:
+        f.write(b"\0" * (4 * MiB) + b"data" * 1024)
+    reference = engine.other_dir / "zeros-copy.raw"
+    subprocess.run(["cp", str(zeros), str(reference)], check=True)
+    assert "performance-layout" not in codes(check(engine), "thin.qcow2")  # no strategy
+    engine.inventory.config = dataclasses.replace(
+        engine.inventory.config, strategy=Strategy("performance", "qcow2"))
+    report = check(engine)
+    assert "performance-layout" in codes(report, "thin.qcow2")  # not preallocated
+    assert "performance-layout" in codes(report, "zeros.raw")  # raw, qcow2 preferred
+    assert "mostly-zero" not in codes(report, "zeros.raw")  # allocated zeroes are wanted
+    (fix,) = [f for f in report.fixes if f.volume == "zeros.raw"]
+    assert fix.params["output_format"] == "qcow2"
+    assert 0 < fix.space_change <= 8 * MiB  # qemu-img measure: 4 MiB + tables, preallocated
+    run_fix(engine, report, "thin.qcow2", "performance-layout")
+    run_fix(engine, report, "zeros.raw", "performance-layout")
+    after = check(engine)
+    assert not codes(after, "thin.qcow2") and not codes(after, "zeros.raw")
+    assert os.stat(thin).st_blocks * 512 >= 8 * MiB
+    assert subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "raw",
+                           str(zeros), str(reference)]).returncode == 0

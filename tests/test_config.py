@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from console.config import Config, ConfigError
+from console.config import Config, ConfigError, Strategy
 
 
 def test_load_hosts_and_pools(tmp_path: Path) -> None:
@@ -91,6 +91,27 @@ def test_thresholds_default_and_per_pool(tmp_path: Path) -> None:
     a, b = config.pool_thresholds("h", "a"), config.pool_thresholds("h", "b")
     assert (a.warning, a.critical) == (0.5, 0.6)
     assert (b.warning, b.critical) == (0.8, 0.9)
+
+
+def test_strategy_per_config_host_and_pool(tmp_path: Path) -> None:
+    conf = tmp_path / "config.toml"
+    conf.write_text("strategy = 'space'\n"
+                    "[[host]]\nname = 'h'\nstrategy = 'performance'\n"
+                    "[[host.pool]]\nname = 'a'\npath = '/a'\npreferred_format = 'raw'\n"
+                    "[[host.pool]]\nname = 'b'\npath = '/b'\n"
+                    "[[host]]\nname = 'g'\n")
+    config = Config.load(conf)
+    assert config.pool_strategy("h", "a") == Strategy("performance", "raw")
+    assert config.pool_strategy("h", "b") == Strategy("performance", "")
+    assert config.pool_strategy("g", "c") == Strategy("space", "")
+    assert not Config.for_targets([str(tmp_path)]).pool_strategy("local", "x").performance
+    conf.write_text("[[host]]\nname = 'h'\n[[host.pool]]\nname = 'a'\npath = '/a'\n"
+                    "strategy = 'fast'\n")
+    with pytest.raises(ConfigError, match="host 'h', pool 'a': strategy must be one of"):
+        Config.load(conf)
+    conf.write_text("preferred_format = 'vmdk'\n")
+    with pytest.raises(ConfigError, match="preferred_format must be one of raw, qcow2"):
+        Config.load(conf)
 
 
 @pytest.mark.parametrize(("pool", "message"), [

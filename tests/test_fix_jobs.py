@@ -310,6 +310,120 @@ def test_merge_drops_the_intermediate_snapshot_by_a_safe_rebase(
     assert engine.inventory.dependants("local", str(snap)) == []
 
 
+def writable_pair(engine: Engine, make_image: MakeImage, base_fmt: str = "qcow2") -> Path:
+    """``base`` (writable, its own data) under ``top`` (data of its own over part of it);
+    the top's guest view saved as ``reference.raw`` in the other pool."""
+    d = engine.pool_dir
+    base = make_image(d / f"base.{base_fmt}", base_fmt, "8M")
+    write(base, base_fmt, "write -P 1 0 8M")
+    top = make_image(d / "top.qcow2", "qcow2", "8M", backing=base.name, backing_fmt=base_fmt)
+    write(top, "qcow2", "write -P 2 1M 2M", "write -z 6M 1M")
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(top),
+                    str(engine.other_dir / "reference.raw")], check=True)
+    return top
+
+
+def test_commit_into_base_keeps_the_top_as_an_empty_overlay(
+        engine: Engine, make_image: MakeImage) -> None:
+    d = engine.pool_dir
+    top = writable_pair(engine, make_image)
+    base, reference = d / "base.qcow2", engine.other_dir / "reference.raw"
+    os.chmod(top, 0o640)
+    other = make_image(d / "other.qcow2", "qcow2", "8M", backing="base.qcow2",
+                       backing_fmt="qcow2")
+    before = sha256(base)
+    job = failed(engine, fix(engine, "commit-into-base", "top.qcow2", "merge",
+                             base="base.qcow2"))
+    assert "other.qcow2" in (job.error or "") and sha256(base) == before
+    other.unlink()
+    os.chmod(base, 0o440)  # a snapshot is never written
+    job = failed(engine, fix(engine, "commit-into-base", "top.qcow2", "merge",
+                             base="base.qcow2"))
+    assert "read-only" in (job.error or "") and sha256(base) == before
+    os.chmod(base, 0o640)
+    op = fix(engine, "commit-into-base", "top.qcow2", "merge", base="base.qcow2")
+    assert op.stages == ("check", "commit", "verify", "empty", "re-check")
+    assert op.locked_volumes() == [(engine.pool, "top.qcow2"), (engine.pool, "base.qcow2")]
+    job = engine.ok(op)
+    assert identical(base, "qcow2", reference, "raw")  # the base holds the data now
+    assert identical(top, "qcow2", reference, "raw")
+    assert info(top, "qcow2")["backing-filename"] == "base.qcow2"
+    assert os.stat(top).st_blocks * 512 < 1 * MiB  # emptied: nothing of its own
+    assert stat.S_IMODE(os.stat(top).st_mode) == 0o640
+    check_clean(top)
+    check_clean(base)
+    assert job.resume["before"]["depth"] == 2 and job.resume["after"]["depth"] == 2
+    assert temporaries(d) == []
+
+
+def test_commit_into_a_raw_base_drops_the_top(engine: Engine, make_image: MakeImage) -> None:
+    d = engine.pool_dir
+    top = writable_pair(engine, make_image, "raw")
+    leaf = make_image(d / "leaf.qcow2", "qcow2", "8M", backing="top.qcow2",
+                      backing_fmt="qcow2")
+    job = failed(engine, fix(engine, "commit-into-base", "top.qcow2", "merge",
+                             base="base.raw", drop=True))
+    assert "leaf.qcow2" in (job.error or "") and top.exists()
+    leaf.unlink()
+    op = fix(engine, "commit-into-base", "top.qcow2", "merge", base="base.raw", drop=True)
+    assert op.commands(engine.inventory)[:3] == [
+        ["qemu-img", "commit", "-p", "-d", "-f", "qcow2", "--", str(top)],
+        ["qemu-img", "compare", "-f", "qcow2", "-F", "raw", "--", str(top),
+         f"{engine.pool}/base.raw"],
+        ["unlink", "--", str(top)]]
+    job = engine.ok(op)
+    assert not top.exists()
+    assert identical(d / "base.raw", "raw", engine.other_dir / "reference.raw", "raw")
+    assert job.resume["after"]["top"] == "removed"
+    assert job.resume["after"]["status"] == "unsupported"  # raw: no check to run
+
+
+def test_commit_into_base_refused_on_a_base_in_use(engine: Engine, make_image: MakeImage,
+                                                  nbd_dir: Path) -> None:
+    writable_pair(engine, make_image)
+    base = engine.pool_dir / "base.qcow2"
+    before = sha256(base)
+    pid = hold(base, "qcow2", nbd_dir)
+    try:
+        job = failed(engine, fix(engine, "commit-into-base", "top.qcow2", "merge",
+                                 base="base.qcow2"))
+        assert "base.qcow2" in (job.error or "") and "in use" in (job.error or "")
+    finally:
+        release(pid)
+    assert sha256(base) == before
+
+
+# -- optimize under the performance strategy ----------------------------------------
+
+
+def test_performance_layout_converts_to_a_preallocated_image_of_the_preferred_format(
+        engine: Engine, make_image: MakeImage) -> None:
+    d = engine.pool_dir
+    disk = make_image(d / "disk.img", "raw", "16M")
+    write(disk, "raw", "write -P 3 2M 1M")
+    os.chmod(disk, 0o600)
+    reference = shutil.copy(disk, engine.other_dir / "reference.raw")
+    assert os.stat(disk).st_blocks * 512 < 2 * MiB
+    op = fix(engine, "performance-layout", "disk.img", "optimize", format="raw",
+             output_format="qcow2")
+    assert op.commands(engine.inventory)[0] == [
+        "qemu-img", "convert", "-p", "-f", "raw", "-O", "qcow2", "-W", "-m", "16", "-o",
+        "preallocation=falloc", "--", str(disk), f"{engine.pool}/{TEMP_PREFIX}0-disk.img"]
+    job = engine.ok(op)
+    assert info(disk, "qcow2")["format"] == "qcow2"
+    assert identical(disk, "qcow2", Path(reference), "raw")
+    assert os.stat(disk).st_blocks * 512 >= 16 * MiB  # preallocated
+    assert stat.S_IMODE(os.stat(disk).st_mode) == 0o600
+    check_clean(disk)
+    assert job.resume["before"]["format"] == "raw"
+    assert temporaries(d) == []
+    # Something based on it reads it as qcow2 now: it is not rewritten under it.
+    make_image(d / "over.qcow2", "qcow2", "16M", backing="disk.img", backing_fmt="qcow2")
+    job = failed(engine, fix(engine, "performance-layout", "disk.img", "optimize",
+                             format="qcow2", output_format="raw"))
+    assert "over.qcow2" in (job.error or "")
+
+
 # -- mend ---------------------------------------------------------------------------
 
 

@@ -219,6 +219,8 @@ def test_commit_compare_and_read_head() -> None:
         "qemu-img", "commit", "-p", "-f", "qcow2", "--", "/p/top"]
     assert qemuimg.commit("/p/top", "qcow2", progress=False) == [
         "qemu-img", "commit", "-f", "qcow2", "--", "/p/top"]
+    assert qemuimg.commit("/p/top", "qcow2", keep=True) == [
+        "qemu-img", "commit", "-p", "-d", "-f", "qcow2", "--", "/p/top"]
     assert qemuimg.compare("/p/a", ImageFormat.RAW, "/q/b", ImageFormat.QCOW2) == [
         "qemu-img", "compare", "-f", "raw", "-F", "qcow2", "--", "/p/a", "/q/b"]
     assert qemuimg.read_head("/p/a", "qcow2", "/p/.sc-tmp-x", 2048) == [

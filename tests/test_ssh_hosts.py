@@ -17,6 +17,7 @@ from console.hosts import HostState
 from console.inventory import Inventory
 from tests.conftest import MakeImage
 from tests.harness.sshd import Fleet
+from tests.test_checks import _leak, _written
 
 
 def config_file(tmp_path: Path, fleet: Fleet, *names: str, pool: Path) -> Path:
@@ -122,3 +123,30 @@ def test_read_only_refuses_on_the_ssh_host(ssh_home: Path, sshd_fleet: Fleet,
                "--config", str(conf))
     assert done.returncode != 0 and "read-only" in done.stderr
     assert not (remote_pool / "disk").exists()
+
+
+def test_check_and_fix_a_remote_pool(ssh_home: Path, sshd_fleet: Fleet, tmp_path: Path,
+                                     remote_pool: Path, make_image: MakeImage) -> None:
+    """Leaked clusters in a pool of an SSH host: the check finds them (qemu-img check on
+    that host), the fix repairs them there, and the data stays the same."""
+    conf = config_file(tmp_path, sshd_fleet, "a", pool=remote_pool)
+    leaky = _written(remote_pool / "leaky.qcow2", make_image)
+    reference = tmp_path / "reference.qcow2"
+    subprocess.run(["cp", str(leaky), str(reference)], check=True)
+    _leak(leaky)
+    found = cli("check", "a:images", "--config", str(conf), "--json")
+    assert found.returncode == 0, found.stderr  # degraded, not broken
+    (leak,) = [f for f in json.loads(found.stdout)["fixes"]
+               if f["code"] == "leaked-clusters" and f["volume"] == "leaky.qcow2"]
+    assert leak["host"] == "a"
+    done = cli("fix", leak["id"], "--in", "a:images", "--config", str(conf), "--json")
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)  # one fix: one final job record
+    assert job["state"] == "done" and job["host"] == "a"
+    assert subprocess.run(["qemu-img", "check", "-q", "-f", "qcow2", str(leaky)]
+                          ).returncode == 0
+    subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2",
+                    str(reference), str(leaky)], check=True)
+    audit = json.loads(cli("audit", "--host", "a", "--json").stdout)
+    assert any(e["argv"][:2] == ["qemu-img", "check"] and "leaks" in e["argv"]
+               for e in audit)  # the repair ran on host a, over SSH

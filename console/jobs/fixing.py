@@ -9,8 +9,10 @@ params) and dispatches by code to a step of its own. Every fix, whatever its cod
 - re-checks the volume afterwards (``qemu-img check`` exit 0; raw images have no check)
   and records the result in the journal (``resume["after"]``).
 
-Everything runs through the pool's driver and its transport, so a fix on a remote host
-runs there. Directory pools only: a volume group or a libvirt pool is refused.
+Everything runs through the files of the pool (``console.pool_files``) and the host's
+transport, so a fix on an SSH host runs there, and one on a libvirt dir/fs pool of this
+machine works on its directory (libvirt refreshes after). Volume groups, block-device
+pools and remote libvirt pools are refused, saying why.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from backends.contract import (
     Cancelled,
     CommandFailed,
     CommandResult,
-    Driver,
     InvalidRequest,
     NotSupported,
     StorageError,
@@ -45,6 +46,7 @@ from console.inventory import Inventory
 from console.jobs.journal import ACTIVE
 from console.jobs.locks import host_transport
 from console.jobs.operations import OPERATIONS, Context, Operation, temp_name
+from console.pool_files import PoolFiles, pool_files, refresh_libvirt
 
 # The codes a check proposes and this job runs, with the stages of each (between the
 # first, "check", and the last, "re-check").
@@ -57,6 +59,8 @@ STEPS: dict[str, tuple[str, ...]] = {
     "compat-0.10": ("amend",),
     "snapshot-unreferenced": ("delete",),
     "merge-snapshot": ("rebase",),
+    "commit-into-base": ("commit", "verify", "drop"),  # "drop": "empty" when kept
+    "performance-layout": ("convert", "verify", "publish"),
     "corruption": ("backup", "repair"),
     "backing-moved": ("verify", "relink"),
 }
@@ -87,8 +91,15 @@ def job_params(fix: Fix) -> tuple[str, dict[str, Any]]:
         params["backing_format"] = given.get("backing_format")
     elif code == "merge-snapshot":
         params["base"] = given.get("base")
+    elif code == "commit-into-base":
+        params["base"] = given.get("base")
+        params["drop"] = bool(given.get("drop", False))
+    elif code == "performance-layout":
+        params["output_format"] = given.get("output_format")
+        params["preallocation"] = given.get("preallocation") or PREALLOCATION
     return code, params
 BACKUP_MARK = ".before-repair-"
+PREALLOCATION = "falloc"  # as a performance copy: space reserved, zeroes not written
 _JOB_OF_TEMP = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-")
 CHECKED = ("clean", "unsupported")  # a raw image has no check: nothing more to ask
 
@@ -138,25 +149,37 @@ class RunFix(Operation):
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return ("check", *STEPS.get(self.code, ()), "re-check")
+        steps = STEPS.get(self.code, ())
+        if self.code == "commit-into-base" and not self.fix_params.get("drop"):
+            steps = (*steps[:-1], "empty")
+        return ("check", *steps, "re-check")
 
     def describe(self) -> str:
         return f"fix {self.volume}: {self.code} ({self.fix_type})"
 
     def locked_volumes(self) -> list[tuple[str, str]]:
-        extra = [self.fix_params["base"]] if self.code == "merge-snapshot" else []
+        extra = [self.fix_params["base"]] if self.code in ("merge-snapshot",
+                                                           "commit-into-base") else []
         return [(self.pool, name) for name in (self.volume, *extra)
                 if isinstance(name, str)]
 
     def space(self, inventory: Inventory) -> tuple[str, int]:
         """What the fix may write: a flattened copy (``qemu-img measure``), a backup
         (the file's allocation), the data a rebase copies up (the intermediate's
-        allocation), room for a repair's refcount blocks; nothing for removals."""
-        pool, driver = self._driver(inventory)
+        allocation), room for a repair's refcount blocks; nothing for removals. A commit
+        writes at most what the top holds into its base; a performance layout, the
+        preallocated copy (``qemu-img measure``)."""
+        files = self._files(inventory)
+        pool, driver = files.pool, files.driver
         transport = host_transport(driver, self.host)
         if self.code == "chain-too-deep":
             return (self.pool, driver.measure_copy(pool, self.volume,
                                                    ImageFormat(self._format())))
+        if self.code == "performance-layout":
+            return (self.pool, driver.measure_copy(
+                pool, self.volume, ImageFormat(self._output_format()), full=True))
+        if self.code == "commit-into-base":
+            return (self.pool, _allocated(transport, _path(pool, self.volume)) + (1 << 20))
         if self.code == "corruption":
             return (self.pool, _allocated(transport, _path(pool, self.volume)) + (1 << 20))
         if self.code == "merge-snapshot":
@@ -167,7 +190,8 @@ class RunFix(Operation):
         return (self.pool, 0)
 
     def commands(self, inventory: Inventory) -> list[list[str]]:
-        pool = self._pool(inventory)
+        files = self._files(inventory)
+        pool = files.pool
         path = _path(pool, self.volume)
         p = self.fix_params
         fmt = str(p.get("format") or "qcow2")
@@ -193,6 +217,23 @@ class RunFix(Operation):
             return [qemuimg.rebase(path, "qcow2", below[0] if below else None,
                                    below[1] if below else None, unsafe=False, progress=True),
                     qemuimg.check(path, "qcow2")]
+        if code == "commit-into-base":
+            top = files.driver.probe_volume(pool, self.volume)
+            base = files.driver.probe_volume(pool, str(p.get("base", "")))
+            temp = _path(pool, temp_name(0, self.volume))
+            last = [["unlink", "--", path]] if p.get("drop") else [
+                qemuimg.overlay(temp, top.capacity, backing_reference(base, pool.path),
+                                base.format), ["mv", "-T", "--", temp, path]]
+            return [qemuimg.commit(path, "qcow2", keep=True),
+                    qemuimg.compare(path, "qcow2", base.path, base.format), *last,
+                    qemuimg.check(base.path, base.format)]
+        if code == "performance-layout":
+            temp = _path(pool, temp_name(0, self.volume))
+            out = self._output_format()
+            return [qemuimg.convert(path, fmt, temp, out, preallocation=self._preallocation(),
+                                    out_of_order=True),
+                    qemuimg.compare(path, fmt, temp, out), ["mv", "-T", "--", temp, path],
+                    qemuimg.check(path, out)]
         if code == "corruption":
             temp = _path(pool, temp_name(0, backup_name(self.volume)))
             return [sparse_copy(path, temp), ["ln", "--", temp, _path(pool, backup_name(
@@ -207,12 +248,13 @@ class RunFix(Operation):
 
     def run(self, ctx: Context) -> None:
         ctx.stage(1, "check")
-        pool, driver = self._driver(ctx.inventory)
-        if pool.kind != "dir":
-            raise NotSupported(f"fixes run on directory pools; {pool.name} is a "
-                               f"{pool.kind} pool", host=self.host, pool=self.pool,
-                               volume=self.volume)
-        step = _Step(self, ctx, pool, driver)
+        pool = self._pool(ctx.inventory)
+        try:
+            files = pool_files(ctx.inventory, pool)
+        except NotSupported as err:
+            raise NotSupported(f"not fixed: {err.what}", host=self.host, pool=self.pool,
+                               volume=self.volume, hint=err.hint) from None
+        step = _Step(self, ctx, files)
         steps: dict[str, Callable[[], None]] = {
             "leftover-temporary": step.leftover_temporary,
             "leaked-clusters": step.repair_leaks,
@@ -222,25 +264,40 @@ class RunFix(Operation):
             "compat-0.10": step.amend_compat,
             "snapshot-unreferenced": step.drop_snapshot,
             "merge-snapshot": step.merge_snapshot,
+            "commit-into-base": step.commit_into_base,
+            "performance-layout": step.convert_layout,
             "corruption": step.repair_corruption,
             "backing-moved": step.relink,
         }
-        steps[self.code]()
-        ctx.stage(len(self.stages), "re-check")
-        step.recheck()
+        try:
+            steps[self.code]()
+            ctx.stage(len(self.stages), "re-check")
+            step.recheck()
+        finally:
+            refresh_libvirt(ctx.inventory, files)  # libvirt reads what changed under it
         ctx.inventory.refresh_quietly(pool)
+
+    def _files(self, inventory: Inventory) -> PoolFiles:
+        return pool_files(inventory, self._pool(inventory))
 
     def _format(self) -> str:
         return str(self.fix_params.get("format") or "qcow2")
+
+    def _output_format(self) -> str:
+        return str(self.fix_params.get("output_format") or self._format())
+
+    def _preallocation(self) -> str:
+        return str(self.fix_params.get("preallocation") or PREALLOCATION)
 
 
 class _Step:
     """The steps of one run of a ``RunFix``: what each code does, then the re-check."""
 
-    def __init__(self, op: RunFix, ctx: Context, pool: Pool, driver: Driver) -> None:
-        self.op, self.ctx, self.pool, self.driver = op, ctx, pool, driver
-        self.transport = host_transport(driver, op.host)
-        self.path = _path(pool, op.volume)
+    def __init__(self, op: RunFix, ctx: Context, files: PoolFiles) -> None:
+        self.op, self.ctx, self.files = op, ctx, files
+        self.pool, self.driver = files.pool, files.driver
+        self.transport = host_transport(self.driver, op.host)
+        self.path = _path(self.pool, op.volume)
         self.where = {"host": op.host, "pool": op.pool, "volume": op.volume}
         self.params = op.fix_params
 
@@ -249,16 +306,19 @@ class _Step:
 
     # -- the refusals every fix shares ---------------------------------------------
 
-    def volume(self, fmt: str | None = None) -> Volume:
-        """The volume, re-probed on disk; refused when a QEMU holds it, when it is not
-        ``fmt`` (the fix's word, never a guess), or when qemu-img must not open it."""
-        volume = self.driver.probe_volume(self.pool, self.op.volume)
+    def volume(self, fmt: str | None = None, name: str | None = None) -> Volume:
+        """The volume (or the pool's volume ``name``), re-probed on disk; refused when a
+        QEMU holds it, when it is not ``fmt`` (the fix's word, never a guess), or when
+        qemu-img must not open it."""
+        volume = self.driver.probe_volume(self.pool, name or self.op.volume)
+        which = f"{name}: " if name else ""
         if fmt is not None and qemuimg.qemu_format(volume.format) != fmt:
-            raise InvalidRequest(f"the fix is for a {fmt} image, it is {volume.format} "
-                                 "on disk now", **self.where, hint="check it again")
+            raise InvalidRequest(f"{which}the fix is for a {fmt} image, it is "
+                                 f"{volume.format} on disk now", **self.where,
+                                 hint="check it again")
         if self.driver.volume_in_use(volume):
-            raise VolumeBusy("in use by a running QEMU (its file lock): it is not fixed "
-                             "while it runs", **self.where,
+            raise VolumeBusy(f"{which}in use by a running QEMU (its file lock): it is not "
+                             "fixed while it runs", **self.where,
                              hint="stop the VM (or qemu-nbd) using it first")
         problem = None
         if volume.error:
@@ -272,8 +332,29 @@ class _Step:
         elif volume.info.unknown_incompatible:
             problem = "it uses qcow2 features this console does not know"
         if problem:
-            raise InvalidRequest(f"cannot fix it: {problem}", **self.where)
+            raise InvalidRequest(f"{which}cannot fix it: {problem}", **self.where)
         return volume
+
+    def domains(self, volume: Volume) -> tuple[str, ...]:
+        """The libvirt domains whose disks name ``volume`` (a libvirt pool's word; a
+        directory pool knows none)."""
+        if self.files.libvirt is None:
+            return volume.used_by
+        try:
+            listed = self.ctx.inventory.driver(self.files.libvirt).probe_volume(
+                self.files.libvirt, volume.name)
+        except VolumeNotFound:
+            return ()  # a file libvirt has not listed yet: no domain names it by volume
+        return listed.used_by
+
+    def nothing_based_on(self, volume: Volume, what: str) -> None:
+        """Refuse when any volume of the host is based on ``volume`` (found on disk)."""
+        based = self.ctx.inventory.dependants(self.op.host, volume.path)
+        if based:
+            names = ", ".join(sorted(v.name for _, v in based)[:5])
+            raise VolumeBusy(f"{len(based)} volume(s) are based on {volume.name} ({names}): "
+                             f"it is not {what}", **self.where,
+                             hint="check again: merge or flatten those first")
 
     def usable_chain(self, volume: Volume) -> None:
         if volume.chain.problem is not None:
@@ -306,8 +387,9 @@ class _Step:
                                  **self.where, hint="stop the VM using it first")
             raise CommandFailed(f"{what} failed: {line}", **self.where, hint=hint)
 
-    def check(self, fmt: str, *, repair: str | None = None) -> qemuimg.CheckResult:
-        result = self.run(qemuimg.check(self.path, fmt, repair=repair),
+    def check(self, fmt: str, *, repair: str | None = None,
+              path: str | None = None) -> qemuimg.CheckResult:
+        result = self.run(qemuimg.check(path or self.path, fmt, repair=repair),
                           "qemu-img check" + (f" -r {repair}" if repair else ""))
         found = qemuimg.parse_check(result.returncode, result.stdout)
         if found.status in ("error", "unknown"):
@@ -467,6 +549,140 @@ class _Step:
         self.must(self.run(argv, "qemu-img rebase", progress_label="rebase",
                            total=top.capacity), "qemu-img rebase")
 
+    def commit_into_base(self) -> None:
+        """Commit the top into its base, the one volume based on it: ``qemu-img commit -d``
+        writes the top's clusters into the base and leaves the top as it was, so the top
+        (read through the new base) must still compare equal to the base before the top
+        is dropped, or emptied into a fresh overlay on the base (``drop`` false). A commit
+        cut short leaves the top reading as before (it covers what was written) and is
+        run again from the start."""
+        top = self.volume("qcow2")
+        self.usable_chain(top)
+        base_name = str(self.params.get("base", ""))
+        base = self.volume(name=base_name)
+        if top.chain.depth < 2 or os.path.realpath(top.chain.links[1].path) != \
+                os.path.realpath(base.path):
+            raise InvalidRequest(f"{base_name!r} is not what it is based on (any more)",
+                                 **self.where, hint="check it again")
+        if base.readonly:
+            raise InvalidRequest(f"{base_name} is a snapshot (read-only on disk): a commit "
+                                 "would change it", **self.where,
+                                 hint="the merge-snapshot fix drops it from the chain "
+                                      "without writing it")
+        if qemuimg.qemu_format(base.format) not in ("raw", "qcow2"):
+            raise InvalidRequest(f"{base_name} is {base.format}: commits go into raw or "
+                                 "qcow2 bases only", **self.where)
+        if base.capacity > top.capacity:
+            raise InvalidRequest(f"{base_name} is larger than the top ({base.capacity} > "
+                                 f"{top.capacity} bytes): it would read more than the top "
+                                 "did", **self.where)
+        users = sorted({*self.domains(top), *self.domains(base)})
+        if users:
+            raise VolumeBusy(f"libvirt domain(s) {', '.join(users[:5])} use the top or "
+                             f"{base_name}: it is not committed", **self.where,
+                             hint="detach the disk from the domain first")
+        others = [v.name for depth, v in self.ctx.inventory.dependants(self.op.host, base.path)
+                  if depth == 1 and os.path.realpath(v.path) != os.path.realpath(top.path)]
+        if others:
+            raise VolumeBusy(f"{len(others)} other volume(s) are based on {base_name} "
+                             f"({', '.join(sorted(others)[:5])}): a commit would change "
+                             "what they read", **self.where,
+                             hint="merge-snapshot (a rebase) leaves the base unchanged")
+        self.nothing_based_on(top, "committed")
+        drop = self.params.get("drop") is True
+        self.ctx.remember(before={"depth": top.chain.depth, "backing": top.info.backing_file,
+                                  "top_bytes": _allocated(self.transport, top.path),
+                                  "base_bytes": _allocated(self.transport, base.path)})
+        self.stage("commit")
+        self.must(self.run(qemuimg.commit(top.path, "qcow2", keep=True), "qemu-img commit",
+                           progress_label="commit", total=top.capacity),
+                  "qemu-img commit", "the top still reads as before; run the fix again")
+        self.stage("verify")
+        if not self.driver.same_content(top, base.path, base.format,
+                                        should_cancel=self.ctx.should_cancel):
+            raise StorageError(f"after the commit {base_name} differs from what the top "
+                               "reads", **self.where,
+                               hint="the top was kept and reads as before; compare them")
+        checked = self.check(qemuimg.qemu_format(base.format), path=base.path)
+        if checked.status not in CHECKED:
+            raise StorageError(f"qemu-img check finds {base_name} {checked.status} after "
+                               "the commit", **self.where, hint="the top was kept")
+        self.stage("drop" if drop else "empty")
+        # Right before it goes: nothing may have been based on the top, or opened it.
+        top = self.volume("qcow2")
+        self.nothing_based_on(top, "dropped")
+        if self.domains(top):
+            raise VolumeBusy(f"libvirt domain(s) {', '.join(self.domains(top))} use it now: "
+                             "it is kept", **self.where)
+        if drop:
+            self.driver.delete_volume(self.pool, self.op.volume)
+            return
+        self.empty_top(top, base)
+
+    def empty_top(self, top: Volume, base: Volume) -> None:
+        """Replace the top by an empty overlay on ``base`` (which holds its data now):
+        made under a journaled temporary name, then renamed over it."""
+        temp = temp_name(self.ctx.job_id, self.op.volume)
+        temp_path = _path(self.pool, temp)
+        self.ctx.remember(temp=temp, temp_pool=self.pool.name)  # before the file exists
+        self.remove_temp(temp)
+        try:
+            self.must(self.run(qemuimg.overlay(temp_path, top.capacity, backing_reference(
+                base, self.pool.path), base.format), "qemu-img create"),
+                "qemu-img create (the emptied top)", "the top was kept as it was")
+            self.transport.copy_attributes(top.path, temp_path)
+            self.transport.publish(temp_path, top.path, replace=True)
+        except BaseException:
+            self.remove_temp(temp)
+            raise
+
+    def convert_layout(self) -> None:
+        """Convert a standalone volume to the performance strategy's layout: a
+        preallocated copy in the preferred format under a journaled temporary name,
+        compared with the volume, then renamed over it (as a flatten)."""
+        fmt = self.op._format()
+        out = self.op._output_format()
+        volume = self.volume(fmt)
+        self.usable_chain(volume)
+        if volume.chain.depth > 1:
+            raise InvalidRequest("it is based on another volume: the performance layout is "
+                                 "a standalone image", **self.where,
+                                 hint="flatten it (or copy it with --strategy performance)")
+        if volume.readonly:
+            raise InvalidRequest("it is a snapshot (read-only on disk): it is not rewritten",
+                                 **self.where)
+        self.nothing_based_on(volume, "converted")
+        users = self.domains(volume)
+        if users and out != fmt:
+            raise VolumeBusy(f"libvirt domain(s) {', '.join(users[:5])} read it as {fmt}: "
+                             f"as {out} they would not boot", **self.where,
+                             hint=f"change the domain's disk to {out} first, or prefer {fmt}")
+        temp = temp_name(self.ctx.job_id, self.op.volume)
+        temp_path = _path(self.pool, temp)
+        self.ctx.remember(temp=temp, temp_pool=self.pool.name,  # before the file exists
+                          before={"format": fmt, "allocation": _allocated(
+                              self.transport, volume.path)})
+        self.remove_temp(temp)
+        self.stage("convert")
+        try:
+            self.must(self.run(qemuimg.convert(volume.path, fmt, temp_path, out,
+                                               preallocation=self.op._preallocation(),
+                                               out_of_order=True),
+                               "qemu-img convert", progress_label="convert",
+                               total=volume.capacity),
+                      "qemu-img convert", "the partial copy is removed")
+            self.stage("verify")
+            if not self.driver.same_content(volume, temp_path, out,
+                                            should_cancel=self.ctx.should_cancel):
+                raise StorageError(f"the {out} copy differs from the volume", **self.where,
+                                   hint="nothing was replaced")
+            self.stage("publish")
+            self.transport.copy_attributes(volume.path, temp_path)
+            self.transport.publish(temp_path, volume.path, replace=True)
+        except BaseException:
+            self.remove_temp(temp)
+            raise
+
     def repair_corruption(self) -> None:
         if self.params.get("confirmed") is not True:
             raise InvalidRequest("repairing corruption may lose data: it runs only when "
@@ -559,6 +775,9 @@ class _Step:
     # -- after ---------------------------------------------------------------------
 
     def recheck(self) -> None:
+        if self.op.code == "commit-into-base" and self.params.get("drop") is True:
+            self.recheck_base()
+            return
         if self.op.code in REMOVING:
             gone = self.transport.probe_path(self.path, None)["kind"] == "missing"
             self.ctx.remember(after={"status": "removed" if gone else "still there"})
@@ -580,6 +799,20 @@ class _Step:
                                "leaked cluster(s))", **self.where, hint=hint)
         if volume.chain.problem is not None:
             raise StorageError(f"its backing chain is still broken ({volume.chain.problem})",
+                               **self.where)
+
+    def recheck_base(self) -> None:
+        """After a commit that dropped the top: the top is gone, the base checks clean."""
+        gone = self.transport.probe_path(self.path, None)["kind"] == "missing"
+        base = self.driver.probe_volume(self.pool, str(self.params.get("base", "")))
+        found = self.check(qemuimg.qemu_format(base.format), path=base.path)
+        self.ctx.remember(after={**_check_record(found), "top": "removed" if gone
+                                 else "still there", "base_allocation": base.allocation,
+                                 "depth": base.chain.depth})
+        if not gone:
+            raise StorageError("the top is still there after its removal", **self.where)
+        if found.status not in CHECKED:
+            raise StorageError(f"qemu-img check finds {base.name} {found.status}",
                                **self.where)
 
 
