@@ -8,6 +8,7 @@ critical = 0.95                # ... and no new job may take space above this on
 [jobs]
 per_host = 4                   # jobs running at once on one host
 per_pool = 2                   # ... and in one pool
+auto_fix = true                # a job's result is checked; a low-risk fix runs after it
 
 [[host]]
 name = "local"
@@ -118,6 +119,7 @@ class Config:
     thresholds: Thresholds = Thresholds()  # for pools that set none
     jobs_per_host: int = 4  # jobs running at once on one host ([jobs] per_host)
     jobs_per_pool: int = 2  # ... and in one pool ([jobs] per_pool)
+    auto_fix: bool = True  # a job's result checked, a low-risk fix queued ([jobs] auto_fix)
 
     def pool_thresholds(self, host: str, pool: str) -> Thresholds:
         return dict(self.host(host).thresholds).get(pool, self.thresholds)
@@ -197,8 +199,12 @@ class Config:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{where}: [jobs] {key} must be a positive integer")
             per[key] = value
+        auto_fix = jobs.get("auto_fix", True)
+        if not isinstance(auto_fix, bool):
+            raise ConfigError(f"{where}: [jobs] auto_fix must be true or false")
         return cls(tuple(hosts), depth, source, thresholds=defaults,
-                   jobs_per_host=per["per_host"], jobs_per_pool=per["per_pool"])
+                   jobs_per_host=per["per_host"], jobs_per_pool=per["per_pool"],
+                   auto_fix=auto_fix)
 
     @classmethod
     def embedded_default(cls, libvirt_pools: tuple[tuple[str, str], ...] = ()) -> Config:
