@@ -204,3 +204,33 @@ def test_the_job_commands_auto_fix_unless_told_not_to(tmp_path: Path, pool_dir: 
     record = json.loads(cli("jobs", "--json").stdout)
     fixes = [j for j in record if j["kind"] == "fix"]
     assert len(fixes) == 1 and fixes[0]["state"] == "done"
+    # check says what the last fix attempted on it did: host, stage, percent, error.
+    shown = cli("check", str(old))
+    assert shown.returncode == 0, shown.stderr
+    (line,) = [x for x in shown.stdout.splitlines() if x.startswith("old.qcow2 ")]
+    assert f"job {fixes[0]['id']}" in line and "compat-0.10" in line
+    assert "done" in line and "local" in line and "3/3 re-check" in line and "100%" in line
+    last = json.loads(cli("check", str(old), "--json").stdout)["volumes"][0]["last_fix"]
+    assert (last["job"], last["state"]) == (fixes[0]["id"], "done")
+
+
+def test_check_shows_the_last_error_of_a_failed_fix(tmp_path: Path, pool_dir: Path,
+                                                    make_image: MakeImage) -> None:
+    from console.config import journal_path
+    from console.jobs.fixing import RunFix
+
+    make_image(pool_dir / "disk.raw", fmt="raw")
+    inventory = Inventory(Config.for_targets([str(pool_dir.resolve())]), Cache(None))
+    runner = Runner(Journal(journal_path()), inventory)
+    try:
+        pool = str(pool_dir.resolve())
+        job = runner.wait(runner.submit(RunFix(
+            "local", pool, "disk.raw", fix_type="optimize", code="compat-0.10",
+            fix_params={"name": "disk.raw", "format": "qcow2"})).id, 60)
+    finally:
+        runner.close()
+    assert job.state == JobState.FAILED and "it is raw on disk now" in str(job.error)
+    shown = cli("check", str(pool_dir))
+    (line,) = [x for x in shown.stdout.splitlines() if x.startswith("disk.raw ")]
+    assert f"job {job.id}" in line and "failed" in line and "1/3 check" in line
+    assert "it is raw on disk now" in line
