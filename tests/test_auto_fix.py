@@ -234,3 +234,24 @@ def test_check_shows_the_last_error_of_a_failed_fix(tmp_path: Path, pool_dir: Pa
     (line,) = [x for x in shown.stdout.splitlines() if x.startswith("disk.raw ")]
     assert f"job {job.id}" in line and "failed" in line and "1/3 check" in line
     assert "it is raw on disk now" in line
+
+
+def test_which_fixes_run_without_asking() -> None:
+    from console.fixes import Fix, FixType, Risk, Severity
+    from console.jobs.autofix import not_automatic
+
+    def fix(code: str, risk: Risk, **params: object) -> Fix:
+        return Fix(FixType.MEND, "local", "p", "v", code, "why", 0, risk, (),
+                   {"volume": "v", **params}, needs_confirmation=risk == Risk.HIGH)
+
+    assert not_automatic(fix("compat-0.10", Risk.LOW), Severity.DEGRADED) is None
+    assert not_automatic(fix("leftover-temporary", Risk.NONE), Severity.DEGRADED) is None
+    assert not_automatic(fix("backing-missing", Risk.LOW), Severity.BROKEN) is None
+    assert "high risk" in str(not_automatic(fix("corruptions", Risk.HIGH), Severity.BROKEN))
+    assert "medium risk" in str(not_automatic(fix("chain-too-deep", Risk.MEDIUM),
+                                              Severity.DEGRADED))
+    assert not_automatic(fix("unreferenced-snapshot", Risk.LOW, requires_mark=True),
+                         Severity.DEGRADED) == "needs a mark"
+    assert not_automatic(fix("compat-0.10", Risk.LOW), Severity.INFO) == "information only"
+    assert not_automatic(fix("some-new-code", Risk.LOW), Severity.DEGRADED) == \
+        "no fix job runs it yet"

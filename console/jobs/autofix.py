@@ -31,7 +31,7 @@ from backends.model import Volume
 from console.audit import acting_as
 from console.checks import FIX_KIND, check_pools
 from console.fixes import Finding, Fix, Risk, Severity
-from console.jobs.fixing import RunFix
+from console.jobs.fixing import STEPS, RunFix, job_params
 from console.jobs.journal import ACTIVE, JobRecord
 from console.jobs.operations import Operation
 
@@ -63,7 +63,7 @@ def started_by_note(job_id: int) -> str:
     return f"started by job {job_id}"
 
 
-def automatic(fix: Fix, severity: Severity | None) -> str | None:
+def not_automatic(fix: Fix, severity: Severity | None) -> str | None:
     """Why ``fix`` is not run without asking (None: it is)."""
     if severity not in (Severity.BROKEN, Severity.DEGRADED):
         return "information only"
@@ -73,6 +73,8 @@ def automatic(fix: Fix, severity: Severity | None) -> str | None:
         return "needs a confirmation"
     if fix.params.get("requires_mark"):
         return "needs a mark"
+    if job_params(fix)[0] not in STEPS:
+        return "no fix job runs it yet"
     return None
 
 
@@ -127,7 +129,7 @@ def _queue_one(runner: Runner, job: JobRecord, op: Operation, host: str, pool: s
     kept = intended(op)
     why: dict[int, str] = {}
     for i, fix in enumerate(fixes):
-        reason = "the job asked for it" if fix.code in kept else automatic(
+        reason = "the job asked for it" if fix.code in kept else not_automatic(
             fix, severity.get(fix.code))
         if reason is not None:
             why[i] = reason
