@@ -7,14 +7,31 @@ so nothing that changes storage runs unrecorded, whichever layer asked for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from console.database import Database
 from console.jobs.journal import who_am_i
+
+_acting = threading.local()  # who the commands of this thread are run for, when not us
+
+
+@contextlib.contextmanager
+def acting_as(who: str) -> Iterator[None]:
+    """Record the commands this thread runs meanwhile as ``who``: a job another job
+    started (``user@host, started by job 7``) says so in every entry of its commands."""
+    before = getattr(_acting, "who", None)
+    _acting.who = who
+    try:
+        yield
+    finally:
+        _acting.who = before
 
 
 @dataclass(frozen=True)
@@ -49,7 +66,8 @@ class AuditLog:
         self.conn.execute(
             "INSERT INTO audit (at, who, host, argv, returncode, duration) "
             "VALUES (?,?,?,?,?,?)",
-            (time.time(), self.who, host, json.dumps(list(argv)), returncode, duration))
+            (time.time(), getattr(_acting, "who", None) or self.who, host,
+             json.dumps(list(argv)), returncode, duration))
 
     def entries(self, *, host: str | None = None, limit: int = 200) -> list[AuditEntry]:
         """Newest first."""

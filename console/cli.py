@@ -46,6 +46,9 @@ HANDLERS: dict[str, tuple[str, str]] = {
 }
 JOB_COMMANDS = ("create", "resize", "copy", "delete", "snapshot", "clone", "growfs",
                 "archive", "restore", "jobs", "job")
+# Job commands whose job leaves volumes written: checked after, and fixed (auto_fix).
+AUTO_FIX_COMMANDS = ("create", "resize", "copy", "snapshot", "clone", "growfs", "restore",
+                     "job")
 SUBCOMMANDS = tuple(HANDLERS)
 FORMATS = ("raw", "qcow2")
 
@@ -259,6 +262,10 @@ def job_parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print the job record(s) as JSON" if command in ("jobs", "job")
                    else "print the final job record as JSON (no progress)")
+    if command in AUTO_FIX_COMMANDS:
+        p.add_argument("--no-auto-fix", action="store_true",
+                       help="do not run the low-risk fix a check of the result proposes "
+                            "(the config's [jobs] auto_fix, on by default)")
     return p
 
 

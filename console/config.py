@@ -11,6 +11,7 @@ preferred_format = "qcow2"     # to preallocated ones, in this format when set)
 [jobs]
 per_host = 4                   # jobs running at once on one host
 per_pool = 2                   # ... and in one pool
+auto_fix = true                # a job's result is checked; a low-risk fix runs after it
 
 [[host]]
 name = "local"
@@ -142,6 +143,7 @@ class Config:
     jobs_per_host: int = 4  # jobs running at once on one host ([jobs] per_host)
     jobs_per_pool: int = 2  # ... and in one pool ([jobs] per_pool)
     strategy: Strategy = Strategy()  # for hosts and pools that set none
+    auto_fix: bool = True  # a job's result checked, a low-risk fix queued ([jobs] auto_fix)
 
     def pool_thresholds(self, host: str, pool: str) -> Thresholds:
         return dict(self.host(host).thresholds).get(pool, self.thresholds)
@@ -236,9 +238,12 @@ class Config:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{where}: [jobs] {key} must be a positive integer")
             per[key] = value
+        auto_fix = jobs.get("auto_fix", True)
+        if not isinstance(auto_fix, bool):
+            raise ConfigError(f"{where}: [jobs] auto_fix must be true or false")
         return cls(tuple(hosts), depth, source, thresholds=defaults,
                    jobs_per_host=per["per_host"], jobs_per_pool=per["per_pool"],
-                   strategy=strategy)
+                   strategy=strategy, auto_fix=auto_fix)
 
     @classmethod
     def embedded_default(cls, libvirt_pools: tuple[tuple[str, str], ...] = ()) -> Config:

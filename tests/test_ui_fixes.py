@@ -1,6 +1,7 @@
 """Pilot tests of the fixes screen (F): a real check of real images (a leaked cluster,
-an old compat 0.10 header), grouped by severity; marked fixes run as jobs and leave
-``qemu-img check`` at 0; read-only mode shows the findings and runs nothing."""
+an old compat 0.10 header, a corrupt refcount), grouped by severity; marked fixes run as
+jobs and leave ``qemu-img check`` at 0; a high-risk repair asks again (yes: a backup,
+then the repair; no: nothing runs); read-only mode shows the findings and runs nothing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from textual.widgets import Static
 
 from console.config import journal_path
 from console.fixes import Severity
+from console.jobs.fixing import BACKUP_MARK
 from console.jobs.journal import JobState, Journal
 from console.ui.app import StorageConsoleApp
 from console.ui.screens.confirm import ConfirmScreen
@@ -21,7 +23,7 @@ from console.ui.screens.fixes import FixesScreen
 from console.ui.screens.main import MainScreen
 from console.ui.widgets.fix_list import FixList
 from tests.conftest import MakeImage
-from tests.test_checks import _leak, _written
+from tests.test_checks import _leak, _set_refcount, _written
 from tests.test_ui import image_info, screen_text, settle
 from tests.test_ui_jobs import console, panel
 
@@ -157,4 +159,75 @@ async def test_read_only_shows_findings_and_runs_nothing(tmp_path: Path,
         assert isinstance(app.screen, MainScreen)
     assert sorted(os.listdir(pool)) == before
     assert qemu_check(pool / "leaky.qcow2") != 0
+    assert Journal(journal_path()).jobs() == []
+
+
+def corrupt_pool(pool: Path, make_image: MakeImage) -> Path:
+    """A qcow2 whose header cluster is counted unused (``qemu-img check`` exit 2)."""
+    corrupt = _written(pool / "corrupt.qcow2", make_image)
+    _set_refcount(corrupt, 0, 0)
+    assert qemu_check(corrupt) == 2
+    return corrupt
+
+
+async def plan_high_risk(app: StorageConsoleApp, pilot: Any) -> str:
+    """F, the broken finding marked, enter, yes to the plan: the high-risk question."""
+    await pilot.press("F")
+    await checked(app, pilot)
+    assert grouped(app) == {("corrupt.qcow2", "corruptions"): (Severity.BROKEN, "mend")}
+    text = screen_text(app)
+    assert "broken (1)" in text and "degraded" not in text
+    assert "corrupt.qcow2  mend · high risk" in text
+    await pilot.press("space", "enter")
+    await pilot.pause()
+    assert isinstance(app.screen, ConfirmScreen)
+    assert "1 high-risk fix(es)" in app.screen.question and "cp --sparse=always" in \
+        app.screen.question
+    await pilot.press("y")
+    await pilot.pause()
+    assert isinstance(app.screen, ConfirmScreen) and app.screen.title_text == "High-risk fix"
+    return app.screen.question
+
+
+async def test_a_broken_image_confirmed_is_repaired_after_a_backup(
+        tmp_path: Path, make_image: MakeImage) -> None:
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    corrupt = corrupt_pool(pool, make_image)
+    before = corrupt.read_bytes()
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        question = await plan_high_risk(app, pilot)
+        assert "high-risk mend of [b]corrupt.qcow2[/b]" in question
+        assert "a backup is taken first" in question
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        (job,) = [j for j in panel(app).rows if j.kind == "fix"]
+        assert (job.state, job.error) == (JobState.DONE, None)
+        assert job.params["fix_params"]["confirmed"] is True
+    assert qemu_check(corrupt) == 0
+    (backup,) = [n for n in os.listdir(pool) if BACKUP_MARK in n]
+    assert backup.startswith("corrupt.qcow2") and (pool / backup).read_bytes() == before
+    (done,) = Journal(journal_path()).jobs()
+    assert done.resume["backup"] == backup and done.resume["after"]["status"] == "clean"
+
+
+async def test_a_high_risk_fix_declined_runs_nothing(tmp_path: Path,
+                                                     make_image: MakeImage) -> None:
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    corrupt = corrupt_pool(pool, make_image)
+    before = corrupt.read_bytes()
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await plan_high_risk(app, pilot)
+        await pilot.press("n")
+        await settle(app, pilot)
+        # Back on the fixes screen, the mark kept, free to plan again.
+        assert isinstance(app.screen, FixesScreen)
+        assert "1 marked" in status(app) and not app.screen.busy
+        assert panel(app).rows == []
+    assert corrupt.read_bytes() == before and qemu_check(corrupt) == 2
+    assert sorted(os.listdir(pool)) == ["corrupt.qcow2"]
     assert Journal(journal_path()).jobs() == []

@@ -141,6 +141,25 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _print(record: dict[str, object]) -> None:
+    _print_findings(record)
+    volumes = record["volumes"]
+    assert isinstance(volumes, list)
+    tried = [v for v in volumes if v.get("last_fix")]
+    if tried:  # the state of the last fix attempted on each volume, from the journal
+        print()
+        rows: list[tuple[str, ...]] = [("VOLUME", "LAST FIX", "CODE", "STATE", "HOST",
+                                        "STAGE", "PCT", "ERROR")]
+        for v in tried:
+            f = v["last_fix"]
+            rows.append((printable(v["name"]), f"job {f['job']}", str(f["code"]),
+                         f["state"], printable(f["host"]),
+                         f"{f['stage']}/{f['stages']} {f['stage_label']}".strip(),
+                         f"{f['percent']:.0f}%" if f["percent"] >= 0 else "-",
+                         printable(f["error"] or "")))
+        print(table(rows, {6}))
+
+
+def _print_findings(record: dict[str, object]) -> None:
     findings = record["findings"]
     fixes = record["fixes"]
     assert isinstance(findings, list) and isinstance(fixes, list)

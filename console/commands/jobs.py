@@ -9,9 +9,9 @@ import time
 
 from backends.contract import StorageError
 from console.commands import PROG, UsageError
-from console.commands.engine import Engine, finish, open_engine
+from console.commands.engine import Engine, follow_to_end, open_engine
 from console.commands.places import with_job_pools
-from console.commands.progress import follow, job_record, job_title, percent_text, speed_text
+from console.commands.progress import job_record, job_title, percent_text, speed_text
 from console.commands.text import printable, table
 from console.config import Config, journal_path
 from console.jobs.journal import ACTIVE, JobState
@@ -54,7 +54,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     with open_engine(args, config) as engine:
         if args.action == "resume":
             job = engine.runner.resume(job.id)
-            return finish(follow(engine, job, json_out=args.json), args)
+            return follow_to_end(args, engine, job)
         if args.action == "rollback":
             final = engine.runner.rollback(job.id)
             if args.json:

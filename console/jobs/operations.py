@@ -136,6 +136,11 @@ class Operation(ABC):
         progress lines, refusals)."""
         return f"{self.kind} {self.volume}"
 
+    def results(self) -> list[tuple[str, str, str]]:
+        """(host, pool, volume) of each volume it leaves written, checked after it is
+        done (``auto_fix``); none by default (a delete, an archive, a fix)."""
+        return []
+
     def _elsewhere(self, pool: str) -> str:
         """`` in backup`` when ``pool`` is not the operation's own pool."""
         return f" in {pool_label(pool)}" if pool and pool != self.pool else ""
@@ -216,6 +221,9 @@ class CreateVolume(Operation):
         what = (f"{self.format}, {format_size(self.capacity)}" if self.capacity
                 else f"{self.format} on {self.backing}")
         return f"create {self.volume} ({what})"
+
+    def results(self) -> list[tuple[str, str, str]]:
+        return [(self.host, self.pool, self.volume)]
 
     def space(self, inventory: Inventory) -> tuple[str, int]:
         if not self.preallocation or self.capacity <= 0:
@@ -311,6 +319,9 @@ class ResizeVolume(Operation):
     def describe(self) -> str:
         return f"resize {self.volume} to {format_size(self.capacity)}"
 
+    def results(self) -> list[tuple[str, str, str]]:
+        return [(self.host, self.pool, self.volume)]
+
     def commands(self, inventory: Inventory) -> list[list[str]]:
         volume = inventory.probe_volume(self.host, self.pool, self.volume)
         return [qemuimg.resize(volume.path, volume.format, self.capacity,
@@ -398,6 +409,9 @@ class CopyVolume(Operation):
         how = f" ({self.strategy})" if self.strategy else ""
         return f"copy {self.volume} → {self.dest_name}{self._elsewhere(self.dest_pool)}{how}"
 
+    def results(self) -> list[tuple[str, str, str]]:
+        return [(self.host, self.dest_pool or self.pool, self.dest_name)]
+
     def commands(self, inventory: Inventory) -> list[list[str]]:
         source = inventory.probe_volume(self.host, self.pool, self.volume)
         dest = self._pool(inventory, self.dest_pool or self.pool)
@@ -457,6 +471,9 @@ class GrowFilesystem(Operation):
     def stages(self) -> tuple[str, ...]:
         return ("check", "growfs")
 
+    def results(self) -> list[tuple[str, str, str]]:
+        return [(self.host, self.pool, self.volume)]
+
     def commands(self, inventory: Inventory) -> list[list[str]]:
         volume = inventory.probe_volume(self.host, self.pool, self.volume)
         return [filesystems.e2fsck(volume.path), filesystems.resize2fs(volume.path)]
@@ -501,6 +518,10 @@ class SnapshotVolume(Operation):
 
     def describe(self) -> str:
         return f"snapshot {self.volume}" + (f" as {self.name}" if self.name else "")
+
+    def results(self) -> list[tuple[str, str, str]]:
+        # The disk, not the snapshot: a snapshot is immutable, even its header.
+        return [(self.host, self.pool, self.volume)]
 
     def commands(self, inventory: Inventory) -> list[list[str]]:
         pool, driver = self._driver(inventory)
@@ -585,6 +606,9 @@ class CloneVolume(Operation):
     def describe(self) -> str:
         return (f"clone {self.volume} → {self.dest_name}{self._elsewhere(self.dest_pool)} "
                 f"({self.strategy})")
+
+    def results(self) -> list[tuple[str, str, str]]:
+        return [(self.host, self.dest_pool or self.pool, self.dest_name)]
 
     def commands(self, inventory: Inventory) -> list[list[str]]:
         pool, driver = self._driver(inventory)
@@ -723,6 +747,9 @@ class RestoreVolume(Operation):
     def describe(self) -> str:
         into = "into" if self.into_existing else "as"
         return f"restore {os.path.basename(self.archive)} {into} {self.volume}"
+
+    def results(self) -> list[tuple[str, str, str]]:
+        return [(self.host, self.pool, self.volume)]
 
     def commands(self, inventory: Inventory) -> list[list[str]]:
         pool = self._pool(inventory)

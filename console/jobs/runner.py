@@ -8,6 +8,9 @@ second per job. Cancel stops a running job within a second (the driver kills its
 qemu-img), removes its partial output and marks it aborted.
 
 Read-only mode is enforced here, below every UI: mutating operations are refused.
+
+Once a job is done, what it wrote is checked and an automatic fix queued as a job of its
+own (``auto_fix``, from the config unless given; see ``console.jobs.autofix``).
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from typing import Any
 
 from backends.contract import Cancelled, ReadOnlyViolation, StorageError
 from backends.model import Progress
 from backends.transport import lifeline
+from console.audit import acting_as
 from console.inventory import Inventory
-from console.jobs.journal import JobRecord, JobState, Journal
+from console.jobs.autofix import follow_up, started_by_note
+from console.jobs.journal import JobRecord, JobState, Journal, who_am_i
 from console.jobs.locks import volume_lock
 from console.jobs.operations import Operation, operation_from
 from console.jobs.reservations import PoolSpace, Reservations
@@ -103,9 +108,12 @@ class Runner:
         update_hz: float = 10.0,
         journal_interval: float = 0.5,
         reservations: Reservations | None = None,
+        auto_fix: bool | None = None,
     ) -> None:
         self.journal = journal
         self.inventory = inventory
+        # After a job is done, queue the fix its result needs (never in read-only mode).
+        self.auto_fix = inventory.config.auto_fix if auto_fix is None else auto_fix
         # Bounds from the config's [jobs] table unless given.
         self.per_host = per_host or inventory.config.jobs_per_host
         self.per_pool = per_pool or inventory.config.jobs_per_pool
@@ -126,13 +134,18 @@ class Runner:
 
     # -- the public face ----------------------------------------------------------
 
-    def submit(self, op: Operation) -> JobRecord:
-        """Journal ``op`` and schedule it; returns once the job is on disk."""
+    def submit(self, op: Operation, *, started_by: int | None = None) -> JobRecord:
+        """Journal ``op`` and schedule it; returns once the job is on disk.
+        ``started_by``: the job that queued it (an auto-fix), said in its ``who``."""
         if op.mutating and self.inventory.read_only:
             raise ReadOnlyViolation(f"refused to {op.describe()}: read-only mode",
                                     host=op.host, pool=op.pool, volume=op.volume)
         self.inventory.pool(op.host, op.pool)  # an unknown pool fails before journaling
-        job = self.journal.submit(op.kind, op.params(), op.host, op.pool, op.volume)
+        who = None if started_by is None else f"{who_am_i()}, {started_by_note(started_by)}"
+        job = self.journal.submit(op.kind, op.params(), op.host, op.pool, op.volume, who=who)
+        if started_by is not None:
+            self.journal.remember(job.id, started_by=started_by)
+            job = self.journal.get(job.id)
         self._schedule(job, op)
         return job
 
@@ -244,6 +257,22 @@ class Runner:
             for slot in reversed(acquired):
                 slot.release()
             self._notify(self.journal.get(job.id))
+        self._follow_up(job.id, op)
+
+    def _follow_up(self, job_id: int, op: Operation) -> None:
+        """A done job's result checked and its automatic fix queued; what happened goes
+        to the job's ``resume["auto_fix"]``. Never fails the job: it is done already."""
+        if not self.auto_fix or self.inventory.read_only or not op.results():
+            return
+        job = self.journal.get(job_id)
+        if job.state != JobState.DONE:
+            return
+        try:
+            record = follow_up(self, job, op).record()
+        except Exception as err:  # a bug in a check must not hide that the job is done
+            record = {"checked": [], "queued": [], "left": [],
+                      "errors": [f"auto-fix failed: {type(err).__name__}: {err}"]}
+        self.journal.remember(job_id, auto_fix=record)
 
     def _acquire(self, slot: threading.BoundedSemaphore, job_id: int) -> bool:
         """Wait for a slot, giving up when the job is cancelled meanwhile."""
@@ -256,8 +285,12 @@ class Runner:
         ctx = JobContext(self, self.journal.get(job.id), len(op.stages))
         self._notify(self.journal.get(job.id))
         state, error = JobState.DONE, None
+        # The audit names the job that started this one in each command it runs.
+        started_by = job.resume.get("started_by")
+        acting = acting_as(job.who) if started_by is not None else nullcontext()
         try:
             with ExitStack() as stack:
+                stack.enter_context(acting)
                 for host, pool_name, volume in op.host_locks():
                     pool = self.inventory.pool(host, pool_name)
                     stack.enter_context(volume_lock(self.inventory.driver(pool), pool,

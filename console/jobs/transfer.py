@@ -81,6 +81,9 @@ class TransferVolume(Operation):
         return (f"copy {_where(self.host, self.pool, self.volume)} → "
                 f"{_where(self.dest_host, self.dest_pool, self.dest_name)}")
 
+    def results(self) -> list[tuple[str, str, str]]:
+        return [(self.dest_host, self.dest_pool, self.dest_name)]
+
     def commands(self, inventory: Inventory) -> list[list[str]]:
         _, _, source = self._source(inventory)
         dest, _, _ = self._target(inventory)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from console.jobs.journal import ACTIVE, JobRecord, JobState
 
 PANEL_LIMIT = 50  # jobs read from the journal and shown, newest first
+FIX_KIND = "fix"  # the journal's kind of a fix job (console.jobs.fixing.RunFix)
 # Jobs whose output is a new volume, written under a temporary name until it is whole.
 OUTPUT_VERBS = {"create": "creating", "copy": "copying", "clone": "cloning",
                 "restore": "restoring"}
@@ -164,6 +165,13 @@ class JobBoard:
 
     def running_here(self) -> list[int]:
         return sorted(self.local)
+
+    def last_fix(self, host: str, pool: str, volume: str) -> JobRecord | None:
+        """The newest fix job on the volume among the recent jobs (the journal's newest
+        ``limit``, live while it runs): what the volume's details show."""
+        fixes = [j for j in self.records.values() if j.kind == FIX_KIND
+                 and (j.host, j.pool, j.volume) == (host, pool, volume)]
+        return max(fixes, key=lambda j: j.id, default=None)
 
     def dismiss_finished(self) -> int:
         """Hide ended jobs from the panel (the journal keeps them); returns how many."""

@@ -29,7 +29,7 @@ from textual.worker import get_current_worker
 
 from backends.contract import Capabilities, StorageError
 from backends.model import Pool
-from console.cache import PoolRow
+from console.cache import PoolRow, VolumeRow
 from console.config import journal_path
 from console.inventory import Inventory
 from console.jobs.journal import ACTIVE, JobRecord, JobState
@@ -37,7 +37,7 @@ from console.jobs.operations import describe_job
 from console.jobs.runner import Runner
 from console.ui.cells import printable
 from console.ui.commands import PaletteCommand
-from console.ui.job_board import PANEL_LIMIT, Change, JobBoard, job_pools
+from console.ui.job_board import FIX_KIND, PANEL_LIMIT, Change, JobBoard, job_pools
 from console.ui.messages import (
     JobActionFailed,
     JobsPolled,
@@ -300,7 +300,8 @@ class MainScreen(HostActions):
     @on(VolumeHighlighted)
     def volume_highlighted(self, message: VolumeHighlighted) -> None:
         pool_path = self.current.pool.path if self.current is not None else ""
-        self.query_one(VolumeDetail).show(message.volume, pool_path)
+        self.query_one(VolumeDetail).show(message.volume, pool_path,
+                                          self.last_fix_of(message.volume))
         if (message.volume is None) != self.nothing_selected:
             self.nothing_selected = message.volume is None
             self.refresh_bindings()  # delete is greyed out without a volume
@@ -572,6 +573,9 @@ class MainScreen(HostActions):
         panel = self.jobs_panel
         panel.update_jobs()
         self.show_job_outputs()
+        if any(c.after.kind == FIX_KIND for c in changes):  # the details show the last fix
+            detail = self.query_one(VolumeDetail)
+            detail.show_last_fix(self.last_fix_of(detail.volume))
         started = [c for c in changes if c.after.state in ACTIVE
                    and (c.before is None or c.before.state not in ACTIVE)]
         if started:
@@ -582,6 +586,9 @@ class MainScreen(HostActions):
             if change.ended and (change.before is not None
                                  or (change.after.finished or 0) >= self.board.started):
                 self.job_ended(change.after)
+
+    def last_fix_of(self, row: VolumeRow | None) -> JobRecord | None:
+        return None if row is None else self.board.last_fix(row.host, row.pool, row.name)
 
     def show_job_outputs(self) -> None:
         """The volumes active jobs write into the shown pool, as rows of the table."""
@@ -720,6 +727,15 @@ class MainScreen(HostActions):
             panel.remove_class("-shown")
             self.volume_table.focus()
 
+    def toggle_auto_fix(self) -> None:
+        """For this console only: the config keeps its ``auto_fix``."""
+        if self.runner is None or self.inventory.read_only:
+            return
+        self.runner.auto_fix = not self.runner.auto_fix
+        self.notify("a job's result is checked and its low-risk fix queued" if
+                    self.runner.auto_fix else "jobs queue no fix after them",
+                    title=f"auto-fix {'on' if self.runner.auto_fix else 'off'} (this console)")
+
     def jobs_running_here(self) -> list[int]:
         """Jobs this console's runner has not finished (quitting cancels them)."""
         return self.board.running_here()
@@ -778,6 +794,12 @@ class MainScreen(HostActions):
         if self.runner is not None:
             yield PaletteCommand("Jobs panel", "Show, focus or hide the recent jobs",
                                  self.action_jobs)
+        if self.runner is not None and not self.inventory.read_only:
+            now, turn = ("on", "off") if self.runner.auto_fix else ("off", "on")
+            yield PaletteCommand(f"Auto-fix after jobs: {now} (turn it {turn})",
+                                 "After a job, run the low-risk fix its result needs, as a "
+                                 "job (this console; the config's [jobs] auto_fix)",
+                                 self.toggle_auto_fix)
         yield PaletteCommand("Filter volumes", "Show only names containing some text",
                              self.action_filter)
         if self.volume_table.filter_text:

@@ -1,4 +1,5 @@
-"""The selected volume: its backing chain as a tree (leaf first) and its health reasons."""
+"""The selected volume: its backing chain as a tree (leaf first), its health reasons, and
+the last fix attempted on it (from the journal: host, stage X/Y, percent, last error)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from console.cache import VolumeRow
+from console.jobs.journal import JobRecord
 from console.ui.cells import printable, seen
 from console.units import format_size
 
@@ -69,6 +71,7 @@ class VolumeDetail(VerticalScroll, can_focus=True):
         self.clock = clock
         self.volume: VolumeRow | None = None
         self.pool_path = ""
+        self.last_fix: JobRecord | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="detail-body")
@@ -76,11 +79,19 @@ class VolumeDetail(VerticalScroll, can_focus=True):
     def on_mount(self) -> None:
         self.show(None)
 
-    def show(self, volume: VolumeRow | None, pool_path: str = "") -> None:
+    def show(self, volume: VolumeRow | None, pool_path: str = "",
+             last_fix: JobRecord | None = None) -> None:
         self.volume = volume
         self.pool_path = pool_path
+        self.last_fix = last_fix
         self.query_one("#detail-body", Static).update(self.describe())
         self.scroll_home(animate=False)
+
+    def show_last_fix(self, last_fix: JobRecord | None) -> None:
+        """The same volume, its last fix moved on: repainted where it is scrolled."""
+        if last_fix != self.last_fix:
+            self.last_fix = last_fix
+            self.query_one("#detail-body", Static).update(self.describe())
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -151,4 +162,21 @@ class VolumeDetail(VerticalScroll, can_focus=True):
             text.append(printable(reason) + "\n")
         text.append("path: ", muted)
         text.append(printable(row.path))
+        if self.last_fix is not None:
+            self._describe_fix(text, self.last_fix)
         return text
+
+    def _describe_fix(self, text: Text, job: JobRecord) -> None:
+        part = self.get_component_rich_style
+        muted = part("volume-detail--muted", partial=True)
+        text.append("\nlast fix: ", muted)
+        text.append(f"job {job.id} {job.params.get('code', '?')} ({job.state})")
+        where = f" · host {printable(job.host)} · stage {job.stage}/{job.stages}"
+        if job.stage_label:
+            where += f" {job.stage_label}"
+        if job.percent >= 0:
+            where += f" · {job.percent:.0f}%"
+        text.append(where, muted)
+        if job.error:
+            text.append("\n  last error: ", muted)
+            text.append(printable(job.error), part("volume-detail--broken", partial=True))
