@@ -304,3 +304,56 @@ def test_a_damaged_stream_leaves_no_file(tmp_path: Path) -> None:
     size, sent, _ = sparse.receive(str(tmp_path / "dst.raw"), io.BytesIO(stream.getvalue()))
     assert (size, sent) == (4 * MiB, MiB)
     assert (tmp_path / "dst.raw").read_bytes() == source.read_bytes()
+
+
+def test_a_job_starts_one_agent_session_per_host(conf: Path, pools: dict[str, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Locks, probes, the space check and publish go through one agent per host; the
+    stream's two ends and the refresh's scan are the only other agents."""
+    from backends.transport import ssh
+    from console.jobs.locks import LOCK_DIR, lock_path
+
+    started: list[tuple[str, str]] = []
+    start_agent, spawn = ssh.SshTransport._start_agent, ssh.SshTransport.spawn
+
+    def counted_start(self: ssh.SshTransport, op: str, args: dict[str, object]) -> object:
+        started.append((self.host, op))
+        return start_agent(self, op, args)
+
+    def counted_spawn(self: ssh.SshTransport, argv: list[str], **kw: object) -> object:
+        started.append((self.host, "stream"))
+        return spawn(self, argv, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssh.SshTransport, "_start_agent", counted_start)
+    monkeypatch.setattr(ssh.SshTransport, "spawn", counted_spawn)
+    source = write_data(pools["a"] / "vm.raw", 16 * MiB, [(0, 2 * MiB)])
+    inv = Inventory(Config.load(conf), Cache(None))
+    runner = Runner(Journal(journal_path()), inv)
+    try:
+        job = runner.wait(runner.submit(TransferVolume(
+            "a", "images", "vm.raw", dest_host="b", dest_pool="images",
+            dest_name="vm.raw")).id, 120)
+    finally:
+        runner.close()
+        inv.close()
+    assert job.state == JobState.DONE, job.error
+    assert identical(source, "raw", pools["b"] / "vm.raw", "raw")
+    assert sorted(started) == [("a", "session"), ("a", "stream"), ("b", "scan_directory"),
+                               ("b", "session"), ("b", "stream")]
+    # The sessions let their locks go: both can be taken again at once.
+    here = LocalTransport("here")
+    with here.lock_file(lock_path(str(pools["a"] / LOCK_DIR), "vm.raw"), "test"), \
+            here.lock_file(lock_path(str(pools["b"] / LOCK_DIR), "vm.raw"), "test"):
+        pass
+
+
+def test_a_locked_source_stops_the_job_before_anything_moves(conf: Path,
+                                                              pools: dict[str, Path]) -> None:
+    from console.jobs.locks import LOCK_DIR, lock_path
+
+    write_data(pools["a"] / "vm.raw", 8 * MiB, [(0, MiB)])
+    with LocalTransport("a").lock_file(lock_path(str(pools["a"] / LOCK_DIR), "vm.raw"),
+                                       "job 999 (someone)"):
+        refused = cli("copy", "a:images/vm.raw", "b:images/vm.raw", "--config", str(conf))
+    assert refused.returncode != 0 and "locked by job 999" in refused.stderr
+    assert os.listdir(pools["b"]) in ([], [".storage-console"])

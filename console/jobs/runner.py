@@ -25,7 +25,7 @@ from backends.model import Progress
 from backends.transport import lifeline
 from console.inventory import Inventory
 from console.jobs.journal import JobRecord, JobState, Journal
-from console.jobs.locks import volume_lock
+from console.jobs.locks import host_transport, volume_lock
 from console.jobs.operations import Operation, operation_from
 from console.jobs.reservations import PoolSpace, Reservations
 
@@ -258,10 +258,18 @@ class Runner:
         state, error = JobState.DONE, None
         try:
             with ExitStack() as stack:
+                places = []
                 for host, pool_name, volume in op.host_locks():
                     pool = self.inventory.pool(host, pool_name)
-                    stack.enter_context(volume_lock(self.inventory.driver(pool), pool,
-                                                    volume, f"job {job.id} ({job.who})"))
+                    places.append((self.inventory.driver(pool), pool, volume))
+                # One agent per host for the whole job, holding its locks: a request is
+                # then a round trip, not an agent start. They start at once, in the
+                # background; the locks wait for them.
+                for driver, pool, _ in places:
+                    stack.enter_context(host_transport(driver, pool.host).session())
+                for driver, pool, volume in places:
+                    stack.enter_context(volume_lock(driver, pool, volume,
+                                                    f"job {job.id} ({job.who})"))
                 self._reserve(job, op)
                 op.run(ctx)
                 if self.cancel_requested(job.id):

@@ -10,6 +10,7 @@ the target host's copy of its base.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -102,9 +103,12 @@ class TransferVolume(Operation):
             raise InvalidRequest("a copy between hosts needs two hosts: use a copy "
                                  "within the host", host=self.host, volume=self.volume)
         # The two hosts are asked at once: each question is a round trip to its host.
+        # The helper threads run in copies of this context: the job's agent sessions.
         with ThreadPoolExecutor(2, thread_name_prefix="transfer-check") as both:
-            on_source = both.submit(self._check_source, inventory)
-            on_target = both.submit(self._check_target, inventory)
+            on_source = both.submit(contextvars.copy_context().run, self._check_source,
+                                    inventory)
+            on_target = both.submit(contextvars.copy_context().run, self._check_target,
+                                    inventory)
             src, source, src_zstd = on_source.result()
             dest, dst, dst_driver, dst_zstd = on_target.result()
         base = self._check_base(ctx, source, src, dest, dst, dst_driver)
@@ -221,8 +225,10 @@ class TransferVolume(Operation):
                                  "differ", host=self.dest_host, pool=self.dest_pool,
                                  volume=self.base, hint="copy the base first")
         with ThreadPoolExecutor(2) as pool:  # each host reads its own file, at once
-            here = pool.submit(src.sha256_file, backing, should_cancel=ctx.should_cancel)
-            there = pool.submit(dst.sha256_file, base.path, should_cancel=ctx.should_cancel)
+            here = pool.submit(contextvars.copy_context().run, src.sha256_file, backing,
+                               should_cancel=ctx.should_cancel)
+            there = pool.submit(contextvars.copy_context().run, dst.sha256_file, base.path,
+                                should_cancel=ctx.should_cancel)
             if here.result() != there.result():
                 raise InvalidRequest(f"{self.base!r} is not a byte-identical copy of "
                                      f"{backing} (sha256 differs)", host=self.dest_host,
