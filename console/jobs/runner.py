@@ -27,7 +27,7 @@ from console.inventory import Inventory
 from console.jobs.journal import JobRecord, JobState, Journal
 from console.jobs.locks import host_transport, volume_lock
 from console.jobs.operations import Operation, operation_from
-from console.jobs.reservations import PoolSpace, Reservations
+from console.jobs.reservations import PoolSpace, Reservations, staging_key
 
 UpdateCallback = Callable[[JobRecord], None]
 CANCEL_LOOK = 0.3  # seconds between looks at the journal for a cancel from elsewhere
@@ -56,6 +56,15 @@ class JobContext:
 
     def should_cancel(self) -> bool:
         return self.runner.cancel_requested(self.job_id)
+
+    def reserve_staging(self, host: str, pool: str, need: int) -> None:
+        """Reserve ``need`` bytes in ``pool`` of ``host`` for a staging file, beside the
+        job's own reservation (``NoSpace`` when it does not fit); ``release_staging``
+        or the job's end gives them back."""
+        self.runner._reserve_space(staging_key(self.job_id), host, pool, need)
+
+    def release_staging(self) -> None:
+        self.runner.reservations.release(staging_key(self.job_id))
 
     def remember(self, **resume: Any) -> None:
         self._resume.update(resume)
@@ -289,11 +298,13 @@ class Runner:
         self.journal.finish(job.id, state, error)
 
     def _reserve(self, job: JobRecord, op: Operation) -> None:
-        host, pool_name, need = op.reservation(self.inventory)
+        self._reserve_space(job.id, *op.reservation(self.inventory))
+
+    def _reserve_space(self, key: int, host: str, pool_name: str, need: int) -> None:
         pool = self.inventory.pool(host, pool_name)
         cap = self.inventory.driver(pool).pool_capacity(pool)
         limits = self.inventory.config.pool_thresholds(host, pool_name)
-        self.reservations.reserve(job.id, host, pool_name, need,
+        self.reservations.reserve(key, host, pool_name, need,
                                   PoolSpace(cap.capacity, cap.allocation, cap.available),
                                   critical=limits.critical)
 
