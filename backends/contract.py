@@ -247,6 +247,13 @@ class Transport(ABC):
     # None when the host has none.
     agent_python: str | None = None
 
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        """Within it, the code running (and the contexts it copies with ``contextvars``
+        into helper threads) reaches the host through one long-lived helper where the
+        transport has one (``SshTransport``: one agent for a job, its locks held by it).
+        Nothing for a transport without."""
+        return contextlib.nullcontext()
+
     @abstractmethod
     def spawn(self, argv: list[str], *, audit_as: list[str] | None = None) -> Process:
         """Start ``argv`` (never a shell string) with its stdin and stdout as byte

@@ -16,6 +16,7 @@ import json
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,12 +124,18 @@ def copy_file(source: Transport, source_path: str, target: Transport, target_pat
     sending = ["sparse-send", source_path] + (["|", *COMPRESS] if compress else [])
     receiving = ([*DECOMPRESS, "|"] if compress else []) + ["sparse-receive", target_path]
     with contextlib.ExitStack() as stack:
-        sender = stack.enter_context(start_agent(
-            source, "send_sparse", {"path": source_path, "zstd": compress},
-            audit_as=sending))
-        receiver = stack.enter_context(start_agent(
-            target, "receive_sparse", {"path": target_path, "zstd": compress},
-            audit_as=receiving))
+        # Both ends start at once: each start is a round trip and a python3 on its host.
+        with ThreadPoolExecutor(2, thread_name_prefix="transfer-start") as both:
+            sending_end = both.submit(start_agent, source, "send_sparse",
+                                      {"path": source_path, "zstd": compress},
+                                      audit_as=sending)
+            receiving_end = both.submit(start_agent, target, "receive_sparse",
+                                        {"path": target_path, "zstd": compress},
+                                        audit_as=receiving)
+        for end in (sending_end, receiving_end):  # the one that started is closed
+            if end.exception() is None:
+                stack.enter_context(end.result())
+        sender, receiver = sending_end.result(), receiving_end.result()
         pump = _Pump(sender, receiver)
         pump.start()
         try:

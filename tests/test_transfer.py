@@ -7,10 +7,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -198,14 +200,67 @@ def test_an_existing_target_needs_overwrite(conf: Path, pools: dict[str, Path]) 
     assert identical(source, "raw", pools["b"] / "vm.raw", "raw")
 
 
-def test_a_chain_without_base_is_refused(conf: Path, pools: dict[str, Path]) -> None:
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(pools["a"] / "base.qcow2"),
-                    "16M"], check=True)
+def make_chain(pool: Path, size: str = "64M") -> Path:
+    """base.qcow2 (data at 0 and 8 MiB) under top.qcow2 (data at 4 MiB, and a range
+    zeroed over the base's): the guest sees all of it."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(pool / "base.qcow2"),
+                    size], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 5 0 3M", "-c",
+                    "write -P 6 8M 2M", str(pool / "base.qcow2")], check=True,
+                   capture_output=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F",
-                    "qcow2", str(pools["a"] / "top.qcow2")], check=True)
-    refused = cli("copy", "a:images/top.qcow2", "b:images/top.qcow2", "--config", str(conf))
-    assert refused.returncode != 0 and "backing chain" in refused.stderr
-    assert not (pools["b"] / "top.qcow2").exists()
+                    "qcow2", str(pool / "top.qcow2")], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 8 4M 1M", "-c",
+                    "write -z 1M 1M", str(pool / "top.qcow2")], check=True,
+                   capture_output=True)
+    return pool / "top.qcow2"
+
+
+def info(path: Path) -> dict[str, object]:
+    return dict(json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", str(path)], check=True, capture_output=True,
+        text=True).stdout))
+
+
+def test_a_chain_without_base_is_copied_flattened(conf: Path, pools: dict[str, Path]) -> None:
+    top = make_chain(pools["a"])
+    done = cli("copy", "a:images/top.qcow2", "b:images/top.qcow2", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    copy = pools["b"] / "top.qcow2"
+    found = info(copy)
+    assert found["format"] == "qcow2" and "backing-filename" not in found
+    assert identical(top, "qcow2", copy, "qcow2")  # the guest sees the same disk
+    assert sorted(os.listdir(pools["b"])) in (["top.qcow2"], [".storage-console", "top.qcow2"])
+    assert not [p for p in os.listdir(pools["a"]) if p.startswith(TEMP_PREFIX)]
+    converted = [argv for argv in audit("a") if argv[:2] == ["qemu-img", "convert"]]
+    assert converted and "-f" in converted[0] and "-O" in converted[0]
+
+
+@pytest.mark.parametrize(("src_fmt", "dest_fmt"), [("qcow2", "raw"), ("raw", "qcow2")])
+def test_format_is_converted_on_the_source_host(conf: Path, pools: dict[str, Path],
+                                                src_fmt: str, dest_fmt: str) -> None:
+    source = pools["a"] / f"vm.{src_fmt}"
+    subprocess.run(["qemu-img", "create", "-q", "-f", src_fmt, str(source), "96M"],
+                   check=True)
+    subprocess.run(["qemu-io", "-f", src_fmt, "-c", "write -P 3 2M 6M", "-c",
+                    "write -P 4 70M 1M", str(source)], check=True, capture_output=True)
+    done = cli("copy", f"a:images/vm.{src_fmt}", f"b:images/vm.{dest_fmt}", "--format",
+               dest_fmt, "--config", str(conf), "--json")
+    assert done.returncode == 0, done.stderr
+    copy = pools["b"] / f"vm.{dest_fmt}"
+    assert info(copy)["format"] == dest_fmt
+    assert identical(source, src_fmt, copy, dest_fmt)
+    assert allocated(copy) < 16 * MiB  # sparse all the way
+    assert not [p for p in os.listdir(pools["a"]) if p.startswith(TEMP_PREFIX)]
+    job = last_job()
+    assert job.stages == 4 and job.stage_label == "publish"
+
+
+def test_base_and_another_format_are_refused(conf: Path, pools: dict[str, Path]) -> None:
+    make_chain(pools["a"])
+    refused = cli("copy", "a:images/top.qcow2", "b:images/top.raw", "--base", "base.qcow2",
+                  "--format", "raw", "--config", str(conf))
+    assert refused.returncode != 0 and "cannot change its format" in refused.stderr
 
 
 def test_base_sends_only_the_overlay(conf: Path, pools: dict[str, Path]) -> None:
@@ -304,3 +359,140 @@ def test_a_damaged_stream_leaves_no_file(tmp_path: Path) -> None:
     size, sent, _ = sparse.receive(str(tmp_path / "dst.raw"), io.BytesIO(stream.getvalue()))
     assert (size, sent) == (4 * MiB, MiB)
     assert (tmp_path / "dst.raw").read_bytes() == source.read_bytes()
+
+
+def test_a_job_starts_one_agent_session_per_host(conf: Path, pools: dict[str, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Locks, probes, the space check and publish go through one agent per host; the
+    stream's two ends and the refresh's scan are the only other agents."""
+    from backends.transport import ssh
+    from console.jobs.locks import LOCK_DIR, lock_path
+
+    started: list[tuple[str, str]] = []
+    start_agent, spawn = ssh.SshTransport._start_agent, ssh.SshTransport.spawn
+
+    def counted_start(self: ssh.SshTransport, op: str, args: dict[str, object]) -> object:
+        started.append((self.host, op))
+        return start_agent(self, op, args)
+
+    def counted_spawn(self: ssh.SshTransport, argv: list[str], **kw: object) -> object:
+        started.append((self.host, "stream"))
+        return spawn(self, argv, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssh.SshTransport, "_start_agent", counted_start)
+    monkeypatch.setattr(ssh.SshTransport, "spawn", counted_spawn)
+    source = write_data(pools["a"] / "vm.raw", 16 * MiB, [(0, 2 * MiB)])
+    inv = Inventory(Config.load(conf), Cache(None))
+    # The job's own agents are counted: the auto-fix check after it has its own.
+    runner = Runner(Journal(journal_path()), inv, auto_fix=False)
+    try:
+        job = runner.wait(runner.submit(TransferVolume(
+            "a", "images", "vm.raw", dest_host="b", dest_pool="images",
+            dest_name="vm.raw")).id, 120)
+    finally:
+        runner.close()
+        inv.close()
+    assert job.state == JobState.DONE, job.error
+    assert identical(source, "raw", pools["b"] / "vm.raw", "raw")
+    assert sorted(started) == [("a", "session"), ("a", "stream"), ("b", "scan_directory"),
+                               ("b", "session"), ("b", "stream")]
+    # The sessions let their locks go: both can be taken again at once.
+    here = LocalTransport("here")
+    with here.lock_file(lock_path(str(pools["a"] / LOCK_DIR), "vm.raw"), "test"), \
+            here.lock_file(lock_path(str(pools["b"] / LOCK_DIR), "vm.raw"), "test"):
+        pass
+
+
+def test_a_locked_source_stops_the_job_before_anything_moves(conf: Path,
+                                                              pools: dict[str, Path]) -> None:
+    from console.jobs.locks import LOCK_DIR, lock_path
+
+    write_data(pools["a"] / "vm.raw", 8 * MiB, [(0, MiB)])
+    with LocalTransport("a").lock_file(lock_path(str(pools["a"] / LOCK_DIR), "vm.raw"),
+                                       "job 999 (someone)"):
+        refused = cli("copy", "a:images/vm.raw", "b:images/vm.raw", "--config", str(conf))
+    assert refused.returncode != 0 and "locked by job 999" in refused.stderr
+    assert os.listdir(pools["b"]) in ([], [".storage-console"])
+
+
+@pytest.fixture
+def small_pool(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MiB ext4 mounted on a loop device (root only): a pool that fills up."""
+    image, mnt = tmp_path / "fs.img", tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["truncate", "-s", "32M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True,
+                   capture_output=True)
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mnt)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a loop device here: {mounted.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_flattening_without_room_on_the_source_is_refused(conf: Path, small_pool: Path,
+                                                         pools: dict[str, Path]) -> None:
+    base = small_pool / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 5 0 14M", str(base)],
+                   check=True, capture_output=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F",
+                    "qcow2", str(small_pool / "top.qcow2")], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 8 20M 2M",
+                    str(small_pool / "top.qcow2")], check=True, capture_output=True)
+    with open(conf, "a") as f:  # host a's second pool, on the small file system
+        f.write(f"[[host]]\nname = 'a2'\nuri = '{_uri_of(conf, 'a')}'\n"
+                f"[[host.pool]]\nname = 'small'\npath = '{small_pool}'\n")
+    refused = cli("copy", "a2:small/top.qcow2", "b:images/top.qcow2", "--config", str(conf))
+    assert refused.returncode != 0
+    message = refused.stderr
+    assert "flattening it needs room for a staging copy" in message
+    assert "host 'a2', pool 'small', volume 'top.qcow2'" in message
+    assert re.search(r"needs \d+(\.\d+)?M, pool has", message), message
+    assert sorted(os.listdir(small_pool)) == [".storage-console", "base.qcow2",
+                                              "lost+found", "top.qcow2"]
+    assert os.listdir(pools["b"]) in ([], [".storage-console"])
+
+
+def _uri_of(conf: Path, host: str) -> str:
+    import tomllib
+
+    hosts = tomllib.loads(conf.read_text())["host"]
+    return str(next(h["uri"] for h in hosts if h["name"] == host))
+
+
+@pytest.mark.parametrize("stage", ["convert", "transfer"])
+def test_cancel_while_flattening_leaves_nothing_on_either_host(
+        conf: Path, pools: dict[str, Path], stage: str) -> None:
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(pools["a"] / "base.qcow2"),
+                    "2G"], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 5 0 512M",
+                    str(pools["a"] / "base.qcow2")], check=True, capture_output=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F",
+                    "qcow2", str(pools["a"] / "top.qcow2")], check=True)
+    before = sorted(os.listdir(pools["a"]))
+    inv = Inventory(Config.load(conf), Cache(None))
+    runner = Runner(Journal(journal_path()), inv)
+    try:
+        job = runner.submit(TransferVolume("a", "images", "top.qcow2", dest_host="b",
+                                           dest_pool="images", dest_name="top.qcow2"))
+        deadline = time.monotonic() + 120
+        while runner.journal.get(job.id).stage_label != stage:
+            assert time.monotonic() < deadline, "the stage never came"
+            assert runner.journal.get(job.id).state in (JobState.PENDING, JobState.RUNNING)
+            time.sleep(0.01)
+        where = pools["a" if stage == "convert" else "b"]  # the half-written file
+        while not [p for p in os.listdir(where) if p.startswith(TEMP_PREFIX)]:
+            assert time.monotonic() < deadline, f"nothing was written in {where}"
+            time.sleep(0.01)
+        runner.cancel(job.id)
+        finished = runner.wait(job.id, timeout=60)
+    finally:
+        runner.close()
+        inv.close()
+    assert finished.state == JobState.ABORTED, finished.error
+    assert sorted(os.listdir(pools["a"])) in (before, sorted([*before, ".storage-console"]))
+    assert os.listdir(pools["b"]) in ([], [".storage-console"])

@@ -11,14 +11,21 @@ Protocol, one JSON document per line. stdin: the request ``{"op", "args",
 total]}`` lines (at most ~10 a second), then one ``{"result": ...}`` or ``{"error":
 {...}}``. Strings carry file names ``os.fsdecode``d, so non-UTF-8 bytes travel as
 surrogate escapes in the JSON and come back as the same bytes.
+
+A ``session`` request keeps the agent: it then serves request lines one after another
+(answering each as above; a ``cancel`` line stops the one running), and holds the volume
+locks taken with ``lock`` until ``unlock`` or the end of its input. A job asks each host
+through one session, instead of one agent start (an SSH session and a python3) a request.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -54,6 +61,7 @@ class _Session:
         self.closed = threading.Event()
         self._write = threading.Lock()
         self._last_progress = 0.0
+        self.requests: queue.Queue[bytes | None] | None = None  # a session's, in order
 
     def watch(self) -> None:
         threading.Thread(target=self._watch, daemon=True).start()
@@ -64,9 +72,16 @@ class _Session:
             if not line:
                 self.closed.set()
                 self.cancel.set()  # nobody left to hear the answer: stop
+                if self.requests is not None:
+                    self.requests.put(None)
                 return
             if line.strip() == b"cancel":
                 self.cancel.set()
+            elif self.requests is not None:
+                # The client sends a request only once the last one was answered, so a
+                # cancel that came too late for that one must not stop this one.
+                self.cancel.clear()
+                self.requests.put(line)
 
     def send(self, record: dict[str, Any]) -> None:
         data = (json.dumps(record) + "\n").encode()
@@ -204,6 +219,45 @@ def error_from_record(record: dict[str, Any], host: str) -> BaseException:
     return cls(str(record.get("what")), host=host, hint=record.get("hint") or "")
 
 
+# What a session does not serve: the streams own stdin or stdout, a lock is ``lock``
+# there, and a scan forks best in a process with one thread (see scanner).
+_NOT_IN_SESSION = frozenset({"send_sparse", "receive_sparse", "lock_file", "session",
+                             "scan_directory"})
+
+
+def _serve(session: _Session, local: LocalTransport) -> None:
+    """A session: requests one at a time until the end of input, then the locks go."""
+    session.requests = queue.Queue()
+    session.watch()
+    lifeline.enable()
+    locks: dict[str, contextlib.ExitStack] = {}
+    try:
+        while (line := session.requests.get()) is not None:
+            request = json.loads(line)
+            op, args = request["op"], request.get("args", {})
+            try:
+                if op == "lock":
+                    held = contextlib.ExitStack()
+                    held.enter_context(local.lock_file(args["path"], args["holder"]))
+                    locks[args["path"]] = held
+                    result: Any = LOCKED
+                elif op == "unlock":
+                    with contextlib.suppress(KeyError):
+                        locks.pop(args["path"]).close()
+                    result = None
+                elif op in _NOT_IN_SESSION:
+                    raise ValueError(f"{op!r} is not served in a session")
+                else:
+                    result = _run(op, args, local, session)
+            except Exception as err:
+                session.send({"error": error_record(err)})
+                continue
+            session.send({"result": result})
+    finally:
+        for held in locks.values():
+            held.close()
+
+
 def main() -> None:
     session = _Session(sys.stdin.buffer, sys.stdout.buffer)
     request = json.loads(session.stdin.readline())
@@ -213,6 +267,9 @@ def main() -> None:
         return
     local = LocalTransport(request.get("host", "remote"),
                            read_only=bool(request.get("read_only")))
+    if op == "session":
+        _serve(session, local)
+        return
     if op in _WATCHED:
         session.watch()
         # The agent's qemu-img or zstd dies with the agent (the console's cancel, or

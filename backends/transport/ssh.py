@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import dataclasses
 import getpass
 import json
@@ -435,6 +436,64 @@ class _NoPython(Exception):
     """The host has no python3: the agent cannot run there."""
 
 
+# The agent sessions bound to the running code (a job's thread, and the contexts it
+# copies into its helper threads), by transport.
+_BOUND: contextvars.ContextVar[dict[int, _AgentSession] | None] = contextvars.ContextVar(
+    "sc_agent_sessions", default=None)
+
+
+class _AgentSession:
+    """One agent on the host serving one request at a time over one channel (the
+    agent's ``session``); volume locks taken through it are held by that agent until
+    unlocked or the session ends. It starts in the background at once (the sessions of
+    a job's hosts start together); the first request waits for it."""
+
+    def __init__(self, transport: SshTransport) -> None:
+        self.transport = transport
+        self._lock = threading.Lock()
+        self._stream: _Stream | None = None
+        self._failed: BaseException | None = None
+        self._starting = threading.Thread(target=self._start, daemon=True,
+                                          name="ssh-agent-session")
+        self._starting.start()
+
+    def _start(self) -> None:
+        try:
+            self._stream = self.transport._start_agent("session", {})
+        except BaseException as err:  # raised to the first request
+            self._failed = err
+
+    def call(self, op: str, args: dict[str, Any], *, progress: ByteProgress | None = None,
+             should_cancel: CancelCheck | None = None) -> Any:
+        self._starting.join()
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            if self._stream is None or self._stream.chan.closed or self._stream.eof:
+                # Its locks went with it: the job must not go on as if it held them.
+                raise CommandFailed("the job's agent on the host stopped (its volume "
+                                    "locks were released)", host=self.transport.host,
+                                    hint="run the job again")
+            line = json.dumps({"op": op, "args": args}) + "\n"
+            with contextlib.suppress(OSError):  # the agent is gone: reading says why
+                self._stream.chan.sendall(line.encode("utf-8", "surrogateescape"))
+            return self.transport._answer(self._stream, progress, should_cancel)
+
+    def close(self) -> None:
+        """End of input: the agent lets its locks go and exits."""
+        self._starting.join()
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        with contextlib.suppress(OSError, EOFError):
+            stream.chan.shutdown_write()
+            deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+            while not stream.chan.exit_status_ready() and time.monotonic() < deadline:
+                stream.chan.status_event.wait(POLL_SECONDS)
+        stream.chan.close()
+
+
 class SshTransport(Transport):
     """A host reached over SSH at ``uri`` (``ssh://[user@]host[:port]``; the host part
     may be an alias of ~/.ssh/config).
@@ -716,8 +775,30 @@ class SshTransport(Transport):
     def _remote_error(self, record: dict[str, Any]) -> BaseException:
         return error_from_record(record, self.host)
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        # Every agent start is an SSH session and a python3 start (~90 ms on loopback):
+        # a job's requests to this host go through one agent instead.
+        bound = _BOUND.get() or {}
+        if self.python is None or id(self) in bound:
+            yield
+            return
+        session = _AgentSession(self)
+        token = _BOUND.set({**bound, id(self): session})
+        try:
+            yield
+        finally:
+            _BOUND.reset(token)
+            session.close()
+
+    def _bound_session(self) -> _AgentSession | None:
+        return (_BOUND.get() or {}).get(id(self))
+
     def _agent(self, op: str, args: dict[str, Any], *, progress: ByteProgress | None = None,
                should_cancel: CancelCheck | None = None) -> Any:
+        session = self._bound_session()
+        if session is not None and op != "scan_directory":  # a scan forks best alone
+            return session.call(op, args, progress=progress, should_cancel=should_cancel)
         stream = self._start_agent(op, args)
         try:
             return self._answer(stream, progress, should_cancel)
@@ -900,6 +981,18 @@ class SshTransport(Transport):
         # The flock is held by an agent on the host for as long as this channel is open:
         # if the console dies or the connection drops, sshd closes the agent's stdin,
         # and the agent (or at worst the kernel, when the agent dies) lets go.
+        session = self._bound_session()
+        if session is not None:  # held by the job's agent session, same rules
+            try:
+                session.call("lock", {"path": path, "holder": holder})
+            except _NoPython:
+                raise self._needs_python("lock a volume") from None
+            try:
+                yield
+            finally:
+                with contextlib.suppress(StorageError, OSError):
+                    session.call("unlock", {"path": path})
+            return
         try:
             stream = self._start_agent("lock_file", {"path": path, "holder": holder})
         except _NoPython:

@@ -106,14 +106,11 @@ def _copy_between_hosts(args: argparse.Namespace, config: Config, src: Place, de
                         base: str | None) -> int:
     from console.jobs.transfer import TransferVolume
 
-    if args.format:
-        raise UsageError(f"--format {args.format}: a copy between hosts keeps the "
-                         "source's format (convert it on either host)")
     with open_engine(args, config) as engine:
         _probe(engine, src)
         return run_op(args, engine, TransferVolume(
             src.host, src.pool, src.name, dest_host=dest.host, dest_pool=dest.pool,
-            dest_name=dest.name, overwrite=args.overwrite, base=base))
+            dest_name=dest.name, overwrite=args.overwrite, base=base, format=args.format))
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

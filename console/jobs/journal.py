@@ -215,7 +215,9 @@ class Journal:
             conn.execute("UPDATE jobs SET state=?, error=?, finished=?, owner=NULL, "
                          "percent=CASE WHEN ?='done' THEN 100 ELSE percent END WHERE id=?",
                          (str(state), error, time.time(), str(state), job_id))
-            conn.execute("DELETE FROM reservations WHERE job_id=?", (job_id,))
+            # -id: the job's staging reservation (``reservations.staging_key``)
+            conn.execute("DELETE FROM reservations WHERE job_id IN (?, ?)",
+                         (job_id, -job_id))
 
     def set_state(self, job_id: int, state: JobState, error: str | None = None) -> None:
         with self.transaction() as conn:
@@ -243,7 +245,8 @@ class Journal:
                              (str(JobState.INTERRUPTED),
                               f"interrupted while {job.state}: the process running it "
                               "ended", job.id))
-                conn.execute("DELETE FROM reservations WHERE job_id=?", (job.id,))
+                conn.execute("DELETE FROM reservations WHERE job_id IN (?, ?)",
+                             (job.id, -job.id))
                 found.append(job)
         return [self.get(job.id) for job in found]
 

@@ -22,6 +22,14 @@ class NoSpace(StorageError):
     """The job would not fit, counting what other jobs have reserved."""
 
 
+def staging_key(job_id: int) -> int:
+    """The key of a job's second reservation, for a staging file in a pool other than
+    its output's (a copy between hosts converting on the source host): the table keeps
+    one row per key, and job ids are positive. The journal drops both when the job
+    ends."""
+    return -job_id
+
+
 @dataclass(frozen=True)
 class PoolSpace:
     capacity: int

@@ -30,9 +30,9 @@ from console.audit import acting_as
 from console.inventory import Inventory
 from console.jobs.autofix import follow_up, started_by_note
 from console.jobs.journal import JobRecord, JobState, Journal, who_am_i
-from console.jobs.locks import volume_lock
+from console.jobs.locks import host_transport, volume_lock
 from console.jobs.operations import Operation, operation_from
-from console.jobs.reservations import PoolSpace, Reservations
+from console.jobs.reservations import PoolSpace, Reservations, staging_key
 
 UpdateCallback = Callable[[JobRecord], None]
 CANCEL_LOOK = 0.3  # seconds between looks at the journal for a cancel from elsewhere
@@ -61,6 +61,15 @@ class JobContext:
 
     def should_cancel(self) -> bool:
         return self.runner.cancel_requested(self.job_id)
+
+    def reserve_staging(self, host: str, pool: str, need: int) -> None:
+        """Reserve ``need`` bytes in ``pool`` of ``host`` for a staging file, beside the
+        job's own reservation (``NoSpace`` when it does not fit); ``release_staging``
+        or the job's end gives them back."""
+        self.runner._reserve_space(staging_key(self.job_id), host, pool, need)
+
+    def release_staging(self) -> None:
+        self.runner.reservations.release(staging_key(self.job_id))
 
     def remember(self, **resume: Any) -> None:
         self._resume.update(resume)
@@ -291,10 +300,18 @@ class Runner:
         try:
             with ExitStack() as stack:
                 stack.enter_context(acting)
+                places = []
                 for host, pool_name, volume in op.host_locks():
                     pool = self.inventory.pool(host, pool_name)
-                    stack.enter_context(volume_lock(self.inventory.driver(pool), pool,
-                                                    volume, f"job {job.id} ({job.who})"))
+                    places.append((self.inventory.driver(pool), pool, volume))
+                # One agent per host for the whole job, holding its locks: a request is
+                # then a round trip, not an agent start. They start at once, in the
+                # background; the locks wait for them.
+                for driver, pool, _ in places:
+                    stack.enter_context(host_transport(driver, pool.host).session())
+                for driver, pool, volume in places:
+                    stack.enter_context(volume_lock(driver, pool, volume,
+                                                    f"job {job.id} ({job.who})"))
                 self._reserve(job, op)
                 op.run(ctx)
                 if self.cancel_requested(job.id):
@@ -314,11 +331,13 @@ class Runner:
         self.journal.finish(job.id, state, error)
 
     def _reserve(self, job: JobRecord, op: Operation) -> None:
-        host, pool_name, need = op.reservation(self.inventory)
+        self._reserve_space(job.id, *op.reservation(self.inventory))
+
+    def _reserve_space(self, key: int, host: str, pool_name: str, need: int) -> None:
         pool = self.inventory.pool(host, pool_name)
         cap = self.inventory.driver(pool).pool_capacity(pool)
         limits = self.inventory.config.pool_thresholds(host, pool_name)
-        self.reservations.reserve(job.id, host, pool_name, need,
+        self.reservations.reserve(key, host, pool_name, need,
                                   PoolSpace(cap.capacity, cap.allocation, cap.available),
                                   critical=limits.critical)
 

@@ -104,13 +104,14 @@ class CopyVolumeScreen(VolumePlanDialog):
         strategy = str(self.query_one("#strategy", Select).value)
         overwrite = self.query_one("#overwrite", Checkbox).value
         if dest_host != self.pool.host:
-            if fmt != KEEP or strategy != SPARSE:
-                self.show_error("a copy to another host keeps the format and is sparse: "
-                                "convert it on either host")
+            if strategy != SPARSE:
+                self.show_error("a copy to another host is sparse: preallocate it on "
+                                "that host")
                 return None
             return TransferVolume(self.pool.host, self.pool.name, self.volume.name,
                                   dest_host=dest_host, dest_pool=dest_pool, dest_name=name,
-                                  overwrite=overwrite)
+                                  overwrite=overwrite,
+                                  format=None if fmt == KEEP else fmt)
         return CopyVolume(self.pool.host, self.pool.name, self.volume.name,
                           dest_pool=dest_pool, dest_name=name,
                           format=None if fmt == KEEP else fmt,
