@@ -150,6 +150,25 @@ def test_ssh_config_and_proxy_jump(ssh_home: Path, sshd_fleet: Fleet) -> None:
                for line in sshd_fleet["a"].log_text()[offset:].splitlines())
 
 
+def test_match_exec_still_works_with_invoke_deferred(tmp_path: Path) -> None:
+    # A fresh process: invoke is not loaded by importing the transport, and is loaded
+    # when ~/.ssh/config has a `Match exec` line to run (sshlib).
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(
+        'Match host sc-yes exec "true"\n  HostName 10.1.1.1\n'
+        'Match host sc-no exec "false"\n  HostName 10.2.2.2\n')
+    script = (
+        "import sys\n"
+        "from backends.transport.ssh import resolve\n"
+        "print(type(sys.modules['invoke']).__name__, 'unittest.mock' in sys.modules)\n"
+        "print(resolve('sc-yes').hostname, resolve('sc-no').hostname)\n"
+        "print(type(sys.modules['invoke']).__name__)\n")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=root, env={**os.environ, "HOME": str(tmp_path)})
+    assert out.stdout.splitlines() == ["_DeferredInvoke False", "10.1.1.1 sc-no", "module"]
+
+
 # -- listings -------------------------------------------------------------------------
 
 

@@ -28,8 +28,6 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import paramiko
-
 from backends.archive import ArchiveInfo, StreamResult
 from backends.contract import (
     ByteProgress,
@@ -57,6 +55,7 @@ from backends.transport.hostkeys import (
     key_family,
 )
 from backends.transport.local import READ_ONLY_COMMANDS, command_key
+from backends.transport.sshlib import paramiko
 
 POLL_SECONDS = 0.1
 CANCEL_GRACE_SECONDS = 2.0  # for the host to confirm a stop before the channel is dropped
@@ -134,9 +133,42 @@ def _unreachable(target: Target, host: str, err: BaseException) -> HostUnreachab
                                            "address in hosts.toml or ~/.ssh/config is right")
 
 
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges what it reads at once.
+
+    sshd leaves Nagle's algorithm on for a session without a terminal, so its small
+    messages wait for our acknowledgement of the one before, which Linux delays up to
+    40 ms: the first channel of every connection waited that long. TCP_QUICKACK does
+    not stick, so it is set again after each read (one cheap syscall).
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return data
+
+
+def _dial_tcp(target: Target, host: str, timeout: float) -> socket.socket:
+    """A TCP connection to ``target`` for SSH's request/answer traffic."""
+    try:
+        sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
+    except OSError as err:
+        raise _unreachable(target, host, err) from None
+    # Our own small messages go at once (the handshake sends two in a row: the second
+    # waited 40 ms for the host's delayed acknowledgement of the first).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if not hasattr(socket, "TCP_QUICKACK"):  # Linux only
+        return sock
+    quick = _QuickAckSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    quick.settimeout(timeout)
+    return quick
+
+
 def _client(target: Target, host: str, known: KnownHosts, timeout: float,
             sock: paramiko.Channel | None = None) -> paramiko.SSHClient:
     """An authenticated client for ``target``; the host key is checked first."""
+    conn: paramiko.Channel | socket.socket = (
+        sock if sock is not None else _dial_tcp(target, host, timeout))
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(CheckingPolicy(known, host))
     # Negotiate a key type known_hosts records, as OpenSSH does: a host with an
@@ -151,7 +183,7 @@ def _client(target: Target, host: str, known: KnownHosts, timeout: float,
                        key_filename=[p for p in target.identity_files  # type: ignore[arg-type]
                                      if os.path.exists(p)] or None,
                        timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                       channel_timeout=timeout, sock=sock, disabled_algorithms=disabled)
+                       channel_timeout=timeout, sock=conn, disabled_algorithms=disabled)
     except StorageError:
         client.close()
         raise
@@ -930,15 +962,8 @@ def host_key(uri: str, *, connect_timeout: float = 10.0) -> paramiko.PKey:
     target = resolve(alias, user, port)
     tunnel, jumps = _through_jumps(target, uri, (), connect_timeout)
     try:
-        sock: paramiko.Channel | socket.socket
-        if tunnel is not None:
-            sock = tunnel
-        else:
-            try:
-                sock = socket.create_connection((target.hostname, target.port),
-                                                timeout=connect_timeout)
-            except OSError as err:
-                raise _unreachable(target, uri, err) from None
+        sock: paramiko.Channel | socket.socket = (
+            tunnel if tunnel is not None else _dial_tcp(target, uri, connect_timeout))
         transport = paramiko.Transport(sock)
         try:
             transport.banner_timeout = connect_timeout
