@@ -43,7 +43,7 @@ def agent_script() -> bytes:
         assert spec is not None and spec.origin is not None
         with open(spec.origin, encoding="utf-8") as f:
             sources.append((name, f.read()))
-    return zlib.compress((_BUNDLE % (sources,)).encode(), 9)
+    return zlib.compress((_BUNDLE % (sources,)).encode(), 6)  # 9: twice the time, 0.5% smaller
 
 
 def agent_argv(python: str) -> list[str]:
