@@ -8,8 +8,12 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import hashlib
+import marshal
 import os
 import pwd
+import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -30,8 +34,9 @@ from backends.contract import (
 )
 from backends.drivers.dir import DirDriver
 from backends.model import Pool, PoolScan
+from backends.transport import ssh as ssh_module
 from backends.transport.agent import ENTRIES_PER_PART
-from backends.transport.bundle import AGENT_MODULES
+from backends.transport.bundle import AGENT_MODULES, agent_digest
 from backends.transport.local import LocalTransport
 from backends.transport.ssh import SshTransport, resolve, trust_host_key
 from tests.conftest import MakeImage, strip_backing_format
@@ -475,6 +480,89 @@ def test_agent_modules_are_stdlib_only() -> None:
                 top = name.split(".")[0]
                 assert name in AGENT_MODULES or top in sys.stdlib_module_names \
                     or top == "__future__", f"{module} imports {name}"
+
+
+def agent_cache(fleet: Fleet, name: str) -> Path:
+    """Where the host keeps the compiled agent (its sessions' HOME, from SetEnv)."""
+    return fleet[name].dir / "home" / ".cache" / "storage-console" / "agent"
+
+
+def counting_shipments(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times the console sent the agent's sources (one item per shipment)."""
+    shipped: list[int] = []
+    real = ssh_module.shipment
+
+    def counted(request: bytes) -> bytes:
+        shipped.append(1)
+        return real(request)
+
+    monkeypatch.setattr(ssh_module, "shipment", counted)
+    return shipped
+
+
+def test_agent_is_cached_on_the_host_privately(ssh_home: Path, sshd_fleet: Fleet,
+                                               tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.rmtree(agent_cache(sshd_fleet, "a"), ignore_errors=True)
+    shipped = counting_shipments(monkeypatch)
+    t = transport(sshd_fleet, "a")
+    assert t.lstat(str(tmp_path)).st_ino == tmp_path.stat().st_ino
+    assert len(shipped) == 1
+    cache = agent_cache(sshd_fleet, "a")
+    [cached] = list(cache.iterdir())
+    assert cached.name.startswith(f"agent-{agent_digest()}-")
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o600
+    # Later requests, from this transport or another, run it without shipping it.
+    assert t.lstat(str(tmp_path)).st_ino == tmp_path.stat().st_ino
+    assert transport(sshd_fleet, "a").statvfs(str(tmp_path)).f_bsize > 0
+    assert len(shipped) == 1
+
+
+def test_tampered_cached_agent_is_not_run(ssh_home: Path, sshd_fleet: Fleet, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.rmtree(agent_cache(sshd_fleet, "a"), ignore_errors=True)
+    t = transport(sshd_fleet, "a")
+    t.statvfs(str(tmp_path))
+    [cached] = list(agent_cache(sshd_fleet, "a").iterdir())
+    marker = tmp_path / "tampered-agent-ran"
+    # An agent that would run (it leaves a mark and answers 42), were it trusted.
+    evil = marshal.dumps([
+        ("backends", compile("", "evil", "exec")),
+        ("backends.transport", compile("", "evil", "exec")),
+        ("backends.transport.agent", compile(f"open({str(marker)!r}, 'w').close()\n"
+                                             "def main(): print('{\"result\": 42}')",
+                                             "evil", "exec"))])
+    check = cached.read_bytes().partition(b"\n")[0]
+    shipped = counting_shipments(monkeypatch)
+
+    # Its code changed, under the checksum of the real one: not run, shipped again,
+    # and the cache mended.
+    cached.write_bytes(check + b"\n" + evil)
+    assert t.lstat(str(tmp_path)).st_ino == tmp_path.stat().st_ino
+    assert not marker.exists() and len(shipped) == 1
+    assert cached.read_bytes().partition(b"\n")[0] == check
+
+    # A checksum that matches, in a file or directory others could write, or a link:
+    # not trusted either.
+    good = cached.read_bytes()
+    cached.write_bytes(hashlib.sha256(evil).hexdigest().encode() + b"\n" + evil)
+    for loosen in (lambda: cached.chmod(0o666), lambda: cached.parent.chmod(0o777)):
+        loosen()
+        assert t.lstat(str(tmp_path)).st_ino == tmp_path.stat().st_ino
+        assert not marker.exists()
+        cached.chmod(0o600)
+        cached.parent.chmod(0o700)
+        cached.write_bytes(hashlib.sha256(evil).hexdigest().encode() + b"\n" + evil)
+    cached.unlink()
+    evil_file = tmp_path / "evil-agent"
+    evil_file.write_bytes(hashlib.sha256(evil).hexdigest().encode() + b"\n" + evil)
+    evil_file.chmod(0o600)
+    cached.symlink_to(evil_file)
+    assert t.lstat(str(tmp_path)).st_ino == tmp_path.stat().st_ino
+    assert not marker.exists()
+    assert len(shipped) == 4
+    assert cached.read_bytes() == good  # the link was replaced by the real agent
 
 
 def test_host_errors_come_back_as_local_ones(ssh_home: Path, sshd_fleet: Fleet,

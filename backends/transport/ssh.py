@@ -45,7 +45,7 @@ from backends.contract import (
 )
 from backends.transport import shellscan
 from backends.transport.agent import error_from_record
-from backends.transport.bundle import agent_argv, agent_script
+from backends.transport.bundle import SHIP, cached_agent_argv, shipment
 from backends.transport.hostkeys import (
     CheckingPolicy,
     KnownHosts,
@@ -314,6 +314,7 @@ class _Stream:
         self.host = host
         self.stderr = bytearray()
         self.eof = False
+        self.request = b""  # an agent's request, sent again after the agent if it asks
         chan.settimeout(POLL_SECONDS)
 
     def read(self) -> bytes | None:
@@ -699,12 +700,13 @@ class SshTransport(Transport):
     def _start_agent(self, op: str, args: dict[str, Any]) -> _Stream:
         if self.python is None:
             raise _NoPython
-        stream = self._exec(agent_argv(self.python))
-        script = agent_script()
-        request = json.dumps({"op": op, "args": args, "read_only": self.read_only,
-                              "host": self.host}) + "\n"
+        # The request goes at once: a host with the agent cached runs it without
+        # waiting for us; one without asks for it ("ship", in ``_answer``).
+        stream = self._exec(cached_agent_argv(self.python))
+        stream.request = (json.dumps({"op": op, "args": args, "read_only": self.read_only,
+                                      "host": self.host}) + "\n").encode()
         with contextlib.suppress(OSError):  # a shell that already gave up: read why
-            stream.chan.sendall(b"%d\n" % len(script) + script + request.encode())
+            stream.chan.sendall(stream.request)
         return stream
 
     def _answer(self, stream: _Stream, progress: ByteProgress | None = None,
@@ -743,6 +745,9 @@ class SshTransport(Transport):
                 record = json.loads(line)
                 if "entries" in record:
                     entries += record["entries"]
+                elif SHIP in record:
+                    with contextlib.suppress(OSError):  # gone: its exit status says why
+                        stream.chan.sendall(shipment(stream.request))
                 elif "progress" in record:
                     if progress is not None:
                         progress(*record["progress"])
