@@ -11,8 +11,9 @@ side with the same listing of the same directory locally:
 - in-process: ``Inventory.scan_pool`` through the console's ``SshTransport`` (the
   connection already up, as in the console after its first refresh) vs the local one.
 
-Each side is warmed up once (connection, page cache), then the median of several runs.
-Target (issue 4): SSH at most 1.5x local.
+Each side is warmed up once (connection, page cache, the agent cached on the host), then
+the median of several runs, the two sides taking turns. Target (issue 4): SSH at most
+1.5x local.
 
     .venv/bin/python benchmarks/bench_ssh_listing.py [--quick] [--count N] [--runs N]
 """
@@ -137,17 +138,23 @@ def home_of(hosts: SshHosts) -> Iterator[None]:
 # -- timing ----------------------------------------------------------------------------
 
 
-def timed_runs(once: Callable[[], object], runs: int) -> tuple[float, list[float]]:
-    """(the warm-up's seconds, the timed runs' seconds)."""
-    start = time.perf_counter()
-    once()
-    warm = time.perf_counter() - start
-    times = []
-    for _ in range(runs):
+def timed_runs(a: Callable[[], object], b: Callable[[], object],
+               runs: int) -> tuple[tuple[float, list[float]], tuple[float, list[float]]]:
+    """((the warm-up's seconds, the timed runs' seconds) of ``a``, the same of ``b``).
+
+    The runs alternate, a b a b ...: on a shared machine, load from elsewhere then
+    falls on both sides alike instead of on whichever ran while it lasted."""
+    def timed(once: Callable[[], object]) -> float:
         start = time.perf_counter()
         once()
-        times.append(time.perf_counter() - start)
-    return warm, times
+        return time.perf_counter() - start
+
+    warm_a, warm_b = timed(a), timed(b)
+    times_a, times_b = [], []
+    for _ in range(runs):
+        times_a.append(timed(a))
+        times_b.append(timed(b))
+    return (warm_a, times_a), (warm_b, times_b)
 
 
 def process_listing(argv: list[str], env: dict[str, str], out: Path) -> Callable[[], None]:
@@ -202,8 +209,9 @@ def measure(ds: Dataset, hosts: SshHosts, scratch: Path, runs: int) -> int:
          f"timing processes: 1 warm-up + {runs} runs each ...")
     ssh_argv = [exe, "ls", "--config", str(conf), "bench:images", "--json"]
     local_argv = [exe, "ls", str(ds.pool), "--json"]
-    ssh_warm, ssh_runs = timed_runs(process_listing(ssh_argv, env, out_ssh), runs)
-    local_warm, local_runs = timed_runs(process_listing(local_argv, env, out_local), runs)
+    (ssh_warm, ssh_runs), (local_warm, local_runs) = timed_runs(
+        process_listing(ssh_argv, env, out_ssh), process_listing(local_argv, env, out_local),
+        runs)
     status = 0
     for label, out in (("over SSH", out_ssh), ("locally", out_local)):
         problems, summary = check_ours(json.loads(out.read_text()), ds)
@@ -268,8 +276,7 @@ def in_process(pool_dir: Path, hosts: SshHosts, conf: Path,
             def local_once() -> None:
                 found["local"] = len(local.scan_pool(local_pool)[0].volumes)
 
-            ssh = timed_runs(ssh_once, runs)
-            here = timed_runs(local_once, runs)
+            ssh, here = timed_runs(ssh_once, local_once, runs)
         finally:
             remote.close()
             local.close()

@@ -8,8 +8,12 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import hashlib
+import marshal
 import os
 import pwd
+import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -30,7 +34,9 @@ from backends.contract import (
 )
 from backends.drivers.dir import DirDriver
 from backends.model import Pool, PoolScan
-from backends.transport.bundle import AGENT_MODULES
+from backends.transport import ssh as ssh_module
+from backends.transport.agent import ENTRIES_PER_PART
+from backends.transport.bundle import AGENT_MODULES, agent_digest
 from backends.transport.local import LocalTransport
 from backends.transport.ssh import SshTransport, resolve, trust_host_key
 from tests.conftest import MakeImage, strip_backing_format
@@ -150,6 +156,25 @@ def test_ssh_config_and_proxy_jump(ssh_home: Path, sshd_fleet: Fleet) -> None:
                for line in sshd_fleet["a"].log_text()[offset:].splitlines())
 
 
+def test_match_exec_still_works_with_invoke_deferred(tmp_path: Path) -> None:
+    # A fresh process: invoke is not loaded by importing the transport, and is loaded
+    # when ~/.ssh/config has a `Match exec` line to run (sshlib).
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(
+        'Match host sc-yes exec "true"\n  HostName 10.1.1.1\n'
+        'Match host sc-no exec "false"\n  HostName 10.2.2.2\n')
+    script = (
+        "import sys\n"
+        "from backends.transport.ssh import resolve\n"
+        "print(type(sys.modules['invoke']).__name__, 'unittest.mock' in sys.modules)\n"
+        "print(resolve('sc-yes').hostname, resolve('sc-no').hostname)\n"
+        "print(type(sys.modules['invoke']).__name__)\n")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=root, env={**os.environ, "HOME": str(tmp_path)})
+    assert out.stdout.splitlines() == ["_DeferredInvoke False", "10.1.1.1 sc-no", "module"]
+
+
 # -- listings -------------------------------------------------------------------------
 
 
@@ -193,6 +218,21 @@ def test_remote_scan_equals_local_scan(ssh_home: Path, sshd_fleet: Fleet, tmp_pa
     assert remote.skipped == local.skipped
     assert remote.pool.capacity is not None and local.pool.capacity is not None
     assert remote.pool.capacity.capacity == local.pool.capacity.capacity
+
+
+def test_big_listing_comes_in_parts_in_order(ssh_home: Path, sshd_fleet: Fleet,
+                                             tmp_path: Path) -> None:
+    # The agent sends a listing's entries a part at a time ahead of its result; the
+    # transport puts them back in order.
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    count = 2 * ENTRIES_PER_PART + 7
+    for i in range(count):
+        (pool / f"v{i:05}.raw").write_bytes(b"\0" * (512 * (i % 3 + 1)))
+    local = LocalTransport("h").scan_directory(str(pool), (str(pool),))
+    remote = transport(sshd_fleet, "a").scan_directory(str(pool), (str(pool),))
+    assert len(remote["entries"]) == count
+    assert remote["entries"] == local["entries"]  # (free space moves on a shared disk)
 
 
 def assert_same_listing(local: PoolScan, remote: PoolScan) -> None:
@@ -440,6 +480,104 @@ def test_agent_modules_are_stdlib_only() -> None:
                 top = name.split(".")[0]
                 assert name in AGENT_MODULES or top in sys.stdlib_module_names \
                     or top == "__future__", f"{module} imports {name}"
+
+
+def agent_cache(fleet: Fleet, name: str) -> Path:
+    """Where the host keeps the compiled agent (its sessions' HOME, from SetEnv)."""
+    return fleet[name].dir / "home" / ".cache" / "storage-console" / "agent"
+
+
+def counting_shipments(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times the console sent the agent's sources (one item per shipment)."""
+    shipped: list[int] = []
+    real = ssh_module.shipment
+
+    def counted(request: bytes) -> bytes:
+        shipped.append(1)
+        return real(request)
+
+    monkeypatch.setattr(ssh_module, "shipment", counted)
+    return shipped
+
+
+def test_agent_is_cached_on_the_host_privately(ssh_home: Path, sshd_fleet: Fleet,
+                                               tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.rmtree(agent_cache(sshd_fleet, "a"), ignore_errors=True)
+    shipped = counting_shipments(monkeypatch)
+    t = transport(sshd_fleet, "a")
+    assert t.lstat(str(tmp_path)).st_ino == tmp_path.stat().st_ino
+    assert len(shipped) == 1
+    cache = agent_cache(sshd_fleet, "a")
+    [cached] = list(cache.iterdir())
+    assert cached.name.startswith(f"agent-{agent_digest()}-")
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o600
+    # Later requests, from this transport or another, run it without shipping it.
+    assert t.lstat(str(tmp_path)).st_ino == tmp_path.stat().st_ino
+    assert transport(sshd_fleet, "a").statvfs(str(tmp_path)).f_bsize > 0
+    assert len(shipped) == 1
+
+
+def test_read_only_console_uses_the_cache_but_never_writes_it(
+        ssh_home: Path, sshd_fleet: Fleet, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = agent_cache(sshd_fleet, "a")
+    shutil.rmtree(cache.parent, ignore_errors=True)
+    shipped = counting_shipments(monkeypatch)
+    watcher = transport(sshd_fleet, "a", read_only=True)
+    assert watcher.lstat(str(tmp_path)).st_ino == tmp_path.stat().st_ino
+    assert len(shipped) == 1 and not cache.parent.exists()  # nothing made on the host
+    transport(sshd_fleet, "a").statvfs(str(tmp_path))  # a writing console caches it
+    assert len(shipped) == 2 and len(list(cache.iterdir())) == 1
+    assert transport(sshd_fleet, "a", read_only=True).lstat(str(tmp_path)).st_ino
+    assert len(shipped) == 2  # ... which a read-only one then runs
+
+
+def test_tampered_cached_agent_is_not_run(ssh_home: Path, sshd_fleet: Fleet, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.rmtree(agent_cache(sshd_fleet, "a"), ignore_errors=True)
+    t = transport(sshd_fleet, "a")
+    t.statvfs(str(tmp_path))
+    [cached] = list(agent_cache(sshd_fleet, "a").iterdir())
+    marker = tmp_path / "tampered-agent-ran"
+    # An agent that would run (it leaves a mark and answers 42), were it trusted.
+    evil = marshal.dumps([
+        ("backends", compile("", "evil", "exec")),
+        ("backends.transport", compile("", "evil", "exec")),
+        ("backends.transport.agent", compile(f"open({str(marker)!r}, 'w').close()\n"
+                                             "def main(): print('{\"result\": 42}')",
+                                             "evil", "exec"))])
+    check = cached.read_bytes().partition(b"\n")[0]
+    shipped = counting_shipments(monkeypatch)
+
+    # Its code changed, under the checksum of the real one: not run, shipped again,
+    # and the cache mended.
+    cached.write_bytes(check + b"\n" + evil)
+    assert t.lstat(str(tmp_path)).st_ino == tmp_path.stat().st_ino
+    assert not marker.exists() and len(shipped) == 1
+    assert cached.read_bytes().partition(b"\n")[0] == check
+
+    # A checksum that matches, in a file or directory others could write, or a link:
+    # not trusted either.
+    good = cached.read_bytes()
+    cached.write_bytes(hashlib.sha256(evil).hexdigest().encode() + b"\n" + evil)
+    for loosen in (lambda: cached.chmod(0o666), lambda: cached.parent.chmod(0o777)):
+        loosen()
+        assert t.lstat(str(tmp_path)).st_ino == tmp_path.stat().st_ino
+        assert not marker.exists()
+        cached.chmod(0o600)
+        cached.parent.chmod(0o700)
+        cached.write_bytes(hashlib.sha256(evil).hexdigest().encode() + b"\n" + evil)
+    cached.unlink()
+    evil_file = tmp_path / "evil-agent"
+    evil_file.write_bytes(hashlib.sha256(evil).hexdigest().encode() + b"\n" + evil)
+    evil_file.chmod(0o600)
+    cached.symlink_to(evil_file)
+    assert t.lstat(str(tmp_path)).st_ino == tmp_path.stat().st_ino
+    assert not marker.exists()
+    assert len(shipped) == 4
+    assert cached.read_bytes() == good  # the link was replaced by the real agent
 
 
 def test_host_errors_come_back_as_local_ones(ssh_home: Path, sshd_fleet: Fleet,

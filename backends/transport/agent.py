@@ -9,8 +9,11 @@ Protocol, one JSON document per line. stdin: the request ``{"op", "args",
 "read_only"}``, then optionally ``cancel`` lines; end of input means the console is gone
 (a held lock is released, a running stream cancelled). stdout: ``{"progress": [done,
 total]}`` lines (at most ~10 a second), then one ``{"result": ...}`` or ``{"error":
-{...}}``. Strings carry file names ``os.fsdecode``d, so non-UTF-8 bytes travel as
-surrogate escapes in the JSON and come back as the same bytes.
+{...}}``. A pool's listing sends its entries ahead of the result, ``{"entries": [...]}``
+a part per line, which the console puts in order before the result's own ``entries``:
+it decodes one part while the next is encoded and on its way. Strings carry file names
+``os.fsdecode``d, so non-UTF-8 bytes travel as surrogate escapes in the JSON and come
+back as the same bytes.
 
 A ``session`` request keeps the agent: it then serves request lines one after another
 (answering each as above; a ``cancel`` line stops the one running), and holds the volume
@@ -45,6 +48,7 @@ from backends.transport import lifeline, sparse
 from backends.transport.local import LocalTransport
 
 PROGRESS_SECONDS = 0.1
+ENTRIES_PER_PART = 500  # a listing's entries per line: about 350 KB of JSON
 LOCKED = "locked"  # the line that says a lock is held, for the client to go on
 
 # Operations that watch stdin while they run: a cancel line or the end of input stops
@@ -84,7 +88,7 @@ class _Session:
                 self.requests.put(line)
 
     def send(self, record: dict[str, Any]) -> None:
-        data = (json.dumps(record) + "\n").encode()
+        data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         with self._write:
             self.stdout.write(data)
             self.stdout.flush()
@@ -103,7 +107,11 @@ def _run(op: str, args: dict[str, Any], local: LocalTransport, session: _Session
     cancel: Callable[[], bool] = session.should_cancel
     progress = session.progress
     if op == "scan_directory":
-        return local.scan_directory(args["path"], tuple(args["roots"]))
+        listing = local.scan_directory(args["path"], tuple(args["roots"]))
+        entries = listing["entries"]
+        for start in range(0, len(entries), ENTRIES_PER_PART):
+            session.send({"entries": entries[start:start + ENTRIES_PER_PART]})
+        return {**listing, "entries": []}
     if op == "probe_path":
         return local.probe_path(args["path"], args["declared"])
     if op == "probe_volume":

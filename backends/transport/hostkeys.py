@@ -13,9 +13,8 @@ import hashlib
 import os
 from collections.abc import Iterable
 
-import paramiko
-
 from backends.contract import HostKeyChanged, HostKeyUnknown
+from backends.transport.sshlib import paramiko
 
 
 def fingerprint(key: paramiko.PKey) -> str:

@@ -29,8 +29,6 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import paramiko
-
 from backends.archive import ArchiveInfo, StreamResult
 from backends.contract import (
     ByteProgress,
@@ -48,7 +46,7 @@ from backends.contract import (
 )
 from backends.transport import shellscan
 from backends.transport.agent import error_from_record
-from backends.transport.bundle import agent_argv, agent_script
+from backends.transport.bundle import SHIP, cached_agent_argv, shipment
 from backends.transport.hostkeys import (
     CheckingPolicy,
     KnownHosts,
@@ -58,6 +56,7 @@ from backends.transport.hostkeys import (
     key_family,
 )
 from backends.transport.local import READ_ONLY_COMMANDS, command_key
+from backends.transport.sshlib import paramiko
 
 POLL_SECONDS = 0.1
 CANCEL_GRACE_SECONDS = 2.0  # for the host to confirm a stop before the channel is dropped
@@ -135,9 +134,52 @@ def _unreachable(target: Target, host: str, err: BaseException) -> HostUnreachab
                                            "address in hosts.toml or ~/.ssh/config is right")
 
 
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges what it reads at once.
+
+    sshd leaves Nagle's algorithm on for a session without a terminal, so its small
+    messages wait for our acknowledgement of the one before, which Linux delays up to
+    40 ms: the first channel of every connection waited that long. TCP_QUICKACK does
+    not stick, so it is set again after each read (one cheap syscall).
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return data
+
+
+def _dial_tcp(target: Target, host: str, timeout: float) -> socket.socket:
+    """A TCP connection to ``target`` for SSH's request/answer traffic."""
+    try:
+        sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
+    except OSError as err:
+        raise _unreachable(target, host, err) from None
+    # Our own small messages go at once (the handshake sends two in a row: the second
+    # waited 40 ms for the host's delayed acknowledgement of the first).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if not hasattr(socket, "TCP_QUICKACK"):  # Linux only
+        return sock
+    quick = _QuickAckSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    quick.settimeout(timeout)
+    return quick
+
+
+def _transport(sock: Any, /, **kwargs: Any) -> paramiko.Transport:
+    """paramiko's transport, preferring AES-GCM: an AEAD costs both ends about half the
+    CPU of paramiko's first choice, AES-CTR with HMAC-SHA2 (a big listing is megabytes)."""
+    transport = paramiko.Transport(sock, **kwargs)  # what SSHClient passes differs by version
+    options = transport.get_security_options()
+    gcm = tuple(c for c in options.ciphers if c.endswith("-gcm@openssh.com"))
+    options.ciphers = gcm + tuple(c for c in options.ciphers if c not in gcm)
+    return transport
+
+
 def _client(target: Target, host: str, known: KnownHosts, timeout: float,
             sock: paramiko.Channel | None = None) -> paramiko.SSHClient:
     """An authenticated client for ``target``; the host key is checked first."""
+    conn: paramiko.Channel | socket.socket = (
+        sock if sock is not None else _dial_tcp(target, host, timeout))
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(CheckingPolicy(known, host))
     # Negotiate a key type known_hosts records, as OpenSSH does: a host with an
@@ -152,7 +194,8 @@ def _client(target: Target, host: str, known: KnownHosts, timeout: float,
                        key_filename=[p for p in target.identity_files  # type: ignore[arg-type]
                                      if os.path.exists(p)] or None,
                        timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                       channel_timeout=timeout, sock=sock, disabled_algorithms=disabled)
+                       channel_timeout=timeout, sock=conn, disabled_algorithms=disabled,
+                       transport_factory=_transport)
     except StorageError:
         client.close()
         raise
@@ -272,6 +315,7 @@ class _Stream:
         self.host = host
         self.stderr = bytearray()
         self.eof = False
+        self.request = b""  # an agent's request, sent again after the agent if it asks
         chan.settimeout(POLL_SECONDS)
 
     def read(self) -> bytes | None:
@@ -715,20 +759,22 @@ class SshTransport(Transport):
     def _start_agent(self, op: str, args: dict[str, Any]) -> _Stream:
         if self.python is None:
             raise _NoPython
-        stream = self._exec(agent_argv(self.python))
-        script = agent_script()
-        request = json.dumps({"op": op, "args": args, "read_only": self.read_only,
-                              "host": self.host}) + "\n"
+        # The request goes at once: a host with the agent cached runs it without
+        # waiting for us; one without asks for it ("ship", in ``_answer``).
+        stream = self._exec(cached_agent_argv(self.python, read_only=self.read_only))
+        stream.request = (json.dumps({"op": op, "args": args, "read_only": self.read_only,
+                                      "host": self.host}) + "\n").encode()
         with contextlib.suppress(OSError):  # a shell that already gave up: read why
-            stream.chan.sendall(b"%d\n" % len(script) + script + request.encode())
+            stream.chan.sendall(stream.request)
         return stream
 
     def _answer(self, stream: _Stream, progress: ByteProgress | None = None,
                 should_cancel: CancelCheck | None = None) -> Any:
         """Read the agent's lines up to its answer; its error raised as ours."""
-        # The answer to a listing is one line of megabytes: keep the chunks and look for
-        # the end of a line in each new one only (joining as we go is quadratic).
+        # A listing's parts are lines of hundreds of KB: keep the chunks and look for the
+        # end of a line in each new one only (joining as we go is quadratic).
         chunks: list[bytes] = []
+        entries: list[Any] = []  # a listing's parts, sent ahead of its result
         cancelled_at: float | None = None
         next_poll = 0.0
         while True:
@@ -756,13 +802,21 @@ class SshTransport(Transport):
             while b"\n" in buffer:
                 line, _, buffer = buffer.partition(b"\n")
                 record = json.loads(line)
-                if "progress" in record:
+                if "entries" in record:
+                    entries += record["entries"]
+                elif SHIP in record:
+                    with contextlib.suppress(OSError):  # gone: its exit status says why
+                        stream.chan.sendall(shipment(stream.request))
+                elif "progress" in record:
                     if progress is not None:
                         progress(*record["progress"])
                 elif "error" in record:
                     raise self._remote_error(record["error"])
                 else:
-                    return record.get("result")
+                    result = record.get("result")
+                    if entries:
+                        result["entries"][:0] = entries
+                    return result
             if buffer:
                 chunks.append(buffer)
         status = stream.exit_status()
@@ -1023,15 +1077,8 @@ def host_key(uri: str, *, connect_timeout: float = 10.0) -> paramiko.PKey:
     target = resolve(alias, user, port)
     tunnel, jumps = _through_jumps(target, uri, (), connect_timeout)
     try:
-        sock: paramiko.Channel | socket.socket
-        if tunnel is not None:
-            sock = tunnel
-        else:
-            try:
-                sock = socket.create_connection((target.hostname, target.port),
-                                                timeout=connect_timeout)
-            except OSError as err:
-                raise _unreachable(target, uri, err) from None
+        sock: paramiko.Channel | socket.socket = (
+            tunnel if tunnel is not None else _dial_tcp(target, uri, connect_timeout))
         transport = paramiko.Transport(sock)
         try:
             transport.banner_timeout = connect_timeout
