@@ -534,6 +534,20 @@ def test_read_only_console_uses_the_cache_but_never_writes_it(
     assert len(shipped) == 2  # ... which a read-only one then runs
 
 
+def test_a_session_starts_on_a_host_without_the_cached_agent(
+        ssh_home: Path, sshd_fleet: Fleet, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sources are shipped to the session's agent before its first request goes:
+    # the bootstrap reading stdin for them must not swallow that request.
+    shutil.rmtree(agent_cache(sshd_fleet, "a"), ignore_errors=True)
+    shipped = counting_shipments(monkeypatch)
+    t = transport(sshd_fleet, "a")
+    with t.session():
+        assert t.lstat(str(tmp_path)).st_ino == tmp_path.stat().st_ino
+        assert t.statvfs(str(tmp_path)).f_bsize > 0
+    assert len(shipped) == 1
+
+
 def test_tampered_cached_agent_is_not_run(ssh_home: Path, sshd_fleet: Fleet, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.rmtree(agent_cache(sshd_fleet, "a"), ignore_errors=True)

@@ -238,6 +238,10 @@ def _serve(session: _Session, local: LocalTransport) -> None:
     session.requests = queue.Queue()
     session.watch()
     lifeline.enable()
+    # Ready: the console sends its first request only after this line. Until then the
+    # host's bootstrap may still be reading stdin for the agent's sources, and would
+    # swallow a request sent ahead.
+    session.send({"result": "serving"})
     locks: dict[str, contextlib.ExitStack] = {}
     try:
         while (line := session.requests.get()) is not None:

@@ -503,7 +503,15 @@ class _AgentSession:
 
     def _start(self) -> None:
         try:
-            self._stream = self.transport._start_agent("session", {})
+            stream = self.transport._start_agent("session", {})
+            # Its "serving" answer (after the sources were shipped, on a cache miss):
+            # a request sent before it could be read by the bootstrap and lost.
+            try:
+                self.transport._answer(stream)
+            except BaseException:
+                stream.chan.close()
+                raise
+            self._stream = stream
         except BaseException as err:  # raised to the first request
             self._failed = err
 
