@@ -174,6 +174,9 @@ class Progress:
     done: int = 0
     total: int = 0
     label: str = ""
+    # False while a call that cannot be interrupted runs (a libvirt wipe): a cancel is
+    # then refused with ``label`` as the reason, not accepted and ignored.
+    cancellable: bool = True
 
     @property
     def percent(self) -> float:

@@ -540,3 +540,80 @@ def test_the_event_loop_stops_and_starts_again() -> None:
     assert not EventLoop.running()
     EventLoop.ensure(libvirt)
     assert EventLoop.running()
+
+
+# -- progress and cancel of libvirt's blocking calls -----------------------------------------
+
+
+def sparse_data_volume(driver: LibvirtDriver, pool: Pool, name: str, data: int,
+                       capacity: int) -> None:
+    """A raw volume of ``capacity`` bytes whose first ``data`` bytes are random, the rest
+    a hole: written in the pool's directory, then libvirt told to look again."""
+    with open(os.path.join(pool.path, name), "wb") as f:
+        for _ in range(data // (8 * MiB)):
+            f.write(os.urandom(8 * MiB))
+        f.truncate(capacity)
+    driver.refresh_pool(pool.name)
+
+
+def test_a_clone_reports_the_bytes_libvirt_has_written(driver: LibvirtDriver,
+                                                       pool: Pool) -> None:
+    sparse_data_volume(driver, pool, "golden.raw", 192 * MiB, 1024 * MiB)
+    source = driver.probe_volume(pool, "golden.raw")
+    driver.poll_interval = 0.01  # many looks during a copy of a fraction of a second
+    seen: list[Progress] = []
+    clone = driver.clone_volume(pool, "golden.raw", pool, "clone.raw",
+                                strategy="performance", progress=seen.append)
+    done = [p.done for p in seen]
+    assert done == sorted(done)  # never backwards
+    assert all(p.total == source.allocation for p in seen)
+    between = {d for d in done if 0 < d < source.allocation}
+    assert len(between) >= 2, f"no progress while libvirt copied: {done}"
+    assert seen[-1].done == seen[-1].total and seen[-1].percent == 100
+    subprocess.run(["cmp", source.path, clone.path], check=True)
+
+
+def test_a_cancelled_clone_leaves_no_volume_behind(driver: LibvirtDriver,
+                                                   pool: Pool) -> None:
+    sparse_data_volume(driver, pool, "golden.raw", 96 * MiB, 512 * MiB)
+    driver.poll_interval = 0.01
+    seen: list[Progress] = []
+    looks: list[int] = []
+
+    def cancel_once_copying() -> bool:
+        looks.append(1)
+        return len(looks) > 1  # after the look before the copy started
+
+    with pytest.raises(Cancelled, match="removed") as err:
+        driver.clone_volume(pool, "golden.raw", pool, "clone.qcow2",
+                            strategy="performance", fmt=ImageFormat.QCOW2,
+                            progress=seen.append, should_cancel=cancel_once_copying)
+    assert (err.value.pool, err.value.volume) == (pool.name, "clone.qcow2")
+    assert any("cancelling" in p.label for p in seen)
+    assert "clone.qcow2" not in {v.name for v in driver.scan_pool(pool).volumes}
+    assert not os.path.exists(os.path.join(pool.path, "clone.qcow2"))
+    # Cancelled before the copy started: libvirt is never asked.
+    with pytest.raises(Cancelled):
+        driver.copy_volume(pool, "golden.raw", pool, "copy.raw", should_cancel=lambda: True)
+    assert not os.path.exists(os.path.join(pool.path, "copy.raw"))
+
+
+def test_a_wipe_says_it_cannot_be_stopped_and_a_cancel_before_it_is_honoured(
+        driver: LibvirtDriver, pool: Pool) -> None:
+    volume = driver.create_volume(pool, "secret.raw", ImageFormat.RAW, MiB)
+    Path(volume.path).write_bytes(b"\xa5" * MiB)
+    seen: list[Progress] = []
+    driver.wipe_volume(pool, "secret.raw", "zero", progress=seen.append)
+    assert not seen[0].cancellable and seen[0].total == 0 and seen[0].percent < 0
+    assert "cannot stop" in seen[0].label
+    assert seen[-1].cancellable and seen[-1].percent == 100
+    assert Path(volume.path).read_bytes() == b"\0" * MiB
+
+    # A cancel that came before the wipe started is seen after the mark, and honoured.
+    Path(volume.path).write_bytes(b"\xa5" * MiB)
+    asked: list[bool] = []
+    with pytest.raises(Cancelled):
+        driver.wipe_volume(pool, "secret.raw", "zero", progress=lambda p: asked.append(
+            p.cancellable), should_cancel=lambda: bool(asked))
+    assert asked == [False, True]
+    assert Path(volume.path).read_bytes() == b"\xa5" * MiB

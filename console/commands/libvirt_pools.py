@@ -14,7 +14,6 @@ volume group), so it asks for the pool's name again (``--yes NAME``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,24 +66,12 @@ def _form(args: argparse.Namespace) -> Any:
         return args.xml.read_text(encoding="utf-8")
     if not args.type or not args.name:
         raise UsageError("pool define: give --type and --name (or --xml FILE)")
-    needs = {"dir": ("target",), "fs": ("device", "target"),
-             "netfs": ("source_host", "source_path", "target"), "logical": (),
-             "iscsi": ("source_host", "source_path")}[args.type]
-    missing = [f"--{n.replace('_', '-')}" for n in needs if not getattr(args, n)]
+    fields = {key: getattr(args, key) or "" for key in
+              ("target", "device", "source_host", "source_path", "vg")}
+    missing = [f"--{n.replace('_', '-')}" for n in poolxml.missing_fields(args.type, fields)]
     if missing:
         raise UsageError(f"pool define --type {args.type}: give {', '.join(missing)}")
-    if args.type == "dir":
-        return poolxml.DirPoolForm(args.name, args.target)
-    if args.type == "fs":
-        return poolxml.FsPoolForm(args.name, args.device, args.target)
-    if args.type == "netfs":
-        return poolxml.NetfsPoolForm(args.name, args.source_host, args.source_path,
-                                     args.target)
-    if args.type == "logical":
-        return poolxml.LogicalPoolForm(args.name, args.vg or "",
-                                       (args.device,) if args.device else ())
-    form = poolxml.IscsiPoolForm(args.name, args.source_host, args.source_path)
-    return form if not args.target else dataclasses.replace(form, target=args.target)
+    return poolxml.pool_form(args.type, args.name, fields)
 
 
 def cmd_pool(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from backends.contract import StorageError
 from console.commands import PROG
 from console.commands.text import printable
 from console.jobs.journal import JobRecord, JobState
@@ -140,9 +141,14 @@ def follow(engine: Engine, job: JobRecord, *, json_out: bool) -> JobRecord:
                 if update.state.finished:
                     break
             if interrupted.is_set() and not cancelled:
-                cancelled = True
-                display.note(f"cancelling job {job.id}; it removes what it wrote…")
-                engine.runner.cancel(job.id)
+                interrupted.clear()
+                try:
+                    engine.runner.cancel(job.id)
+                except StorageError as err:  # a libvirt wipe cannot be stopped
+                    display.note(f"{err}; it goes on")
+                else:
+                    cancelled = True
+                    display.note(f"cancelling job {job.id}; it removes what it wrote…")
             if time.monotonic() >= next_look:  # what other processes did to the job
                 next_look = time.monotonic() + 0.5
                 current = engine.journal.get(job.id)

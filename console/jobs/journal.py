@@ -27,6 +27,7 @@ from typing import Any
 from console.database import Database
 
 SCHEMA_VERSION = 1
+UNCANCELLABLE = "uncancellable"  # in ``resume``: why a cancel is refused right now
 
 
 class JobState(StrEnum):
@@ -190,7 +191,8 @@ class Journal:
         with self.transaction() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET state=?, owner=?, started=?, stages=?, stage=1, "
-                "error=NULL, finished=NULL WHERE id=? AND state=?",
+                "error=NULL, finished=NULL, resume=json_remove(resume, '$.uncancellable') "
+                "WHERE id=? AND state=?",
                 (str(JobState.RUNNING), self.owner, time.time(), stages, job_id,
                  str(JobState.PENDING)))
             return cur.rowcount == 1
@@ -209,6 +211,43 @@ class Journal:
             row = conn.execute("SELECT resume FROM jobs WHERE id=?", (job_id,)).fetchone()
             merged = {**json.loads(row[0] or "{}"), **resume}
             conn.execute("UPDATE jobs SET resume=? WHERE id=?", (json.dumps(merged), job_id))
+
+    def refuse_cancel(self, job_id: int, reason: str) -> bool:
+        """From now on a cancel of the running job is refused, with ``reason``. False (and
+        nothing changed) when it is no longer running: a cancel came first."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT state, resume FROM jobs WHERE id=?",
+                               (job_id,)).fetchone()
+            if row is None or row[0] != str(JobState.RUNNING):
+                return False
+            merged = {**json.loads(row[1] or "{}"), UNCANCELLABLE: reason}
+            conn.execute("UPDATE jobs SET resume=? WHERE id=?", (json.dumps(merged), job_id))
+            return True
+
+    def allow_cancel(self, job_id: int) -> None:
+        with self.transaction() as conn:
+            row = conn.execute("SELECT resume FROM jobs WHERE id=?", (job_id,)).fetchone()
+            resume = json.loads(row[0] or "{}") if row is not None else {}
+            if resume.pop(UNCANCELLABLE, None) is not None:
+                conn.execute("UPDATE jobs SET resume=? WHERE id=?",
+                             (json.dumps(resume), job_id))
+
+    def request_cancel(self, job_id: int) -> str | None:
+        """Mark a pending or running job aborting; or, while it runs a call that cannot be
+        interrupted (``refuse_cancel``), change nothing and return why. One transaction,
+        so a cancel and the start of such a call never both win."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT state, resume FROM jobs WHERE id=?",
+                               (job_id,)).fetchone()
+            if row is None:
+                return None
+            reason = json.loads(row[1] or "{}").get(UNCANCELLABLE)
+            if row[0] == str(JobState.RUNNING) and reason:
+                return str(reason)
+            if row[0] in (str(JobState.PENDING), str(JobState.RUNNING)):
+                conn.execute("UPDATE jobs SET state=? WHERE id=?",
+                             (str(JobState.ABORTING), job_id))
+            return None
 
     def finish(self, job_id: int, state: JobState, error: str | None = None) -> None:
         with self.transaction() as conn:

@@ -54,6 +54,7 @@ class JobContext:
         self._last_journal = 0.0
         self._last_update = 0.0
         self._resume: dict[str, Any] = dict(job.resume)
+        self._cancellable = True
 
     @property
     def resume(self) -> dict[str, Any]:
@@ -81,9 +82,18 @@ class JobContext:
         self._publish(Progress(index, self._stages, 0, 0, label), force=True)
 
     def progress(self, progress: Progress) -> None:
+        changed = progress.cancellable != self._cancellable
+        if changed:  # published at once below: the reason shows before a cancel is tried
+            self._cancellable = progress.cancellable
+            if progress.cancellable:
+                self.runner.journal.allow_cancel(self.job_id)
+            elif not self.runner.journal.refuse_cancel(self.job_id, progress.label):
+                # A cancel came first: the driver's next look stops before the call.
+                self.runner._cancel_event(self.job_id).set()
         # Drivers report their own stages as 1/1: the job's stage numbering wins.
         self._publish(dataclasses.replace(progress, stage=self._stage, stages=self._stages,
-                                          label=progress.label or self._label))
+                                          label=progress.label or self._label),
+                      force=changed)
 
     def _publish(self, p: Progress, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -160,11 +170,15 @@ class Runner:
 
     def cancel(self, job_id: int) -> JobRecord:
         """Ask a job to stop: a waiting one never starts, a running one stops within a
-        second and removes its partial output."""
+        second and removes its partial output. ``StorageError`` (nothing changed) while
+        the job runs a call that cannot be interrupted, saying which."""
         job = self.journal.get(job_id)
         if job.state in (JobState.PENDING, JobState.RUNNING, JobState.ABORTING):
-            if job.state != JobState.ABORTING:
-                self.journal.set_state(job_id, JobState.ABORTING)
+            refused = self.journal.request_cancel(job_id)
+            if refused is not None:
+                raise StorageError(f"job {job_id} cannot be cancelled now: {refused}",
+                                   host=job.host, pool=job.pool, volume=job.volume,
+                                   hint="it goes on to its end; wait for it")
             self._cancel_event(job_id).set()
         return self.journal.get(job_id)
 

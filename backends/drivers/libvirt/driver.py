@@ -79,6 +79,55 @@ HEAD_BYTES = 2048
 MiB = 1 << 20
 
 PoolEventCallback = Callable[[str, str, str], None]  # (host, pool name, event kind)
+# Pools whose volumes are files: a copy's allocation grows as libvirt writes it. An LV
+# is allocated whole when created, so its allocation tells nothing about a copy.
+FILE_POOL_TYPES = ("dir", "fs", "netfs")
+POLL_INTERVAL = 0.25  # seconds between looks at a libvirt call that reports nothing
+
+
+class _CopyWatch:
+    """Looks at a copy libvirt is building (``createXMLFrom``): the bytes written so far
+    (the new volume's allocation, in file pools), and whether a cancel was asked."""
+
+    def __init__(self, driver: LibvirtDriver, dest_lp: Any, dest_name: str, what: str,
+                 total: int, *, measurable: bool, progress: ProgressCallback | None,
+                 should_cancel: CancelCheck | None) -> None:
+        self.driver = driver
+        self.dest_lp = dest_lp
+        self.dest_name = dest_name
+        self.what = what
+        self.total = total
+        self.measurable = measurable
+        self.progress = progress
+        self.should_cancel = should_cancel
+        self.done = 0
+        self.cancelled = False
+
+    def look(self) -> None:
+        if not self.cancelled and self.should_cancel is not None and self.should_cancel():
+            self.cancelled = True
+        if self.measurable and self.progress is not None:
+            try:
+                allocation = int(self.dest_lp.storageVolLookupByName(self.dest_name)
+                                 .info()[2])
+            except self.driver.libvirt.libvirtError:
+                allocation = 0  # not listed yet
+            # Never backwards, and never "done" before libvirt says so.
+            self.done = max(self.done, min(allocation, self.total - 1))
+        self.report()
+
+    def report(self) -> None:
+        if self.progress is None:
+            return
+        if self.cancelled:
+            label = (f"{self.what}: cancelling (libvirt cannot stop its copy: it is "
+                     "removed when it ends)")
+        elif self.measurable:
+            label = self.what
+        else:
+            label = f"{self.what}: libvirt reports no progress for this pool type"
+        total = self.total if self.measurable else 0
+        self.progress(Progress(1, 1, self.done, total, label))
 
 
 @dataclass(frozen=True)
@@ -123,6 +172,7 @@ class LibvirtDriver(Driver):
         self.uri = uri
         self.host = host or uri
         self.read_only = read_only
+        self.poll_interval = POLL_INTERVAL
         self._lock = threading.Lock()
         self._conn: Any = None
         self._watch: PoolEventCallback | None = None
@@ -595,7 +645,9 @@ class LibvirtDriver(Driver):
                     should_cancel: CancelCheck | None = None) -> Volume:
         """Overwrite the volume's data with one of libvirt's algorithms (``LIBVIRT_WIPES``;
         all but "zero" need scrub(1) on the host). Runs to its end once started: libvirt
-        cannot interrupt a wipe."""
+        cannot interrupt a wipe, and reports no progress. ``progress`` hears so
+        (``Progress.cancellable`` False, no total) just before the wipe starts, and
+        ``should_cancel`` is asked one last time after that."""
         self._writable("wiping a volume", pool=pool.name, volume=name)
         volume = self.probe_volume(pool, name)
         self._wipe(pool, volume, algorithm, progress, should_cancel)
@@ -613,10 +665,21 @@ class LibvirtDriver(Driver):
         lp = self._active_pool(pool.name)
         vol = self._volume(lp, pool.name, volume.name)
         if progress:
-            progress(Progress(1, 1, 0, volume.capacity, f"wipe ({algorithm})"))
-        with self._errors(f"wiping the volume ({algorithm})", pool=pool.name,
-                          volume=volume.name):
-            vol.wipePattern(code, 0)
+            # libvirt reports nothing while it wipes (no job info, and the allocation of
+            # an overwritten file does not move) and cannot stop: said, then refused.
+            progress(Progress(1, 1, 0, 0, f"wipe ({algorithm}): libvirt reports no "
+                              "progress and cannot stop it once started",
+                              cancellable=False))
+        try:
+            # The last look: a cancel asked before the mark above is honoured here.
+            self._check_cancel(should_cancel, pool.name, volume.name, "wipe")
+            with self._errors(f"wiping the volume ({algorithm})", pool=pool.name,
+                              volume=volume.name):
+                vol.wipePattern(code, 0)
+        except BaseException:
+            if progress:  # cancellable again, for what the caller does next
+                progress(Progress(1, 1, 0, 0, f"wipe ({algorithm}) not done"))
+            raise
         if progress:
             progress(Progress(1, 1, volume.capacity, volume.capacity, f"wipe ({algorithm})"))
 
@@ -629,8 +692,9 @@ class LibvirtDriver(Driver):
         progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> None:
-        """``wipe`` is any of ``LIBVIRT_WIPES``. A cancel during the wipe takes effect
-        when it ends: the volume is wiped and not deleted."""
+        """``wipe`` is any of ``LIBVIRT_WIPES``. The wipe itself cannot be cancelled
+        (``wipe_volume``); a cancel asked before it starts, or after it ended and before
+        the delete, is honoured: in the latter case the volume is wiped and not deleted."""
         self._writable("deleting a volume", pool=pool.name, volume=name)
         volume = self.probe_volume(pool, name)
         self._refuse_running(volume, "deleted")
@@ -725,19 +789,59 @@ class LibvirtDriver(Driver):
             raise VolumeExists("the name is taken", **where, hint="nothing was touched")
         self._check_cancel(should_cancel, dest_pool.name, dest_name, what)
         source_vol = self._volume(self._active_pool(source_pool.name), source_pool.name, name)
-        if progress:
-            progress(Progress(1, 1, 0, source.capacity, what))
+        # Bytes to write: libvirt skips runs of zeroes, so the source's allocation.
+        total = source.allocation or source.capacity
+        watch = _CopyWatch(self, dest_lp, dest_name, what, total,
+                           measurable=dest_pool.pool_type in FILE_POOL_TYPES,
+                           progress=progress, should_cancel=should_cancel)
+        watch.report()
         xml = new_volume_xml(dest_name, target_fmt, source.capacity)
         try:
             with self._errors(what, pool=dest_pool.name, volume=dest_name):
-                dest_lp.createXMLFrom(xml, source_vol, 0)
+                self._while_running(lambda: dest_lp.createXMLFrom(xml, source_vol, 0),
+                                    watch.look)
         except StorageError as err:
             if not isinstance(err, VolumeExists):
                 self._remove_new(dest_lp, dest_name)
             raise
+        if watch.cancelled or (should_cancel is not None and should_cancel()):
+            # libvirt has no abort for createXMLFrom (and refuses to delete a volume
+            # still being built): the copy ran to its end and is removed now.
+            self._remove_new(dest_lp, dest_name)
+            if self._exists(dest_lp, dest_name):
+                raise StorageError(f"{what} cancelled, but the copy could not be removed",
+                                   host=self.host, pool=dest_pool.name, volume=dest_name,
+                                   hint="delete the volume by hand")
+            raise Cancelled(f"{what} cancelled: libvirt's copy ran to its end and was "
+                            "removed", host=self.host, pool=dest_pool.name, volume=dest_name)
         if progress:
-            progress(Progress(1, 1, source.capacity, source.capacity, what))
+            progress(Progress(1, 1, total, total, what))
         return self.probe_volume(dest_pool, dest_name)
+
+    def _while_running(self, call: Callable[[], object], look: Callable[[], None]) -> None:
+        """``call()`` (a blocking libvirt call with no progress of its own) in a thread of
+        its own, ``look()`` on this one every ``poll_interval`` seconds until it returns;
+        its error is raised here. ``look`` may not stop it: it only watches."""
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as err:  # handed to the caller's thread
+                failed.append(err)
+
+        thread = threading.Thread(target=run, name="libvirt-call", daemon=True)
+        thread.start()
+        try:
+            while True:
+                thread.join(self.poll_interval)
+                if not thread.is_alive():
+                    break
+                look()
+        finally:
+            thread.join()  # even when look() failed: never leave the call behind
+        if failed:
+            raise failed[0]
 
     def copy_volume(
         self,
@@ -757,6 +861,9 @@ class LibvirtDriver(Driver):
     ) -> Volume:
         """A full copy through libvirt (createXMLFrom) into a pool of the same
         connection, built under its final name and removed by libvirt if the copy fails.
+        Progress is the new volume's allocation (file pools) against the source's, read
+        every ``poll_interval`` seconds. libvirt cannot stop the copy: a cancel waits for
+        it to end, then removes it (nothing is left under ``dest_name``).
         Neither ``overwrite`` nor incremental copies: libvirt cannot replace a volume
         atomically or build an overlay while copying. ``strategy`` "performance" is
         refused: libvirt's copy does not preallocate."""

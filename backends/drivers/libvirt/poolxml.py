@@ -8,6 +8,7 @@ before libvirt sees it (libvirt validates it again against its schema).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -157,6 +158,42 @@ class IscsiPoolForm:
 
 
 PoolForm = DirPoolForm | FsPoolForm | NetfsPoolForm | LogicalPoolForm | IscsiPoolForm
+FORM_TYPES = ("dir", "fs", "netfs", "logical", "iscsi")
+# What each form needs besides its name; the command line's flags and the console's
+# fields carry these names (source_path: a netfs export, an iSCSI target's IQN).
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "dir": ("target",), "fs": ("device", "target"),
+    "netfs": ("source_host", "source_path", "target"), "logical": (),
+    "iscsi": ("source_host", "source_path")}
+
+
+def missing_fields(kind: str, fields: dict[str, str]) -> list[str]:
+    """The fields of ``REQUIRED[kind]`` that ``fields`` leaves empty."""
+    return [name for name in REQUIRED[kind] if not fields.get(name, "").strip()]
+
+
+def pool_form(kind: str, name: str, fields: dict[str, str]) -> PoolForm:
+    """The form of type ``kind`` (``FORM_TYPES``) from the fields the user filled in
+    (``target``, ``device``, ``source_host``, ``source_path``, ``vg``; empty ones unset).
+    ``InvalidRequest`` names what is missing; ``to_xml`` checks the values themselves."""
+    if kind not in REQUIRED:
+        raise InvalidRequest(f"no form for pool type {kind!r}", pool=name,
+                             hint=f"one of {', '.join(FORM_TYPES)}, or raw XML")
+    missing = missing_fields(kind, fields)
+    if missing:
+        raise InvalidRequest(f"a {kind} pool needs {', '.join(missing)}", pool=name)
+    f = {key: value.strip() for key, value in fields.items()}
+    if kind == "dir":
+        return DirPoolForm(name, f["target"])
+    if kind == "fs":
+        return FsPoolForm(name, f["device"], f["target"])
+    if kind == "netfs":
+        return NetfsPoolForm(name, f["source_host"], f["source_path"], f["target"])
+    if kind == "logical":
+        device = f.get("device", "")
+        return LogicalPoolForm(name, f.get("vg", ""), (device,) if device else ())
+    form = IscsiPoolForm(name, f["source_host"], f["source_path"])
+    return dataclasses.replace(form, target=f["target"]) if f.get("target") else form
 
 
 def check_pool_xml(xml: str) -> tuple[str, str]:

@@ -20,15 +20,19 @@ from textual.screen import Screen
 from backends.contract import StorageError
 from backends.model import Host, Pool
 from console.config import ConfigError, known_hosts_path
-from console.hosts import HostState
+from console.hosts import HostState, UriKind
 from console.inventory import Inventory
+from console.ui.commands import PaletteCommand
 from console.ui.messages import HostChanged, PoolEvent, PoolRefreshed
 from console.ui.screens.add_host import AddHostScreen
 from console.ui.screens.confirm import ConfirmScreen
+from console.ui.screens.define_pool import DefinePoolScreen
+from console.ui.screens.delete_pool import DeletePoolScreen
 from console.ui.widgets.pool_tree import PoolEntry, PoolTree
 from console.ui.widgets.volume_table import VolumeTable
 
-HOST_ACTIONS = frozenset({"add_host", "remove_host", "trust_host"})
+HOST_ACTIONS = frozenset({"add_host", "remove_host", "trust_host", "define_pool",
+                          "delete_pool"})
 
 
 class HostActions(Screen[None]):
@@ -36,6 +40,8 @@ class HostActions(Screen[None]):
         Binding("H", "add_host", "Add a host", show=False),
         Binding("X", "remove_host", "Remove the host", show=False),
         Binding("t", "trust_host", "Trust the host's key", show=False),
+        Binding("P", "define_pool", "Define a libvirt pool", show=False),
+        Binding("E", "delete_pool", "Delete a libvirt pool's storage", show=False),
     ]
 
     inventory: Inventory
@@ -43,6 +49,7 @@ class HostActions(Screen[None]):
     current_host: str | None  # the tree's cursor is on this host's node
     host_asked: dict[str, bool]  # hosts this session has tried to reach
     watched: set[str]  # hosts whose pool events come in
+    cursor_blink: bool
 
     @property
     @abstractmethod
@@ -121,11 +128,74 @@ class HostActions(Screen[None]):
             return False
         if action == "add_host":
             return True
+        if action == "define_pool":
+            return self.libvirt_host() is not None
+        if action == "delete_pool":
+            pool = self.inventory.known_pool(*self.current.key) if self.current else None
+            return pool is not None and pool.kind == "libvirt"
         if self.current_host is None:
             return False
         status = self.inventory.host_status(self.current_host)
         return action == "remove_host" or (
             status.state == HostState.UNTRUSTED and status.fingerprint is not None)
+
+    # -- defining and deleting libvirt pools -------------------------------------------
+
+    def libvirt_host(self) -> str | None:
+        """The libvirt host under the cursor (its node, or one of its pools)."""
+        host = self.current.key[0] if self.current is not None else self.current_host
+        if host is None or host not in {h.name for h in self.inventory.hosts()}:
+            return None
+        return host if self.inventory.host_link(host).kind == UriKind.LIBVIRT else None
+
+    def pool_admin_commands(self) -> list[PaletteCommand]:
+        """Palette entries for defining a pool on this libvirt host and deleting the
+        pool under the cursor; none in read-only mode."""
+        commands = []
+        host = self.libvirt_host()
+        if host is not None and self.host_action_allowed("define_pool"):
+            commands.append(PaletteCommand(
+                f"Define a pool on {host}", "dir, fs, netfs, logical, iscsi, or raw XML "
+                "for any libvirt pool type", self.action_define_pool))
+        if self.current is not None and self.host_action_allowed("delete_pool"):
+            commands.append(PaletteCommand(
+                f"Delete pool {self.current.key[1]}'s storage", "Destroys its directory "
+                "or volume group and every volume in it; asks for its name",
+                self.action_delete_pool))
+        return commands
+
+    def action_define_pool(self) -> None:
+        host = self.libvirt_host()
+        if host is None or self.inventory.read_only:
+            return
+        self.app.push_screen(DefinePoolScreen(self.inventory, host,
+                                              cursor_blink=self.cursor_blink),
+                             partial(self.pool_defined, host))
+
+    def pool_defined(self, host: str, name: str | None) -> None:
+        if name is None:
+            return
+        self.notify(f"pool {name} is defined on {host}", title="pools")
+        self.rediscover(host)  # the "defined" event does too, when the host is watched
+
+    def action_delete_pool(self) -> None:
+        pool = self.inventory.known_pool(*self.current.key) if self.current else None
+        if pool is None or pool.kind != "libvirt" or self.inventory.read_only:
+            return
+        if pool.active:
+            self.notify(f"host {pool.host!r}, pool {pool.name!r}: the pool is running; "
+                        "libvirt deletes only a stopped pool's storage. Stop it first "
+                        "(the palette: Stop pool).", title="delete pool",
+                        severity="warning", timeout=10)
+            return
+        self.app.push_screen(DeletePoolScreen(self.inventory, pool,
+                                              cursor_blink=self.cursor_blink),
+                             partial(self.pool_deleted, pool.host, pool.name))
+
+    def pool_deleted(self, host: str, name: str, done: bool | None) -> None:
+        if done:
+            self.notify(f"the storage of pool {name} on {host} is deleted", title="pools")
+            self.rediscover(host)
 
     @on(HostChanged)
     def host_changed(self, message: HostChanged) -> None:

@@ -781,6 +781,7 @@ class MainScreen(HostActions):
             for verb, title, help_text in self.pool_lifecycle_commands():
                 yield PaletteCommand(title, help_text,
                                      partial(self.pool_lifecycle, host, pool, verb))
+        yield from self.pool_admin_commands()
         yield PaletteCommand("Audit log", "Every command run on every host, newest first",
                              self.action_audit)
         yield PaletteCommand("Chains", "Every volume with what it is based on and what is "

@@ -328,11 +328,14 @@ class JobsPanel(ScrollView, can_focus=True):
             segments.append(Segment(" " + fit(job.stage_label, 9), part("muted")))
         percent = f"{job.percent:.0f}%" if job.percent >= 0 else ""
         eta = job.eta
+        when = f"eta {format_duration(eta)}" if eta is not None else ""
+        if eta is None and job.percent < 0 and job.started:
+            # No measure of how far (a libvirt wipe): how long it has run, at least.
+            when = f"for {format_duration(max(0.0, self.clock() - job.started))}"
         segments += [
             Segment(" " + fit(percent, 4, "right"), part(str(state))),
             Segment(" " + fit(format_rate(job.throughput), 7, "right"), part("muted")),
-            Segment(" " + fit(f"eta {format_duration(eta)}" if eta is not None else "", 9),
-                    part("muted")),
+            Segment(" " + fit(when, 9), part("muted")),
         ]
         return segments
 
