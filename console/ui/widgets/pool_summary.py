@@ -65,7 +65,8 @@ class PoolSummary(Widget):
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         entry = self.entry
         if entry is None:
-            text.append("no pool: add one to the config or pass a directory",
+            text.append("no pool: add one to the config, pass a directory, or define one on a "
+                        "libvirt host (P)",
                         part("pool-summary--muted", partial=True))
             return text
         pool, row = entry.pool, entry.row
