@@ -86,6 +86,74 @@ def test_kill_9_mid_copy_then_resume(tmp_path: Path, pool_dir: Path) -> None:
     assert leftovers == []
 
 
+FIX_CHILD = textwrap.dedent("""
+    import sys
+    from console.cache import Cache
+    from console.config import Config
+    from console.inventory import Inventory
+    from console.jobs.fixing import RunFix
+    from console.jobs.journal import Journal
+    from console.jobs.runner import Runner
+
+    pool, journal = sys.argv[1], sys.argv[2]
+    inv = Inventory(Config.for_targets([pool]), Cache(None))
+    runner = Runner(Journal(journal), inv, journal_interval=0.02)
+    job = runner.submit(RunFix("local", pool, "s4.qcow2", fix_type="optimize",
+                               code="chain-too-deep",
+                               fix_params={"name": "s4.qcow2", "format": "qcow2"}))
+    print(job.id, flush=True)
+    runner.wait(job.id)
+""")
+
+
+def test_kill_9_mid_flatten_fix_then_resume(tmp_path: Path, pool_dir: Path) -> None:
+    # A fix is a job like the others: killed mid-way, the volume is whole and the same;
+    # resumed, it finishes the flatten.
+    make_source(pool_dir / "base.raw")
+    below, below_fmt = "base.raw", "raw"
+    for i in range(1, 5):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", below, "-F",
+                        below_fmt, str(pool_dir / f"s{i}.qcow2")], check=True)
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P {100 + i} {i * 200}M 1M",
+                        str(pool_dir / f"s{i}.qcow2")], check=True, capture_output=True)
+        below, below_fmt = f"s{i}.qcow2", "qcow2"
+    top = pool_dir / "s4.qcow2"
+    reference = tmp_path / "reference.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", str(top),
+                    str(reference)], check=True)
+    pool = str(pool_dir.resolve())
+    journal_path = tmp_path / "journal.db"
+    child = subprocess.Popen([sys.executable, "-c", FIX_CHILD, pool, str(journal_path)],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    job_id = int(child.stdout.readline())
+    journal = Journal(journal_path)
+    deadline = time.monotonic() + 60
+    while journal.get(job_id).percent < 5:
+        assert child.poll() is None, "the fix finished before it could be killed"
+        assert time.monotonic() < deadline, "the fix never made progress"
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert journal.get(job_id).state == JobState.RUNNING
+    # Killed mid-way: the volume is still the 5-deep chain, its content unchanged.
+    assert subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", str(top),
+                           str(reference)], capture_output=True).returncode == 0
+
+    inv = Inventory(Config.for_targets([pool]), Cache(None))
+    runner = Runner(journal, inv)
+    (interrupted,) = runner.recover()
+    assert interrupted.id == job_id
+    done = runner.wait(runner.resume(job_id).id, 120)
+    runner.close()
+    assert (done.state, done.error) == (JobState.DONE, None)
+    assert done.resume["after"]["depth"] == 1
+    compare = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", str(top),
+                              str(reference)], capture_output=True, text=True)
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert [n for n in os.listdir(pool_dir) if n.startswith(".sc-tmp-")] == []
+
+
 def children(pid: int) -> list[tuple[int, bytes]]:
     """(pid, command line) of the processes whose parent is ``pid``."""
     found = []
