@@ -38,7 +38,7 @@ from backends.contract import (
     VolumeExists,
     VolumeNotFound,
 )
-from backends.drivers.dir import MAX_NAME_BYTES, CopyProgress, backing_reference, last_line
+from backends.drivers.dir.driver import MAX_NAME_BYTES, CopyProgress, backing_reference, last_line
 from backends.model import ImageFormat, LinkProblem, Pool, Progress, Volume
 from backends.transport.scanner import TEMP_PREFIX
 from console.fixes import Fix

@@ -34,7 +34,7 @@ from backends.contract import (
     VolumeExists,
     VolumeNotFound,
 )
-from backends.drivers.dir import MAX_NAME_BYTES, backing_reference, copy_overlays
+from backends.drivers.dir.driver import MAX_NAME_BYTES, backing_reference, copy_overlays
 from backends.model import ImageFormat, Pool, Progress, Volume
 from backends.transport.scanner import TEMP_PREFIX
 from console.inventory import Inventory

@@ -1,0 +1,1 @@
+"""Directory pools: ``driver.DirDriver`` (files over any transport)."""
