@@ -396,7 +396,7 @@ PHASES = (  # (label, function name, path fragment): cumulative time from the pr
     ("scan the directory (scanner)", "scan_directory", "scanner"),
     ("  probe headers", "probe_open_file", "scanner"),
     ("  follow chains", "chain", "scanner"),
-    ("records -> model objects", "volume_from_entry", "dir.py"),
+    ("records -> model objects", "volume_from_entry", "dir/listing.py"),
     ("health", "assess", "health"),
     ("cache write (SQLite)", "replace_pool", "cache"),
     ("JSON records", "volume_record", "cli"),

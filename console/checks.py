@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from backends import qemuimg
 from backends.contract import Driver, NotSupported, StorageError
-from backends.drivers.dir import backing_reference
+from backends.drivers.dir.names import backing_reference
 from backends.model import (
     Health,
     HealthState,

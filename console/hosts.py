@@ -163,7 +163,7 @@ class HostLink:
             raise PoolUnavailable(f"{kind} pools are not reached through a libvirt URI: "
                                   "give this host an ssh:// URI for them", host=self.name)
         if kind == "dir":
-            from backends.drivers.dir import DirDriver
+            from backends.drivers.dir.driver import DirDriver
 
             return DirDriver(self.transport, self.config.allowed_roots)
         if kind == "lvm":

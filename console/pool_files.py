@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from backends.contract import Driver, NotSupported, StorageError
-from backends.drivers.dir import DirDriver
+from backends.drivers.dir.driver import DirDriver
 from backends.model import Pool
 from backends.transport.local import LocalTransport
 

@@ -15,7 +15,7 @@ import pytest
 
 from backends import qemuimg
 from backends.contract import NotSupported
-from backends.drivers.dir import DirDriver
+from backends.drivers.dir.driver import DirDriver
 from backends.model import HealthState, Pool
 from backends.transport.local import LocalTransport
 from console.checks import CheckReport, check_pools

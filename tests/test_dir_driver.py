@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backends.contract import InvalidRequest, PoolUnavailable, VolumeExists, VolumeNotFound
-from backends.drivers.dir import DirDriver
+from backends.drivers.dir.driver import DirDriver
 from backends.model import ImageFormat, LinkProblem, Pool
 from backends.transport.local import LocalTransport
 from tests.conftest import MakeImage, strip_backing_format, write_file

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.drivers.dir import DirDriver
+from backends.drivers.dir.driver import DirDriver
 from backends.model import Health, HealthState, Pool
 from backends.transport.local import LocalTransport
 from console.health import assess

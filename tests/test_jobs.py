@@ -263,7 +263,7 @@ def test_resume_and_rollback_of_an_interrupted_job(engine: tuple[Runner, str],
 
 
 def test_volume_lock_names_its_holder(pool_dir: Path) -> None:
-    from backends.drivers.dir import DirDriver
+    from backends.drivers.dir.driver import DirDriver
     from backends.model import Pool
 
     driver = DirDriver(LocalTransport("local"), (str(pool_dir),))

@@ -24,7 +24,7 @@ import pytest
 
 from backends import archive
 from backends.contract import InvalidRequest, VolumeExists
-from backends.drivers.dir import DirDriver
+from backends.drivers.dir.driver import DirDriver
 from backends.model import ImageFormat, Pool
 from backends.transport.local import LocalTransport
 from backends.transport.scanner import TEMP_PREFIX

@@ -30,7 +30,7 @@ from backends.contract import (
     VolumeBusy,
     VolumeExists,
 )
-from backends.drivers.dir import DirDriver
+from backends.drivers.dir.driver import DirDriver
 from backends.model import ImageFormat, Pool, Progress
 from backends.transport.local import LocalTransport
 from backends.transport.scanner import TEMP_PREFIX

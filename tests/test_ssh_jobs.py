@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from backends.contract import Cancelled, VolumeBusy
-from backends.drivers.dir import DirDriver
+from backends.drivers.dir.driver import DirDriver
 from backends.model import ImageFormat, Pool, Progress
 from backends.transport.local import LocalTransport
 from backends.transport.scanner import TEMP_PREFIX

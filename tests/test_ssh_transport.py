@@ -32,7 +32,7 @@ from backends.contract import (
     ReadOnlyViolation,
     VolumeBusy,
 )
-from backends.drivers.dir import DirDriver
+from backends.drivers.dir.driver import DirDriver
 from backends.model import Pool, PoolScan
 from backends.transport import ssh as ssh_module
 from backends.transport.agent import ENTRIES_PER_PART

@@ -38,7 +38,9 @@ from backends.contract import (
     VolumeExists,
     VolumeNotFound,
 )
-from backends.drivers.dir import MAX_NAME_BYTES, CopyProgress, backing_reference, last_line
+from backends.drivers.dir.commands import last_line
+from backends.drivers.dir.names import MAX_NAME_BYTES, backing_reference
+from backends.drivers.dir.progress import CopyProgress
 from backends.model import ImageFormat, LinkProblem, Pool, Progress, Volume
 from backends.transport.scanner import TEMP_PREFIX
 from console.fixes import Fix

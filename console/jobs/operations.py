@@ -34,7 +34,8 @@ from backends.contract import (
     VolumeExists,
     VolumeNotFound,
 )
-from backends.drivers.dir import MAX_NAME_BYTES, backing_reference, copy_overlays
+from backends.drivers.dir.copies import copy_overlays
+from backends.drivers.dir.names import MAX_NAME_BYTES, backing_reference
 from backends.model import ImageFormat, Pool, Progress, Volume
 from backends.transport.scanner import TEMP_PREFIX
 from console.inventory import Inventory

@@ -31,7 +31,9 @@ from backends.contract import (
     VolumeExists,
     VolumeNotFound,
 )
-from backends.drivers.dir import COPY_FORMATS, CopyProgress, backing_reference
+from backends.drivers.dir.copies import COPY_FORMATS
+from backends.drivers.dir.names import backing_reference
+from backends.drivers.dir.progress import CopyProgress
 from backends.model import ImageFormat, Pool, Progress, Volume
 from backends.transfer import copy_file, has_zstd
 from backends.transport.scanner import TEMP_PREFIX
