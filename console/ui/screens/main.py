@@ -59,9 +59,11 @@ from console.ui.screens.create_volume import CreateVolumeScreen
 from console.ui.screens.delete_volume import DeleteVolumeScreen
 from console.ui.screens.fixes import FixesScreen
 from console.ui.screens.host_actions import HOST_ACTIONS, HostActions
+from console.ui.screens.jumps import jump
 from console.ui.screens.plan import VolumePlanDialog
 from console.ui.screens.resize_volume import ResizeVolumeScreen
 from console.ui.screens.snapshot_volume import CloneVolumeScreen, SnapshotVolumeScreen
+from console.ui.widgets.command_bar import CommandBar
 from console.ui.widgets.jobs_panel import JobsPanel
 from console.ui.widgets.pool_summary import PoolSummary
 from console.ui.widgets.pool_tree import HostEntry, PoolEntry, PoolTree
@@ -115,6 +117,7 @@ class MainScreen(HostActions):
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("p", "focus_pools", "Focus pools", show=False),
         Binding("v", "focus_volumes", "Focus volumes", show=False),
+        Binding("colon", "command_line", "Command", key_display=":"),
     ]
 
     # Seconds between reads of the journal: while a job is active, and when all is idle.
@@ -153,6 +156,7 @@ class MainScreen(HostActions):
                 yield VolumeDetail(clock=self.clock, id="detail")
         yield JobsPanel(self.board, clock=self.clock, id="jobs",
                         can_act=self.runner is not None and not self.inventory.read_only)
+        yield CommandBar(self.command_names, id="command-line")
         yield Footer()
 
     @property
@@ -351,6 +355,19 @@ class MainScreen(HostActions):
 
     def action_focus_volumes(self) -> None:
         self.volume_table.focus()
+
+    # -- the : command line ------------------------------------------------------------
+
+    def action_command_line(self) -> None:
+        self.query_one(CommandBar).open()
+
+    def command_names(self) -> tuple[list[str], list[tuple[str, str]], str | None]:
+        return ([h.name for h in self.inventory.hosts()], self.pool_tree.pool_keys(),
+                self.shown_host())
+
+    @on(CommandBar.Run)
+    def run_command(self, message: CommandBar.Run) -> None:
+        jump(self, message.command)
 
     # -- create, delete, resize, copy: jobs ------------------------------------------------
 
