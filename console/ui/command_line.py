@@ -15,7 +15,7 @@ Verb = Literal["host", "pool", "jobs", "fixes", "audit", "quit"]
 # Every spelling the line takes, and what it means; the first of each is the one shown.
 VERBS: dict[str, Verb] = {"host": "host", "pool": "pool", "jobs": "jobs", "fixes": "fixes",
                           "audit": "audit", "quit": "quit", "q": "quit"}
-USAGE = ":host NAME, :pool NAME or HOST:POOL, :jobs, :fixes, :audit, :q"
+USAGE = ":host NAME, :pool [HOST:]POOL, :jobs, :fixes, :audit, :q"
 NEEDS_NAME: frozenset[Verb] = frozenset({"host", "pool"})
 
 
@@ -46,11 +46,11 @@ def parse(line: str, hosts: Sequence[str], pools: Sequence[tuple[str, str]], *,
     """
     words = line.strip().removeprefix(":").split(None, 1)
     if not words:
-        raise CommandError(f"empty command; known: {USAGE}")
+        raise CommandError(f"no command; try {USAGE}")
     word, rest = words[0], (words[1].strip() if len(words) > 1 else "")
     verb = VERBS.get(word)
     if verb is None:
-        raise CommandError(f"unknown command :{word}; known: {USAGE}")
+        raise CommandError(f"unknown :{word}; try {USAGE}")
     if verb not in NEEDS_NAME:
         if rest:
             raise CommandError(f":{word} takes no name (got {rest!r})")

@@ -117,7 +117,7 @@ class MainScreen(HostActions):
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("p", "focus_pools", "Focus pools", show=False),
         Binding("v", "focus_volumes", "Focus volumes", show=False),
-        Binding("colon", "command_line", "Command", key_display=":"),
+        Binding("colon", "command_line", "Command line: jump", key_display=":", show=False),
     ]
 
     # Seconds between reads of the journal: while a job is active, and when all is idle.

@@ -15,6 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input
+from textual.widgets.input import Selection
 
 from console.ui.command_line import Command, CommandError, History, completions, parse
 
@@ -29,16 +30,15 @@ class CommandBar(Input):
     HELP_TITLE: ClassVar[str] = "Command line (after :)"
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "close", "Close the command line"),
-        Binding("up", "older", "Older command"),
-        Binding("down", "newer", "Newer command"),
-        Binding("tab", "complete", "Complete a command or name"),
+        Binding("escape", "close", "Close"),
+        Binding("up", "older", "Older command", show=False),
+        Binding("down", "newer", "Newer command", show=False),
+        Binding("tab", "complete", "Complete"),
     ]
 
     DEFAULT_CSS = """
     CommandBar {
         display: none;
-        dock: bottom;
         height: 1;
         &.-open { display: block; }
         &.-error { color: $error; }
@@ -54,7 +54,7 @@ class CommandBar(Input):
 
     def __init__(self, names: Names, *, id: str | None = None) -> None:
         super().__init__(placeholder=":host NAME  :pool NAME  :jobs  :fixes  :audit  :q",
-                         id=id, compact=True)
+                         id=id, compact=True, select_on_focus=False)
         self.names = names
         self.history = History()
         self._choices: list[str] = []
@@ -113,7 +113,7 @@ class CommandBar(Input):
         if self._error and event.value != self._error:
             self._error = ""
             self.remove_class("-error")
-        if not event.value and self.has_class("-open"):
+        if not self.value and self.has_class("-open"):  # not a stale event of a close
             self.action_close()  # backspace over the ':' leaves, as in vim
 
     @on(Input.Submitted)
@@ -129,7 +129,7 @@ class CommandBar(Input):
             self.history.add(event.value)
             self._error = str(err)
             self.value = self._error  # one line, in place; typing replaces it
-            self.action_select_all()
+            self.selection = Selection(len(self._error), 0)  # the start shows
             self.add_class("-error")
             return
         self.history.add(event.value)

@@ -28,6 +28,8 @@ class LineList(ScrollView, Generic[LineT], can_focus=True):
         Binding("down,j", "cursor_down", "Down", show=False),
         Binding("pageup,ctrl+b", "page_up", "Page up", show=False),
         Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
+        Binding("ctrl+u", "half_page_up", "Half a page up", show=False),  # as in vim
+        Binding("ctrl+d", "half_page_down", "Half a page down", show=False),
         Binding("home,g", "first", "First", show=False),
         Binding("end,G", "last", "Last", show=False),
     ]
@@ -85,6 +87,12 @@ class LineList(ScrollView, Generic[LineT], can_focus=True):
 
     def action_page_down(self) -> None:
         self._set_cursor(self.cursor + self.visible_rows)
+
+    def action_half_page_up(self) -> None:
+        self._set_cursor(self.cursor - max(1, self.visible_rows // 2))
+
+    def action_half_page_down(self) -> None:
+        self._set_cursor(self.cursor + max(1, self.visible_rows // 2))
 
     def action_first(self) -> None:
         self._set_cursor(0)

@@ -86,6 +86,12 @@ class PoolTree(Tree[NodeData]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("k", "cursor_up", "Up", show=False),
         Binding("j", "cursor_down", "Down", show=False),
+        Binding("h,left", "collapse", "Collapse the host / to its host", show=False),
+        Binding("l,right", "expand", "Expand the host / show the volumes", show=False),
+        Binding("home,g", "scroll_home", "First", show=False),
+        Binding("end,G", "scroll_end", "Last", show=False),
+        Binding("ctrl+u", "page_up", "Page up", show=False),
+        Binding("ctrl+d", "page_down", "Page down", show=False),
     ]
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -194,6 +200,29 @@ class PoolTree(Tree[NodeData]):
         _ = self.last_line
         self.move_cursor(node)
         return True
+
+    def action_collapse(self) -> None:
+        """vim's h: a pool goes up to its host; a host folds."""
+        node = self.cursor_node
+        if node is None:
+            return
+        if isinstance(node.data, PoolEntry) and node.parent is not None:
+            self.move_cursor(node.parent)
+        elif node.is_expanded:
+            node.collapse()
+
+    def action_expand(self) -> None:
+        """vim's l: a folded host opens, an open one goes to its first pool; a pool is
+        selected (the volumes take the keys)."""
+        node = self.cursor_node
+        if node is None:
+            return
+        if isinstance(node.data, PoolEntry):
+            self.action_select_cursor()
+        elif not node.is_expanded:
+            node.expand()
+        elif node.children:
+            self.move_cursor(node.children[0])
 
     def entry(self, host: str, pool: str) -> PoolEntry | None:
         node = self._pools.get((host, pool))

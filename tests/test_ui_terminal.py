@@ -1,0 +1,297 @@
+"""At home in a terminal: the ``:`` command line, vim keys, 80x24 and resizes, and
+every key findable in the footer or the help screen (Pilot, fixed demo data)."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from textual.binding import Binding
+from textual.dom import DOMNode
+from textual.widgets import Footer
+
+from console.ui.app import StorageConsoleApp
+from console.ui.screens.audit_log import AuditScreen
+from console.ui.screens.chains import ChainScreen
+from console.ui.screens.fixes import FixesScreen
+from console.ui.screens.help import GENERIC, HelpScreen, binding_sections
+from console.ui.screens.main import MainScreen
+from console.ui.widgets.command_bar import CommandBar
+from console.ui.widgets.pool_tree import HostEntry, PoolEntry, PoolTree
+from tests.conftest_ui import big_inventory, demo_inventory
+from tests.test_ui import make_app, screen_text, table
+
+SMALL = (80, 24)
+KEYS = {" ": "space", ":": "colon", "/": "slash", "-": "minus", ".": "full_stop"}
+
+
+async def type_line(pilot: object, text: str) -> None:
+    await pilot.press(*(KEYS.get(c, c) for c in text))  # type: ignore[attr-defined]
+
+
+def bar(app: StorageConsoleApp) -> CommandBar:
+    return app.screen_stack[0].query_one(CommandBar)
+
+
+def shown_pool(app: StorageConsoleApp) -> tuple[str | None, str | None]:
+    t = table(app)
+    return t.host, t.pool
+
+
+# -- the : command line ------------------------------------------------------------------
+
+
+async def test_command_line_jumps_to_pools_and_hosts() -> None:
+    app = make_app(demo_inventory())
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        assert not bar(app).display
+        await type_line(pilot, ":")
+        await pilot.pause()
+        assert bar(app).display and app.focused is bar(app)
+        await type_line(pilot, "pool iso")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert shown_pool(app) == ("local", "iso")
+        assert not bar(app).display and app.focused is table(app)  # keys go back
+        await type_line(pilot, ":pool backup:archive")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert shown_pool(app) == ("backup", "archive")
+        await type_line(pilot, ":host local")
+        await pilot.press("enter")
+        await pilot.pause()
+        tree = app.screen.query_one(PoolTree)
+        assert app.focused is tree and tree.cursor_node is not None
+        data = tree.cursor_node.data
+        assert isinstance(data, HostEntry) and data.host.name == "local"
+        assert "host local (local): " in screen_text(app)
+
+
+async def test_command_line_answers_unknown_commands_in_one_line() -> None:
+    app = make_app(demo_inventory())
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        await type_line(pilot, ":vol x")
+        await pilot.press("enter")
+        await pilot.pause()
+        line = bar(app)
+        assert line.display and line.has_class("-error")
+        assert line.value == "unknown :vol; try :host NAME, :pool [HOST:]POOL, :jobs, " \
+            ":fixes, :audit, :q"
+        assert line.value in screen_text(app)  # one line, whole at 80 columns
+        await type_line(pilot, "pool nowhere")  # typing replaces the answer
+        await pilot.press("enter")
+        await pilot.pause()
+        assert line.value.startswith("no pool 'nowhere' in the config; pools: local:images")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not line.display and shown_pool(app) == ("local", "images")
+
+
+async def test_command_line_history_and_completion() -> None:
+    app = make_app(demo_inventory())
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        await type_line(pilot, ":po")
+        await pilot.press("tab")
+        assert bar(app).value == ":pool "
+        await type_line(pilot, "ar")
+        await pilot.press("tab")
+        assert bar(app).value == ":pool archive"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert shown_pool(app) == ("backup", "archive")
+        await type_line(pilot, ":pool i")
+        await pilot.press("tab")
+        assert bar(app).value == ":pool images"
+        await pilot.press("tab")  # again: the next name
+        assert bar(app).value == ":pool iso"
+        await pilot.press("enter")
+        await pilot.pause()
+        await type_line(pilot, ":j")
+        await pilot.press("up")
+        assert bar(app).value == ":pool iso"
+        await pilot.press("up")
+        assert bar(app).value == ":pool archive"
+        await pilot.press("down", "down")
+        assert bar(app).value == ":j"  # what was being typed comes back
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not bar(app).display
+
+
+async def test_command_line_opens_jobs_fixes_audit_and_quits() -> None:
+    app = make_app(demo_inventory())
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        await type_line(pilot, ":jobs")
+        await pilot.press("enter")
+        await pilot.pause()
+        main = app.screen
+        assert isinstance(main, MainScreen)
+        assert main.jobs_panel.has_class("-shown") and app.focused is main.jobs_panel
+        await type_line(pilot, ":audit")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, AuditScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        await type_line(pilot, ":fixes")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, FixesScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is main
+        await type_line(pilot, ":q")
+        await pilot.press("enter")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+# -- vim keys -----------------------------------------------------------------------------
+
+
+async def test_vim_keys_in_the_pool_tree() -> None:
+    app = make_app(demo_inventory())
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        await pilot.press("p")  # focus the pools
+        tree = app.screen.query_one(PoolTree)
+        assert app.focused is tree
+        await pilot.press("h")  # a pool: up to its host
+        await pilot.pause()
+        node = tree.cursor_node
+        assert node is not None and isinstance(node.data, HostEntry)
+        await pilot.press("h")  # the host folds
+        await pilot.pause()
+        assert not node.is_expanded
+        await pilot.press("l")  # and opens
+        await pilot.pause()
+        assert node.is_expanded
+        await pilot.press("l")  # to its first pool
+        await pilot.pause()
+        assert tree.cursor_node is not None and isinstance(tree.cursor_node.data, PoolEntry)
+        await pilot.press("G")
+        await pilot.pause()
+        last = tree.cursor_node
+        assert last is not None and isinstance(last.data, PoolEntry)
+        assert last.data.key == ("backup", "archive")
+        await pilot.press("g", "j", "l")  # the first pool, selected: the volumes get keys
+        await pilot.pause()
+        assert shown_pool(app) == ("local", "images") and app.focused is table(app)
+
+
+async def test_half_page_keys_in_the_volume_table() -> None:
+    app = make_app(big_inventory(500))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        t = table(app)
+        half = t.visible_rows // 2
+        assert half >= 1
+        await pilot.press("ctrl+d")
+        assert t.cursor == half
+        await pilot.press("ctrl+d", "ctrl+d")
+        assert t.cursor == 3 * half
+        await pilot.press("ctrl+u")
+        assert t.cursor == 2 * half
+        await pilot.press("G")
+        assert t.cursor == t.row_count - 1
+
+
+# -- 80x24 and resizes ------------------------------------------------------------------
+
+
+async def test_everything_important_shows_at_80x24_and_across_resizes() -> None:
+    app = make_app(demo_inventory())
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+
+        def check() -> None:
+            text = screen_text(app)
+            lines = text.splitlines()
+            assert len(lines) == app.size.height
+            assert all(len(line) <= app.size.width for line in lines)
+            for expected in ("storage-console", "images", "iso", "archive",  # the pools
+                             "base-debian12.qcow2", "db01.raw",  # volumes
+                             "local › images"):  # where we are
+                assert expected in text, f"{expected!r} missing at {app.size}:\n{text}"
+            footer = lines[-1]
+            for key in ("/", "r", "c", "J", "?"):
+                assert f"{key} " in footer or f" {key}" in footer, footer
+
+        check()
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+        assert app.size == (120, 40)
+        check()
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        check()
+        await type_line(pilot, ":pool iso")  # the command line fits at 80 too
+        await pilot.pause()
+        assert ":pool iso" in screen_text(app).splitlines()[-2]
+        await pilot.press("enter")
+        await pilot.pause()
+        assert shown_pool(app) == ("local", "iso")
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        assert "Keys" in screen_text(app)
+        await pilot.resize_terminal(60, 20)  # smaller than anyone should use: no crash
+        await pilot.pause()
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+
+
+# -- every key findable ---------------------------------------------------------------
+
+
+def ours(node: DOMNode) -> list[Binding]:
+    """The bindings this project declares on ``node``'s classes."""
+    return [b for cls in type(node).__mro__ if cls.__module__.startswith("console.")
+            for b in Binding.make_bindings(cls.__dict__.get("BINDINGS", []))]
+
+
+def help_text(app: StorageConsoleApp) -> str:
+    help_screen = HelpScreen(binding_sections(app, app.screen))
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(help_screen.table())
+    return console.export_text()
+
+
+def unlisted(app: StorageConsoleApp) -> list[str]:
+    """Every key of the app, the screen and its widgets that is neither in the help
+    screen for this screen nor in the footer."""
+    helped = help_text(app)
+    footer = "\n".join(screen_text(app).splitlines()[-1:]) \
+        if app.screen.query(Footer) else ""
+    missing = []
+    for node in [app, app.screen, *app.screen.query("*")]:
+        for binding in ours(node):
+            action = binding.action
+            if action in GENERIC or node.check_action(action, ()) is False:
+                continue  # refused here (read-only, no job engine...): not offered
+            display = app.get_key_display(binding)
+            if f"{display} " not in helped and f" {display}" not in helped \
+                    and display not in footer:
+                missing.append(f"{type(node).__name__}: {binding.key} ({action})")
+    return missing
+
+
+async def test_every_key_is_in_the_footer_or_the_help_screen() -> None:
+    app = make_app(demo_inventory())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert unlisted(app) == []
+        for key, screen_type in (("F", FixesScreen), ("C", ChainScreen),
+                                 ("A", AuditScreen)):
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, screen_type)
+            assert unlisted(app) == [], screen_type.__name__
+            await pilot.press("escape")
+            await pilot.pause()
+            assert isinstance(app.screen, MainScreen)
