@@ -26,6 +26,7 @@ from console.jobs.journal import JobRecord, JobState
 from console.jobs.operations import describe_job
 from console.ui.cells import fit, printable
 from console.ui.job_board import JobBoard, short_error
+from console.ui.widgets.painted_lines import PaintedLines
 from console.units import format_age, format_duration, format_rate
 
 JobAction = Literal["cancel", "resume", "rollback"]
@@ -140,6 +141,7 @@ class JobsPanel(ScrollView, can_focus=True):
     def __init__(self, board: JobBoard, *, clock: Callable[[], float],
                  can_act: bool = True, id: str | None = None) -> None:
         super().__init__(id=id)
+        self.painted = PaintedLines()  # what each line showed: ticks repaint only changes
         self.board = board
         self.clock = clock
         self.can_act = can_act
@@ -274,6 +276,13 @@ class JobsPanel(ScrollView, can_focus=True):
     # -- painting ---------------------------------------------------------------------
 
     def render_line(self, y: int) -> Strip:
+        return self.painted.remember(y, self._render_line(y))
+
+    def repaint_changed(self) -> None:
+        """A clock tick: repaint only the lines whose text moved on (ages, times)."""
+        self.painted.repaint_changed(self, self._render_line)
+
+    def _render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         base = self.rich_style
         index = round(self.scroll_y) + y

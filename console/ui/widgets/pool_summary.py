@@ -46,6 +46,7 @@ class PoolSummary(Widget):
 
     def __init__(self, *, clock: Callable[[], float], id: str | None = None) -> None:
         super().__init__(id=id)
+        self._look: tuple[str, tuple[object, ...]] | None = None  # as last painted
         self.clock = clock
         self.entry: PoolEntry | None = None
         self.shown = 0
@@ -61,6 +62,17 @@ class PoolSummary(Widget):
         self.refresh()
 
     def render(self) -> Text:
+        text = self._text()
+        self._look = (text.plain, tuple(text.spans))
+        return text
+
+    def repaint_changed(self) -> None:
+        """A clock tick: repaint only when the words moved on ("seen 2m ago")."""
+        text = self._text()
+        if (text.plain, tuple(text.spans)) != self._look:
+            self.refresh()
+
+    def _text(self) -> Text:
         part = self.get_component_rich_style
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         entry = self.entry

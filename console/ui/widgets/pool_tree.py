@@ -131,6 +131,7 @@ class PoolTree(Tree[NodeData]):
         self.guide_depth = 3
         self._pools: dict[tuple[str, str], TreeNode[NodeData]] = {}
         self._hosts: dict[str, TreeNode[NodeData]] = {}
+        self._painted: dict[tuple[str, str], str] = {}  # each pool's state as last drawn
 
     def populate(self, hosts: Iterable[Host], pools: Iterable[Pool],
                  pool_rows: Iterable[PoolRow], host_rows: Iterable[HostRow] = (),
@@ -181,9 +182,12 @@ class PoolTree(Tree[NodeData]):
                 node.refresh()
 
     def repaint_states(self) -> None:
-        """Ages move on: repaint the state glyphs."""
-        for node in self._pools.values():
-            node.refresh()
+        """Ages move on: repaint the pools whose state glyph changed (fresh to stale)."""
+        now = self.clock()
+        for key, node in self._pools.items():
+            if isinstance(node.data, PoolEntry) and \
+                    node.data.state(now) != self._painted.get(key):
+                node.refresh()
 
     def select_pool(self, host: str, pool: str) -> bool:
         node = self._pools.get((host, pool))
@@ -256,6 +260,7 @@ class PoolTree(Tree[NodeData]):
         if not isinstance(data, PoolEntry):
             return text
         state = data.state(self.clock())
+        self._painted[data.key] = state
         text.append(GLYPHS[state] + " ", part(f"pool-tree--{state}", partial=True))
         row = data.row
         bar = 10 if width >= 28 else 6 if width >= 16 else 0

@@ -32,6 +32,7 @@ from console.jobs.journal import JobState
 from console.ui.cells import fit, printable
 from console.ui.job_board import JobOutput
 from console.ui.messages import VolumeHighlighted
+from console.ui.widgets.painted_lines import PaintedLines
 from console.units import format_age, format_size
 
 PAGE_SIZE = 200
@@ -158,6 +159,7 @@ class VolumeTable(ScrollView, can_focus=True):
     def __init__(self, cache: Cache, *, clock: Callable[[], float],
                  id: str | None = None) -> None:
         super().__init__(id=id)
+        self.painted = PaintedLines()  # what each line showed: ticks repaint only changes
         self.cache = cache
         self.clock = clock
         self.host: str | None = None
@@ -396,6 +398,13 @@ class VolumeTable(ScrollView, can_focus=True):
     # -- painting -----------------------------------------------------------------------
 
     def render_line(self, y: int) -> Strip:
+        return self.painted.remember(y, self._render_line(y))
+
+    def repaint_changed(self) -> None:
+        """A clock tick: repaint only the lines whose text moved on (ages, times)."""
+        self.painted.repaint_changed(self, self._render_line)
+
+    def _render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         base = self.rich_style
         columns = layout(width)
