@@ -41,7 +41,8 @@ def binding_sections(app: App[Any], screen: Screen[Any]) -> list[Section]:
     sections: list[Section] = []
     for title, node in nodes:
         grouped: dict[str, tuple[list[str], str]] = {}
-        for binding in _bindings(node):
+        own_only = getattr(node, "HELP_OWN_ONLY", False)  # not an Input's editing keys
+        for binding in _bindings(node, own_only=own_only):
             if not binding.description or binding.action in GENERIC:
                 continue
             action = binding.action.removeprefix("app.").removeprefix("screen.")
@@ -57,13 +58,15 @@ def binding_sections(app: App[Any], screen: Screen[Any]) -> list[Section]:
     return sections
 
 
-def _bindings(node: DOMNode) -> list[Binding]:
-    """The node's bindings, those declared by this project's classes first."""
+def _bindings(node: DOMNode, *, own_only: bool = False) -> list[Binding]:
+    """The node's bindings, those declared by this project's classes first (only
+    those with ``own_only``)."""
     ours = {(b.key, b.action) for cls in type(node).__mro__
             if cls.__module__.startswith(("console.", "themes"))
             for b in Binding.make_bindings(getattr(cls, "BINDINGS", []))}
     every = [binding for bindings in node._bindings.key_to_bindings.values()
-             for binding in bindings]
+             for binding in bindings
+             if not own_only or (binding.key, binding.action) in ours]
     return sorted(every, key=lambda b: (b.key, b.action) not in ours)
 
 

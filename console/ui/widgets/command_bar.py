@@ -28,6 +28,7 @@ class CommandBar(Input):
 
     HELP_ORDER: ClassVar[int] = 4
     HELP_TITLE: ClassVar[str] = "Command line (after :)"
+    HELP_OWN_ONLY: ClassVar[bool] = True  # the editing keys are every text field's
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close"),
