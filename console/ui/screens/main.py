@@ -123,6 +123,7 @@ class MainScreen(HostActions):
     # Seconds between reads of the journal: while a job is active, and when all is idle.
     JOB_POLL_BUSY: ClassVar[float] = 1.0
     JOB_POLL_IDLE: ClassVar[float] = 3.0
+    JOB_PAINT_HZ: ClassVar[float] = 8.0  # the runner's reports, painted together
 
     def __init__(self, inventory: Inventory, *, clock: Callable[[], float],
                  runner: Runner | None = None, select: tuple[str, str] | None = None,
@@ -142,6 +143,7 @@ class MainScreen(HostActions):
         self.board = JobBoard(started=time.time())
         self.jobs_hidden_by_user = False
         self.select_after: dict[int, tuple[str, str, str]] = {}  # job -> volume to select
+        self.job_news: dict[int, JobRecord] = {}  # runner reports not painted yet
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -573,8 +575,16 @@ class MainScreen(HostActions):
 
     @on(JobUpdated)
     def job_updated(self, message: JobUpdated) -> None:
-        change = self.board.local_update(message.job)
-        self.jobs_changed([change] if change else [])
+        # Many jobs report ~10 times a second each: paint their news together, at most
+        # JOB_PAINT_HZ times a second, so keys stay quick and the wire quiet.
+        self.job_news[message.job.id] = message.job
+        if len(self.job_news) == 1:
+            self.set_timer(1 / self.JOB_PAINT_HZ, self.paint_job_news)
+
+    def paint_job_news(self) -> None:
+        news, self.job_news = self.job_news, {}
+        changes = [self.board.local_update(job) for job in news.values()]
+        self.jobs_changed([c for c in changes if c is not None])
 
     @on(JobsPolled)
     def jobs_polled(self, message: JobsPolled) -> None:
