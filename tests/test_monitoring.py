@@ -168,7 +168,8 @@ def test_the_monitor_reports_each_change_once(tmp_path: Path) -> None:
     cache.record_host("local", "local", "online")
     first = monitor.poll(NOW)
     assert (first.alerts, first.changes, first.events) == ([], [], [])
-    fill(cache, IMAGES, [(volume(IMAGES, "a.qcow2"), Health(HealthState.BROKEN, ("backing file gone",)))],
+    broken = Health(HealthState.BROKEN, ("backing file gone",))
+    fill(cache, IMAGES, [(volume(IMAGES, "a.qcow2"), broken)],
          capacity=Capacity(100 * G, 60 * G, 40 * G, 0), seen_at=NOW)
     second = monitor.poll(NOW + 1)
     assert [a.level for a in second.alerts] == [Level.WARNING]

@@ -34,6 +34,8 @@ class StorageConsoleApp(App[None]):
         clock: Seconds since the epoch, for the age of cached rows (fixed in tests).
         theme: A theme name (default ``storage-dark``).
         cursor_blink: Blinking text cursors (snapshot tests turn it off).
+        monitor: The screen made for watching: alerts and events beside the pools.
+        refresh_every: Seconds between refreshes of every pool (None: on demand).
     """
 
     TITLE = "storage-console"
@@ -48,7 +50,8 @@ class StorageConsoleApp(App[None]):
     def __init__(self, inventory: Inventory, *, runner: Runner | None = None,
                  select: tuple[str, str] | None = None, refresh_on_start: bool = True,
                  clock: Callable[[], float] = time.time, theme: str | None = None,
-                 cursor_blink: bool = True) -> None:
+                 cursor_blink: bool = True, monitor: bool = False,
+                 refresh_every: float | None = None) -> None:
         super().__init__()
         self.inventory = inventory
         self.runner = runner
@@ -59,17 +62,25 @@ class StorageConsoleApp(App[None]):
         self.refresh_on_start = refresh_on_start
         self.clock = clock
         self.cursor_blink = cursor_blink
+        self.monitor = monitor
+        self.refresh_every = refresh_every
         for each in THEMES:
             self.register_theme(each)
         self.theme = theme or DEFAULT_THEME
         if inventory.read_only:
             self.sub_title = "read-only"
+        if monitor:
+            self.sub_title = " ".join(filter(None, [self.sub_title, "monitor"]))
+        if refresh_every:
+            self.sub_title = " ".join(filter(None, [self.sub_title,
+                                                    f"(refresh every {refresh_every:g}s)"]))
 
     def get_default_screen(self) -> Screen[None]:
         self.main_screen = MainScreen(self.inventory, runner=self.runner, clock=self.clock,
                                       select=self.select,
                                       refresh_on_start=self.refresh_on_start,
-                                      cursor_blink=self.cursor_blink)
+                                      cursor_blink=self.cursor_blink, monitor=self.monitor,
+                                      refresh_every=self.refresh_every)
         return self.main_screen
 
     def job_updated(self, job: JobRecord) -> None:

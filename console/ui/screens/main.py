@@ -63,8 +63,10 @@ from console.ui.screens.plan import VolumePlanDialog
 from console.ui.screens.resize_volume import ResizeVolumeScreen
 from console.ui.screens.snapshot_volume import CloneVolumeScreen, SnapshotVolumeScreen
 from console.ui.widgets.jobs_panel import JobsPanel
+from console.ui.widgets.monitor_panel import MonitorPanel
 from console.ui.widgets.pool_summary import PoolSummary
 from console.ui.widgets.pool_tree import HostEntry, PoolEntry, PoolTree
+from console.ui.widgets.usage_history import UsageHistory
 from console.ui.widgets.volume_detail import VolumeDetail
 from console.ui.widgets.volume_table import SORT_LABELS, VolumeTable
 
@@ -123,8 +125,11 @@ class MainScreen(HostActions):
 
     def __init__(self, inventory: Inventory, *, clock: Callable[[], float],
                  runner: Runner | None = None, select: tuple[str, str] | None = None,
-                 refresh_on_start: bool = True, cursor_blink: bool = True) -> None:
+                 refresh_on_start: bool = True, cursor_blink: bool = True,
+                 monitor: bool = False, refresh_every: float | None = None) -> None:
         super().__init__()
+        self.monitor = monitor  # the alerts and events strip, for watching
+        self.refresh_every = refresh_every  # seconds between refreshes; None: on demand
         self.inventory = inventory
         self.runner = runner
         self.clock = clock
@@ -147,10 +152,15 @@ class MainScreen(HostActions):
                 yield PoolTree(clock=self.clock, id="pools")
             with Vertical(id="right"):
                 yield PoolSummary(clock=self.clock, id="summary")
+                yield UsageHistory(self.inventory.cache, id="history")
                 yield Input(placeholder="filter names (enter keeps, esc clears)", id="filter",
                             compact=True)
                 yield VolumeTable(self.inventory.cache, clock=self.clock, id="volumes")
                 yield VolumeDetail(clock=self.clock, id="detail")
+        if self.monitor:
+            yield MonitorPanel(self.inventory.cache, self.inventory.config.pool_thresholds,
+                               journal=self.runner.journal if self.runner else None,
+                               clock=self.clock, id="monitor")
         yield JobsPanel(self.board, clock=self.clock, id="jobs",
                         can_act=self.runner is not None and not self.inventory.read_only)
         yield Footer()
@@ -180,6 +190,8 @@ class MainScreen(HostActions):
             self.update_summary()
         self.volume_table.focus()
         self.set_interval(AGE_TICK, self.repaint_ages)
+        if self.refresh_every:
+            self.set_interval(self.refresh_every, self.action_refresh)
         if self.refresh_on_start:
             self.action_refresh()
         if self.runner is not None:
@@ -221,6 +233,7 @@ class MainScreen(HostActions):
         self.query_one(PoolSummary).show(self.current, shown=table.row_count,
                                          filter_text=table.filter_text, sort=table.sort,
                                          descending=table.descending)
+        self.query_one(UsageHistory).show(self.current.key if self.current else None)
 
     def repaint_ages(self) -> None:
         self.volume_table.refresh()
@@ -276,6 +289,8 @@ class MainScreen(HostActions):
     def refresh_finished(self, message: RefreshFinished) -> None:
         self.pool_tree.set_refreshing(False)
         self.update_summary()
+        for panel in self.query(MonitorPanel):
+            panel.poll_now()
         if message.error:
             self.notify(message.error, title="refresh failed", severity="error", timeout=10)
 
