@@ -85,6 +85,15 @@ class AlertChange:
         return self.after > self.before
 
     @property
+    def summary(self) -> str:
+        """A line of the events log (narrow: the notification says more)."""
+        if self.after == Level.OK:
+            return f"{self.host}:{self.pool} back below warning ({100 * self.used:.0f}% used)"
+        limit = self.limits.critical if self.after == Level.CRITICAL else self.limits.warning
+        return (f"{self.host}:{self.pool} {self.after}: {100 * self.used:.0f}% used "
+                f"(threshold {100 * limit:.0f}%)")
+
+    @property
     def text(self) -> str:
         where = f"host {self.host!r}, pool {self.pool!r}"
         if self.after == Level.OK:
@@ -304,7 +313,7 @@ class Monitor:
         error = None
         pools = self.cache.pools()
         changes = self.alerts.update(pools, now)
-        events += [Event(now, "alert", c.text, "information" if c.after == Level.OK
+        events += [Event(now, "alert", c.summary, "information" if c.after == Level.OK
                          else "error" if c.after == Level.CRITICAL else "warning")
                    for c in changes]
         events += host_events(self._hosts, self.cache.hosts(), now)

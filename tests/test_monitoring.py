@@ -57,6 +57,8 @@ def test_an_alert_is_raised_once_per_crossing_and_cleared_below() -> None:
     [cleared] = alerts.update([pool_row(20 * G)], NOW + 5)
     assert (cleared.after, cleared.raised) == (Level.OK, False)
     assert "back below" in cleared.text and alerts.active() == []
+    assert cleared.summary == "local:images back below warning (20% used)"
+    assert worse.summary == "local:images critical: 95% used (threshold 90%)"
     assert alerts.update([pool_row(20 * G)], NOW + 6) == []
 
 

@@ -240,3 +240,62 @@ def test_fixes_100x30(snap_compare: SnapCompare, monkeypatch: pytest.MonkeyPatch
     combined space effect in the status line."""
     monkeypatch.setattr("console.ui.screens.fixes.check_pools", fixed_report)
     assert snap_compare(demo_app(), run_before=fixes_marked, terminal_size=(100, 30))
+
+
+def monitor_app(inventory: Inventory) -> StorageConsoleApp:
+    return StorageConsoleApp(inventory, runner=runner_for(inventory), refresh_on_start=False,
+                             clock=clock, theme="storage-dark", cursor_blink=False,
+                             monitor=True, refresh_every=30)
+
+
+async def monitor_polled(pilot: Any) -> None:
+    import asyncio
+
+    from console.ui.widgets.monitor_panel import MonitorPanel
+
+    panel = pilot.app.screen.query_one(MonitorPanel)
+    for _ in range(400):
+        if panel.polls:
+            break
+        await asyncio.sleep(0.01)
+    pilot.app.clear_notifications()  # the toasts would hide the events log
+    await pilot.pause()
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The events log shows local times: the snapshots are taken in UTC."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+
+
+def test_monitor_80x24(snap_compare: SnapCompare, utc: None) -> None:
+    """The read-only monitor at 80x24: one pool critical, one warning, in the alerts
+    panel, the events log and notifications."""
+    import dataclasses
+
+    from console.config import Thresholds
+    from tests.conftest_ui import demo_cache, demo_config
+
+    config = dataclasses.replace(demo_config(), thresholds=Thresholds(0.5, 0.58))
+    inventory = Inventory(config, demo_cache(), read_only=True)
+    assert snap_compare(monitor_app(inventory), run_before=monitor_polled,
+                        terminal_size=(80, 24))
+
+
+def test_usage_history_120x40(snap_compare: SnapCompare, utc: None) -> None:
+    """The images pool's usage over a week of refreshes, growing: the sparkline and the
+    "full in N days" estimate in its detail."""
+    from backends.model import Capacity
+    from tests.conftest_ui import IMAGES, NOW, fill, images_volumes
+
+    inventory = demo_inventory(read_only=True)
+    g = 1 << 30
+    for day, used in enumerate((250, 262, 270, 281, 279, 290, 300, 310)):
+        fill(inventory.cache, IMAGES, images_volumes(),
+             capacity=Capacity(900 * g, used * g, (900 - used) * g, 700 * g),
+             seen_at=NOW - 90 - (7 - day) * 86400)
+    assert snap_compare(monitor_app(inventory), run_before=monitor_polled,
+                        terminal_size=(120, 40))

@@ -107,7 +107,7 @@ async def test_an_alert_once_per_crossing_on_a_small_file_system(
             [f"pool {small_fs}: warning", f"pool {small_fs}: ok"]
         events = app.screen.query_one(EventsLog).events
         assert [e.kind for e in events] == ["alert", "alert"]
-        assert "back below the warning threshold" in events[0].text
+        assert events[0].text == f"local:{small_fs} back below warning (0% used)"
 
 
 async def test_a_job_of_another_console_goes_to_the_events_log(

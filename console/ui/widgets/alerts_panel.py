@@ -56,7 +56,5 @@ class AlertsPanel(Widget):
             text.append(f"\n{str(alert.level).upper():8} ", style(f"alerts-panel--{part}"))
             text.append(f"{printable(alert.host)}:{printable(alert.pool)} "
                         f"{100 * alert.used:.0f}% ")
-            age = format_age(max(0.0, now - alert.since))
-            text.append("just now" if age == "now" else f"for {age}",
-                        style("alerts-panel--muted"))
+            text.append(format_age(max(0.0, now - alert.since)), style("alerts-panel--muted"))
         return text
