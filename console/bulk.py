@@ -367,7 +367,7 @@ class Outcome:
         return self.job is not None and self.job.state == JobState.DONE
 
 
-def carry_out(runner: Runner, plan: BulkPlan, report: Callable[[Outcome], None], *,
+def carry_out(runner: Runner, plan: BulkPlan, report: Callable[[Outcome], object], *,
               timeout: float | None = None) -> list[Outcome]:
     """Submit ``plan``'s jobs wave by wave and ``report`` each as it is queued and as it
     ends. Blocking: waits for the jobs (thread workers only)."""
