@@ -128,7 +128,8 @@ class BulkPlanScreen(DialogScreen[list[JobRecord]]):
         #dest-row.-shown { display: block; layout: horizontal; }
         #dest-row Static { width: 8; color: $text-muted; }
         #dest-row Select { width: 1fr; }
-        #body { height: auto; max-height: 30; margin: 1 0 0 0; }
+        #body { height: auto; max-height: 60vh; margin: 1 0 0 0; }
+        #plan { height: auto; }
         #question { height: auto; margin: 1 0 0 0; }
         #typed { display: none; }
         #typed.-shown { display: block; }
