@@ -299,3 +299,35 @@ def test_usage_history_120x40(snap_compare: SnapCompare, utc: None) -> None:
              seen_at=NOW - 90 - (7 - day) * 86400)
     assert snap_compare(monitor_app(inventory), run_before=monitor_polled,
                         terminal_size=(120, 40))
+
+
+def test_bulk_delete_plan_100x30(snap_compare: SnapCompare) -> None:
+    """A plan for deleting four marked volumes: two jobs (one holding data), two refused
+    with why, and the space they free (a fixed plan: the demo's files do not exist)."""
+    from console.bulk import BulkPlan, PlannedJob, PoolEffect, Refusal
+    from console.jobs.operations import DeleteVolume
+    from console.ui.screens.bulk import BulkPlanScreen
+
+    M = 1 << 20
+    plan = BulkPlan("delete", (
+        PlannedJob(DeleteVolume("local", "images", "web01.qcow2", typed_name="web01.qcow2"),
+                   0, (), (("local", "images", -812 * M),)),
+        PlannedJob(DeleteVolume("local", "images", "web02.qcow2"), 0, (),
+                   (("local", "images", -640 * M),)),
+    ), (
+        Refusal("local", "images", "base-debian12.qcow2",
+                "1 volume(s) are based on it and not marked (deep.qcow2): mark them too, "
+                "or flatten them first"),
+        Refusal("local", "images", "db01.raw",
+                "in use by a running QEMU (its file lock): stop the VM (or qemu-nbd) first"),
+    ), (PoolEffect("local", "images", -1452 * M, 590 << 30, 0),))
+
+    async def show_plan(pilot: Any) -> None:
+        await pilot.press("space", "space", "space", "space")  # the first four by name
+        screen = pilot.app.screen
+        marks = list(screen.volume_table.marks)
+        pilot.app.push_screen(BulkPlanScreen(screen.inventory, screen.runner, "delete",
+                                             marks, plan=plan, cursor_blink=False))
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), run_before=show_plan, terminal_size=(100, 30))
