@@ -130,6 +130,10 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
                        help="nothing can change storage (enforced below the UI)")
         p.add_argument("--no-refresh", action="store_true",
                        help="paint from the cache only; refresh with r")
+        p.add_argument("--theme", metavar="NAME",
+                       help="storage-dark, storage-light, storage-high-contrast, "
+                            "storage-mono or a user theme (default: the one last picked; "
+                            "storage-mono when NO_COLOR is set)")
         p.add_argument("--cache", type=Path, metavar="FILE",
                        help=f"cache file (default: {cache_path()})")
         p.add_argument("--trust-host", action="append", default=[], metavar="NAME",
@@ -299,9 +303,14 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     runner = Runner(Journal(journal_path()), inventory)
     from console.ui.app import StorageConsoleApp  # Textual: only for the console
+    from console.ui.theme_choice import UnknownTheme
 
-    app = StorageConsoleApp(inventory, runner=runner, select=config.selected,
-                            refresh_on_start=not args.no_refresh)
+    try:
+        app = StorageConsoleApp(inventory, runner=runner, select=config.selected,
+                                refresh_on_start=not args.no_refresh, theme=args.theme)
+    except UnknownTheme as err:
+        runner.close(cancel=True)
+        raise UsageError(f"--theme: {err}") from None
     try:
         app.run()
     finally:

@@ -240,3 +240,21 @@ def test_fixes_100x30(snap_compare: SnapCompare, monkeypatch: pytest.MonkeyPatch
     combined space effect in the status line."""
     monkeypatch.setattr("console.ui.screens.fixes.check_pools", fixed_report)
     assert snap_compare(demo_app(), run_before=fixes_marked, terminal_size=(100, 30))
+
+
+@pytest.mark.parametrize("theme", ["storage-dark", "storage-light", "storage-high-contrast",
+                                   "storage-mono"])
+def test_theme(snap_compare: SnapCompare, theme: str) -> None:
+    """Each theme on the main screen at 100x30, the cursor on the broken volume and the
+    jobs panel shown: health, snapshot, cursor, stale and failed jobs must stay apart."""
+
+    async def cursor_on_broken(pilot: Any) -> None:
+        await jobs_read(pilot)
+        await pilot.press(*["j"] * 5)
+        await pilot.pause()
+
+    inventory = demo_inventory()
+    app = StorageConsoleApp(inventory, runner=Runner(demo_journal(), inventory),
+                            refresh_on_start=False, clock=clock, theme=theme,
+                            cursor_blink=False)
+    assert snap_compare(app, run_before=cursor_on_broken, terminal_size=(100, 30))
