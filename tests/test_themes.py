@@ -200,24 +200,30 @@ async def test_a_remembered_theme_that_is_gone_falls_back_with_a_warning() -> No
 # -- 16 colours ---------------------------------------------------------------------------
 
 
-def standard(theme: Theme, variable: str) -> str:
-    """The theme variable as the 16-colour terminal gets it (Rich's downgrade)."""
+def standard(theme: Theme, variable: str) -> int:
+    """The theme variable as the 16-colour terminal gets it: its palette number (Rich's
+    downgrade, as Textual's console does for TERM=linux, screen, tmux)."""
     variables = theme.to_color_system().generate()
     base = Color.parse(variables["surface"] if variables["surface"] != "transparent"
                        else variables["background"])
     colour = base + Color.parse(variables[variable])  # alpha blended as Textual does
-    return str(colour.rich_color.downgrade(ColorSystem.STANDARD).name)
+    number = colour.rich_color.downgrade(ColorSystem.STANDARD).number
+    assert number is not None
+    return number
 
 
 @pytest.mark.parametrize("theme", [t for t in THEMES if not t.ansi], ids=lambda t: t.name)
 def test_themes_keep_things_apart_in_16_colours(theme: Theme) -> None:
     """On TERM=linux, screen or tmux (Rich: 16 colours) the focused cursor, health and
     the text still differ from the background they are drawn on."""
-    background = standard(theme, "surface" if theme.surface else "background")
-    for variable in ("block-cursor-background", "foreground", "success", "warning",
-                     "error", "primary"):
+    background = standard(theme, "surface")
+    for variable in ("block-cursor-background", "foreground", "error", "primary"):
         assert standard(theme, variable) != background, variable
-    assert len({standard(theme, v) for v in ("success", "warning", "error")}) == 3
+    if "block-cursor-blurred-text-style" not in theme.variables:  # else: underlined
+        assert standard(theme, "block-cursor-blurred-background") != background
+    if theme.name == "storage-high-contrast":  # made of the 16 colours: nothing merges
+        health = {standard(theme, v) for v in ("success", "warning", "error")}
+        assert len(health | {background}) == 4
 
 
 @pytest.mark.parametrize(("term", "system"), [("xterm-256color", "256"),
@@ -249,3 +255,20 @@ async def test_the_terminal_decides_the_colours(monkeypatch: pytest.MonkeyPatch,
         assert codes and codes <= set(range(0, 10)) | set(range(30, 50)) | \
             set(range(90, 98)) | set(range(100, 108))
         assert 38 not in codes and 48 not in codes
+
+
+@pytest.mark.parametrize("theme", ["storage-high-contrast", MONO_THEME])
+async def test_without_colour_cursors_are_underlined_or_reversed(theme: str) -> None:
+    app = app_for(theme=theme)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.main_screen
+        assert screen is not None
+        table = screen.query_one("VolumeTable")
+        table.focus()
+        await pilot.pause()
+        focused = table.get_component_rich_style("volume-table--cursor")
+        screen.query_one("PoolTree").focus()
+        await pilot.pause()
+        blurred = table.get_component_rich_style("volume-table--cursor")
+    assert focused.bold and (focused.reverse or theme != MONO_THEME)
+    assert blurred.underline and not blurred.reverse
