@@ -136,6 +136,10 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
                             f"{MONITOR_REFRESH:g}s unless --refresh says otherwise")
         p.add_argument("--refresh", type=_seconds, metavar="N",
                        help="refresh every pool every N seconds")
+        p.add_argument("--theme", metavar="NAME",
+                       help="storage-dark, storage-light, storage-high-contrast, "
+                            "storage-mono or a user theme (default: the one last picked; "
+                            "storage-mono when NO_COLOR is set)")
         p.add_argument("--cache", type=Path, metavar="FILE",
                        help=f"cache file (default: {cache_path()})")
         p.add_argument("--trust-host", action="append", default=[], metavar="NAME",
@@ -329,10 +333,15 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     runner = Runner(Journal(journal_path()), inventory)
     from console.ui.app import StorageConsoleApp  # Textual: only for the console
+    from console.ui.theme_choice import UnknownTheme
 
-    app = StorageConsoleApp(inventory, runner=runner, select=config.selected,
-                            refresh_on_start=not args.no_refresh, monitor=args.monitor,
-                            refresh_every=refresh_every)
+    try:
+        app = StorageConsoleApp(inventory, runner=runner, select=config.selected,
+                                refresh_on_start=not args.no_refresh, monitor=args.monitor,
+                                refresh_every=refresh_every, theme=args.theme)
+    except UnknownTheme as err:
+        runner.close(cancel=True)
+        raise UsageError(f"--theme: {err}") from None
     try:
         app.run()
     finally:

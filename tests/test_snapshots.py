@@ -331,3 +331,21 @@ def test_bulk_delete_plan_100x30(snap_compare: SnapCompare) -> None:
         await pilot.pause()
 
     assert snap_compare(demo_app(), run_before=show_plan, terminal_size=(100, 30))
+
+
+@pytest.mark.parametrize("theme", ["storage-dark", "storage-light", "storage-high-contrast",
+                                   "storage-mono"])
+def test_theme(snap_compare: SnapCompare, theme: str) -> None:
+    """Each theme on the main screen at 100x30, the cursor on the broken volume and the
+    jobs panel shown: health, snapshot, cursor, stale and failed jobs must stay apart."""
+
+    async def cursor_on_broken(pilot: Any) -> None:
+        await jobs_read(pilot)
+        await pilot.press(*["j"] * 5)
+        await pilot.pause()
+
+    inventory = demo_inventory()
+    app = StorageConsoleApp(inventory, runner=Runner(demo_journal(), inventory),
+                            refresh_on_start=False, clock=clock, theme=theme,
+                            cursor_blink=False)
+    assert snap_compare(app, run_before=cursor_on_broken, terminal_size=(100, 30))

@@ -275,14 +275,6 @@ async def test_palette_offers_console_commands() -> None:
         assert table(app).sort == "chain_depth"
 
 
-async def test_theme_toggles() -> None:
-    app = make_app(demo_inventory())
-    async with app.run_test(size=SIZE) as pilot:
-        assert app.theme == "storage-dark"
-        await pilot.press("t")
-        assert app.theme == "storage-light"
-
-
 # -- 100,000 volumes ---------------------------------------------------------------------
 
 

@@ -6,9 +6,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
+from textual import events, on
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
+from textual.theme import Theme
 
 from console.inventory import Inventory
 from console.jobs.journal import JobRecord
@@ -18,7 +20,8 @@ from console.ui.messages import JobUpdated
 from console.ui.screens.confirm import ConfirmScreen
 from console.ui.screens.help import HelpScreen, binding_sections
 from console.ui.screens.main import MainScreen
-from themes import CSS_PATH, DEFAULT_THEME, THEMES, other_theme
+from console.ui.theme_choice import ThemeChoice, no_color
+from themes import CSS_PATH
 
 
 class StorageConsoleApp(App[None]):
@@ -32,7 +35,8 @@ class StorageConsoleApp(App[None]):
         select: ``(host, pool)`` to open on (default: the first pool).
         refresh_on_start: Re-read every pool from disk once the cache is painted.
         clock: Seconds since the epoch, for the age of cached rows (fixed in tests).
-        theme: A theme name (default ``storage-dark``).
+        theme: A theme name (default: NO_COLOR's monochrome one, else the one the config
+            remembers, else ``storage-dark``); an unknown one raises ``UnknownTheme``.
         cursor_blink: Blinking text cursors (snapshot tests turn it off).
         monitor: The screen made for watching: alerts and events beside the pools.
         refresh_every: Seconds between refreshes of every pool (None: on demand).
@@ -44,7 +48,7 @@ class StorageConsoleApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=False),  # as everywhere; ? lists it
         Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("t", "toggle_theme", "Light/dark", show=False),
+        Binding("ctrl+t", "pick_theme", "Theme…", show=False),  # or ctrl+p "Theme: …"
     ]
 
     def __init__(self, inventory: Inventory, *, runner: Runner | None = None,
@@ -52,7 +56,8 @@ class StorageConsoleApp(App[None]):
                  clock: Callable[[], float] = time.time, theme: str | None = None,
                  cursor_blink: bool = True, monitor: bool = False,
                  refresh_every: float | None = None) -> None:
-        super().__init__()
+        # NO_COLOR: Textual then strips every colour rather than greying them.
+        super().__init__(ansi_color=True if no_color() else None)
         self.inventory = inventory
         self.runner = runner
         self.main_screen: MainScreen | None = None
@@ -64,9 +69,9 @@ class StorageConsoleApp(App[None]):
         self.cursor_blink = cursor_blink
         self.monitor = monitor
         self.refresh_every = refresh_every
-        for each in THEMES:
-            self.register_theme(each)
-        self.theme = theme or DEFAULT_THEME
+        self.theme_choice = ThemeChoice.load(inventory.config.source, inventory.config.theme)
+        self.theme_choice.register(self)
+        self.theme = self.theme_choice.start(self, theme)
         if inventory.read_only:
             self.sub_title = "read-only"
         if monitor:
@@ -110,11 +115,20 @@ class StorageConsoleApp(App[None]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(binding_sections(self, self.screen)))
 
-    def action_toggle_theme(self) -> None:
-        self.theme = other_theme(self.theme)
+    @on(events.Mount)
+    def _follow_theme(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._theme_picked)
+        self.theme_choice.report_problems(self)
+
+    def _theme_picked(self, theme: Theme) -> None:
+        self.theme_choice.picked(self, theme)
+
+    def action_pick_theme(self) -> None:
+        self.search_commands([(c.name, c.callback, c.help)
+                              for c in self.theme_choice.commands(self)],
+                             placeholder="Theme…")
 
     def palette_commands(self) -> Iterable[PaletteCommand]:
         yield PaletteCommand("Help: keys", "Every key binding", self.action_help)
-        yield PaletteCommand("Toggle light/dark theme", "storage-dark <-> storage-light",
-                             self.action_toggle_theme)
+        yield from self.theme_choice.commands(self)
         yield PaletteCommand("Quit", "Leave storage-console", self.action_quit)
