@@ -159,21 +159,18 @@ def test_a_job_is_running_only_once_it_holds_its_locks(
     """The journal said running before the lock was taken: a job submitted after it
     could take the lock first and fail it. Seen from inside the lock call, the job is
     still pending."""
-    from console.jobs import runner as runner_module
-
     runner, pool = engine
     seen: list[JobState] = []
-    real_lock = runner_module.volume_lock
 
     @contextlib.contextmanager
     def watched_lock(*args: Any, **kwargs: Any) -> Iterator[None]:
-        seen.append(runner.journal.get(job.id).state)
-        with real_lock(*args, **kwargs):
+        (job,) = runner.journal.jobs()  # the only one (submit may not have returned yet)
+        seen.append(job.state)
+        with volume_lock(*args, **kwargs):
             yield
 
-    monkeypatch.setattr(runner_module, "volume_lock", watched_lock)
-    job = runner.submit(SlowWrite("local", pool, "v", steps=1))
-    done = runner.wait(job.id, PATIENCE)
+    monkeypatch.setattr("console.jobs.runner.volume_lock", watched_lock)
+    done = runner.wait(runner.submit(SlowWrite("local", pool, "v", steps=1)).id, PATIENCE)
     assert seen == [JobState.PENDING] and done.state == JobState.DONE
 
 

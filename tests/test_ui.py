@@ -611,7 +611,14 @@ async def test_in_use_is_marked(tmp_path: Path) -> None:
     server = subprocess.Popen(["qemu-nbd", "--persistent", "-k", str(tmp_path / "s.sock"),
                                "-f", "qcow2", str(pool / "busy.qcow2")])
     try:
-        time.sleep(0.5)  # qemu-nbd takes its lock as it opens the image
+        from backends.transport.local import LocalTransport
+        from tests.conftest import PATIENCE
+
+        # qemu-nbd takes its lock as it opens the image: on a busy machine, not at once.
+        deadline = time.monotonic() + PATIENCE
+        while not LocalTransport().qemu_write_locked(str(pool / "busy.qcow2")):
+            assert server.poll() is None and time.monotonic() < deadline, "no QEMU lock"
+            time.sleep(0.02)
         inventory = real_inventory(pool, cache_path=tmp_path / "c.db")
         app = StorageConsoleApp(inventory, select=("local", str(pool.resolve())),
                                 refresh_on_start=True, cursor_blink=False)
