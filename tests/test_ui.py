@@ -26,6 +26,7 @@ from console.ui.screens.main import MainScreen
 from console.ui.widgets.pool_tree import PoolTree
 from console.ui.widgets.volume_detail import VolumeDetail
 from console.ui.widgets.volume_table import VolumeTable
+from tests.conftest import PATIENCE
 from tests.conftest_ui import (
     big_inventory,
     big_name,
@@ -76,7 +77,8 @@ def image_info(path: Path) -> dict[str, object]:
     return dict(json.loads(out))
 
 
-async def settle(app: StorageConsoleApp, pilot: object, *, timeout: float = 30) -> None:
+async def settle(app: StorageConsoleApp, pilot: object, *,
+                 timeout: float = PATIENCE) -> None:
     """Wait for the jobs this console runs, every worker but the journal's reader, and
     the messages they posted, until nothing is left to do."""
     deadline = time.monotonic() + timeout
