@@ -14,6 +14,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -384,10 +385,12 @@ def test_host_that_dies_or_hangs_fails_fast(ssh_home: Path, sshd_fleet: Fleet,
     sshd = sshd_fleet["doomed"]
     t = transport(sshd_fleet, "doomed", keepalive=0.5, connect_timeout=2)
     errors: list[BaseException] = []
+    # This run's own: an earlier run's sleep outlives its session (orphaned, not killed).
+    seconds = f"300.{time.time_ns() % 10**9:09d}"
 
     def long_command() -> None:
         try:
-            t.run(["sleep", "3030.3"])
+            t.run(["sleep", seconds])
         except BaseException as err:
             errors.append(err)
 
@@ -396,7 +399,7 @@ def test_host_that_dies_or_hangs_fails_fast(ssh_home: Path, sshd_fleet: Fleet,
     worker = threading.Thread(target=long_command)
     worker.start()
     deadline = time.monotonic() + PATIENCE
-    while not remote_processes("3030.3") and worker.is_alive():
+    while not remote_processes(seconds) and worker.is_alive():
         assert time.monotonic() < deadline, "the command never started"
         time.sleep(0.02)
     sshd.pause()  # hangs: connections open, nothing answers
@@ -408,6 +411,9 @@ def test_host_that_dies_or_hangs_fails_fast(ssh_home: Path, sshd_fleet: Fleet,
             t.scan_directory(str(tmp_path), ())  # reconnecting to a hung host times out
     finally:
         sshd.resume()
+        for pid in remote_processes(seconds):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     # A host killed in the middle of a scan: the connection resets at once.
     (tmp_path / "many").mkdir()
     for i in range(3000):
