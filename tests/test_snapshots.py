@@ -258,7 +258,11 @@ async def monitor_polled(pilot: Any) -> None:
         if panel.polls:
             break
         await asyncio.sleep(0.01)
-    pilot.app.clear_notifications()  # the toasts would hide the events log
+    # The poll's notifications are messages to the app: let them arrive, then clear
+    # them (the toasts would hide the events log).
+    await pilot.pause()
+    await pilot.pause()
+    pilot.app.clear_notifications()
     await pilot.pause()
 
 
