@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parent = Path(args.dir) if args.dir else common.data_root()
     parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="transfer-", dir=parent))
-    fleet = start_fleet(root / "fleet")
+    fleet = start_fleet(root / "fleet", "127.0.0.1")  # scp and rsync below name it
     old_env = {k: os.environ.get(k) for k in ("HOME", "SSH_AUTH_SOCK", "XDG_STATE_HOME",
                                               "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
     try:

@@ -97,6 +97,20 @@ class VolumeRow:
     used_by: tuple[tuple[str, bool], ...] = ()  # libvirt domains naming it, and running
 
 
+@dataclass(frozen=True)
+class UsageSample:
+    """A pool's space at one refresh: the usage history the pool's detail draws."""
+
+    at: float
+    capacity: int
+    allocation: int
+
+
+# Samples kept per pool. Past this, every other sample of the older half goes: recent
+# refreshes stay dense, old ones thin out, and the history still spans weeks.
+USAGE_SAMPLES = 240
+
+
 _VOLUME_COLUMNS = ("host", "pool", "name", "path", "format", "capacity", "allocation",
                    "backing", "backing_format", "chain_depth", "health", "reasons",
                    "readonly", "chain", "chain_problem", "chain_problem_path", "mtime",
@@ -169,7 +183,7 @@ class Cache:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master "
                                              "WHERE type='table'")}
-        if version == SCHEMA_VERSION and {"hosts", "pools", "volumes"} <= tables:
+        if version == SCHEMA_VERSION and {"hosts", "pools", "volumes", "usage"} <= tables:
             return  # the common case: no schema work, and no sqlite-utils import
         import sqlite_utils
 
@@ -199,6 +213,10 @@ class Cache:
                 if column not in ("name", "last_seen"):
                     db.table("volumes").create_index(["host", "pool", column, "name"])
             db.table("volumes").create_index(["host", "backing"])
+        if "usage" not in db.table_names():  # added without a new version: nothing to drop
+            db.table("usage").create({"host": str, "pool": str, "at": float,
+                                      "capacity": int, "allocation": int})
+            db.table("usage").create_index(["host", "pool", "at"])
 
     def close(self) -> None:
         self.db.close()
@@ -271,6 +289,23 @@ class Cache:
                  cap.capacity if cap else 0, cap.allocation if cap else 0,
                  cap.available if cap else 0, cap.committed if cap else 0,
                  len(scan.volumes), seen))
+            if cap is not None and cap.capacity > 0:
+                self._record_usage(conn, pool.host, pool.name,
+                                   UsageSample(seen, cap.capacity, cap.allocation))
+
+    @staticmethod
+    def _record_usage(conn: sqlite3.Connection, host: str, pool: str,
+                      sample: UsageSample) -> None:
+        conn.execute("INSERT INTO usage (host, pool, at, capacity, allocation) "
+                     "VALUES (?,?,?,?,?)", (host, pool, sample.at, sample.capacity,
+                                            sample.allocation))
+        count = conn.execute("SELECT count(*) FROM usage WHERE host=? AND pool=?",
+                             (host, pool)).fetchone()[0]
+        if count <= USAGE_SAMPLES:
+            return
+        older = conn.execute("SELECT rowid FROM usage WHERE host=? AND pool=? "
+                             "ORDER BY at, rowid LIMIT ?", (host, pool, count // 2)).fetchall()
+        conn.executemany("DELETE FROM usage WHERE rowid=?", older[1::2])
 
     @staticmethod
     def _volume_values(v: Volume, h: Health) -> tuple[object, ...]:
@@ -292,12 +327,14 @@ class Cache:
 
     def forget_host(self, host: str) -> None:
         with self.transaction() as conn:
+            conn.execute("DELETE FROM usage WHERE host=?", (host,))
             conn.execute("DELETE FROM volumes WHERE host=?", (host,))
             conn.execute("DELETE FROM pools WHERE host=?", (host,))
             conn.execute("DELETE FROM hosts WHERE name=?", (host,))
 
     def forget_pool(self, host: str, pool: str) -> None:
         with self.transaction() as conn:
+            conn.execute("DELETE FROM usage WHERE host=? AND pool=?", (host, pool))
             conn.execute("DELETE FROM volumes WHERE host=? AND pool=?", (host, pool))
             conn.execute("DELETE FROM pools WHERE host=? AND name=?", (host, pool))
 
@@ -358,6 +395,17 @@ class Cache:
             f"SELECT {','.join(_VOLUME_COLUMNS)} FROM volumes WHERE host=? AND backing=? "
             "ORDER BY pool, name", (host, os.fsencode(path)))
         return [_volume_row(r) for r in cur]
+
+    def usage_history(self, host: str, pool: str) -> list[UsageSample]:
+        """The pool's recorded space, oldest first (at most ``USAGE_SAMPLES``)."""
+        cur = self.conn.execute("SELECT at, capacity, allocation FROM usage WHERE host=? "
+                                "AND pool=? ORDER BY at, rowid", (host, pool))
+        return [UsageSample(float(at), int(c), int(a)) for at, c, a in cur]
+
+    def healths(self) -> dict[tuple[str, str, str], str]:
+        """Every cached volume's health by (host, pool, name): what the monitor diffs."""
+        cur = self.conn.execute("SELECT host, pool, name, health FROM volumes")
+        return {(str(h), str(p), str(n)): str(health) for h, p, n, health in cur}
 
     def all_volumes(self) -> Iterator[VolumeRow]:
         """Every cached volume of every host and pool (for the chain view: read it in a

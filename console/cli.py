@@ -130,6 +130,16 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
                        help="nothing can change storage (enforced below the UI)")
         p.add_argument("--no-refresh", action="store_true",
                        help="paint from the cache only; refresh with r")
+        p.add_argument("--monitor", action="store_true",
+                       help="a screen for watching: read-only (as --read-only), alerts "
+                            "and events shown, every pool refreshed every "
+                            f"{MONITOR_REFRESH:g}s unless --refresh says otherwise")
+        p.add_argument("--refresh", type=_seconds, metavar="N",
+                       help="refresh every pool every N seconds")
+        p.add_argument("--theme", metavar="NAME",
+                       help="storage-dark, storage-light, storage-high-contrast, "
+                            "storage-mono or a user theme (default: the one last picked; "
+                            "storage-mono when NO_COLOR is set)")
         p.add_argument("--cache", type=Path, metavar="FILE",
                        help=f"cache file (default: {cache_path()})")
         p.add_argument("--trust-host", action="append", default=[], metavar="NAME",
@@ -278,6 +288,29 @@ def _open_cache(args: argparse.Namespace) -> Cache:
     return cache
 
 
+MONITOR_REFRESH = 30.0  # seconds between refreshes in --monitor, unless --refresh
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 1 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text}: give between 1 and 86400 seconds")
+    return value
+
+
+def watching(args: argparse.Namespace) -> tuple[bool, float | None]:
+    """``(read_only, refresh_every)`` of the console: --monitor implies --read-only and a
+    refresh every ``MONITOR_REFRESH`` seconds."""
+    read_only = bool(args.read_only or args.monitor)
+    refresh: float | None = args.refresh
+    if refresh is None and args.monitor:
+        refresh = MONITOR_REFRESH
+    return read_only, refresh
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     from console.audit import AuditLog
     from console.config import archive_dir, journal_path
@@ -290,18 +323,25 @@ def cmd_console(args: argparse.Namespace) -> int:
         for name in args.trust_host:
             print(trust(config, name), file=sys.stderr)
     cache = _open_cache(args)
-    inventory = Inventory(config, cache, read_only=args.read_only,
+    read_only, refresh_every = watching(args)
+    inventory = Inventory(config, cache, read_only=read_only,
                           audit=AuditLog(journal_path()))
-    if not args.read_only:  # the archive dialog's default directory
+    if not read_only:  # the archive dialog's default directory
         archive_dir().mkdir(parents=True, exist_ok=True)
     from console.jobs.journal import Journal
     from console.jobs.runner import Runner
 
     runner = Runner(Journal(journal_path()), inventory)
     from console.ui.app import StorageConsoleApp  # Textual: only for the console
+    from console.ui.theme_choice import UnknownTheme
 
-    app = StorageConsoleApp(inventory, runner=runner, select=config.selected,
-                            refresh_on_start=not args.no_refresh)
+    try:
+        app = StorageConsoleApp(inventory, runner=runner, select=config.selected,
+                                refresh_on_start=not args.no_refresh, monitor=args.monitor,
+                                refresh_every=refresh_every, theme=args.theme)
+    except UnknownTheme as err:
+        runner.close(cancel=True)
+        raise UsageError(f"--theme: {err}") from None
     try:
         app.run()
     finally:

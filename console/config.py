@@ -4,6 +4,7 @@
 max_chain_depth = 8            # deeper chains are "degraded"
 warning = 0.80                 # pool usage flagged above this fraction of capacity
 critical = 0.95                # ... and no new job may take space above this one
+theme = "storage-dark"         # remembered when a theme is picked in the console
 strategy = "performance"       # optional, also per host and per pool: "space" or
                                # "performance" (a check proposes converting volumes
 preferred_format = "qcow2"     # to preallocated ones, in this format when set)
@@ -26,7 +27,8 @@ critical = 0.90                # per pool, when it differs
 ```
 
 With no config file, the embedded default is host ``local`` with libvirt's usual image
-directory when it exists, or a pool in the XDG data dir (created on first run).
+directory when it exists, or a pool in the XDG data dir (created on first run). A file
+that lists no ``[[host]]`` (only a theme, say) keeps the embedded default's hosts.
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ def state_dir() -> Path:
 def archive_dir() -> Path:
     """Where the console proposes to put archives: away from the pools they back up."""
     return data_dir() / "archives"
+
+
+def themes_dir() -> Path:
+    """Where user themes live: one ``*.toml`` file per theme."""
+    return Path(platformdirs.user_config_dir(APP)) / "themes"
 
 
 def known_hosts_path() -> Path:
@@ -144,6 +151,8 @@ class Config:
     jobs_per_pool: int = 2  # ... and in one pool ([jobs] per_pool)
     strategy: Strategy = Strategy()  # for hosts and pools that set none
     auto_fix: bool = True  # a job's result checked, a low-risk fix queued ([jobs] auto_fix)
+    theme: str | None = None  # the theme last picked in the console
+    default_hosts: bool = False  # the file lists no [[host]]: the embedded default's
 
     def pool_thresholds(self, host: str, pool: str) -> Thresholds:
         return dict(self.host(host).thresholds).get(pool, self.thresholds)
@@ -177,7 +186,11 @@ class Config:
             raise ConfigError(f"cannot read config file {path}: {err}") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
-        return cls.from_dict(data, path)
+        config = cls.from_dict(data, path)
+        if "host" not in data:
+            default = cls.embedded_default()
+            config = replace(config, hosts=default.hosts, default_hosts=True)
+        return config
 
     @classmethod
     def from_dict(cls, data: dict[str, object], source: Path | None = None) -> Config:
@@ -241,9 +254,12 @@ class Config:
         auto_fix = jobs.get("auto_fix", True)
         if not isinstance(auto_fix, bool):
             raise ConfigError(f"{where}: [jobs] auto_fix must be true or false")
+        theme = data.get("theme")
+        if theme is not None and (not isinstance(theme, str) or not theme):
+            raise ConfigError(f"{where}: theme must be a theme's name, like \"storage-dark\"")
         return cls(tuple(hosts), depth, source, thresholds=defaults,
                    jobs_per_host=per["per_host"], jobs_per_pool=per["per_pool"],
-                   strategy=strategy, auto_fix=auto_fix)
+                   strategy=strategy, auto_fix=auto_fix, theme=theme)
 
     @classmethod
     def embedded_default(cls, libvirt_pools: tuple[tuple[str, str], ...] = ()) -> Config:
@@ -275,12 +291,14 @@ class Config:
         """``load``, and when that is the embedded default, libvirt's directory pools
         added when libvirtd is reachable (read-only connection)."""
         config = cls.load(path)
-        if config.source is not None:
+        if config.source is not None and not config.default_hosts:
             return config
         from backends.drivers.libvirt import directory_pools
 
         found = tuple((p.name, p.path) for p in directory_pools() if p.active)
-        return cls.embedded_default(found) if found else config
+        if not found:
+            return config
+        return replace(config, hosts=cls.embedded_default(found).hosts)
 
     def with_targets(self, targets: list[str]) -> Config:
         """Add TARGETs: a directory becomes an ad-hoc pool on ``local``; ``HOST:POOL``
@@ -373,6 +391,16 @@ def remove_host(name: str, path: Path | None = None) -> None:
     del hosts[:]
     for h in keep:
         hosts.append(h)
+    _write_document(path, doc)
+
+
+def set_theme(name: str, path: Path | None = None) -> None:
+    """Remember ``name`` as the console's theme in the config file, keeping the rest of
+    the file (comments too). Without a file, one holding only the theme is written: the
+    embedded default's hosts stay the default."""
+    path = path or config_path()
+    doc = _read_document(path)
+    doc["theme"] = name
     _write_document(path, doc)
 
 

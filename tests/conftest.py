@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 MakeImage = Callable[..., Path]
+# Seconds a test waits for what should come soon (a job starting, a process ending):
+# only a guard against a hang, so generous; CI is a busy 2-core machine. How fast a
+# thing happens is measured in benchmarks/, never asserted here.
+PATIENCE = 120.0
 
 pytest_plugins = ["tests.harness.libvirtd"]  # the session's real libvirtd, when asked for
 

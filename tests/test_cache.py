@@ -81,8 +81,9 @@ def test_unchanged_rows_are_not_rewritten(tmp_path: Path) -> None:
     before = cache.conn.total_changes
     degraded = Health(HealthState.DEGRADED, ("dirty",))
     cache.replace_pool(scan("a", "b", "d"), [OK, degraded, OK], seen_at=2.0)
-    # b rewritten, d inserted, c deleted, a's last_seen moved, the pool row: 5 changes.
-    assert cache.conn.total_changes - before == 5
+    # b rewritten, d inserted, c deleted, a's last_seen moved, the pool row, and one
+    # sample of the pool's usage history: 6 changes.
+    assert cache.conn.total_changes - before == 6
     rows = {r.name: r for r in cache.volume_page("local", "p")}
     assert sorted(rows) == ["a", "b", "d"]
     assert {r.last_seen for r in rows.values()} == {2.0}

@@ -13,7 +13,7 @@ from backends.contract import InvalidRequest, PoolUnavailable, VolumeExists, Vol
 from backends.drivers.dir.driver import DirDriver
 from backends.model import ImageFormat, LinkProblem, Pool
 from backends.transport.local import LocalTransport
-from tests.conftest import MakeImage, strip_backing_format, write_file
+from tests.conftest import PATIENCE, MakeImage, strip_backing_format, write_file
 
 
 def driver_for(*roots: Path) -> DirDriver:
@@ -369,7 +369,7 @@ def test_in_use_seen_through_qemu_file_lock(pool_dir: Path, make_image: MakeImag
         servers.append(subprocess.Popen(["qemu-nbd", "--persistent", "-k", str(sock), "-f",
                                          fmt, str(pool_dir / name)]))
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + PATIENCE  # qemu-nbd locks as it opens the image
         while True:
             vols = by_name(pool_dir)
             busy = {n for n, v in vols.items() if v.in_use}  # type: ignore[attr-defined]

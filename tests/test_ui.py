@@ -26,6 +26,7 @@ from console.ui.screens.main import MainScreen
 from console.ui.widgets.pool_tree import PoolTree
 from console.ui.widgets.volume_detail import VolumeDetail
 from console.ui.widgets.volume_table import VolumeTable
+from tests.conftest import PATIENCE
 from tests.conftest_ui import (
     big_inventory,
     big_name,
@@ -76,7 +77,8 @@ def image_info(path: Path) -> dict[str, object]:
     return dict(json.loads(out))
 
 
-async def settle(app: StorageConsoleApp, pilot: object, *, timeout: float = 30) -> None:
+async def settle(app: StorageConsoleApp, pilot: object, *,
+                 timeout: float = PATIENCE) -> None:
     """Wait for the jobs this console runs, every worker but the journal's reader, and
     the messages they posted, until nothing is left to do."""
     deadline = time.monotonic() + timeout
@@ -273,14 +275,6 @@ async def test_palette_offers_console_commands() -> None:
         await pilot.pause()
         assert isinstance(app.screen, MainScreen)
         assert table(app).sort == "chain_depth"
-
-
-async def test_theme_toggles() -> None:
-    app = make_app(demo_inventory())
-    async with app.run_test(size=SIZE) as pilot:
-        assert app.theme == "storage-dark"
-        await pilot.press("t")
-        assert app.theme == "storage-light"
 
 
 # -- 100,000 volumes ---------------------------------------------------------------------
@@ -611,7 +605,14 @@ async def test_in_use_is_marked(tmp_path: Path) -> None:
     server = subprocess.Popen(["qemu-nbd", "--persistent", "-k", str(tmp_path / "s.sock"),
                                "-f", "qcow2", str(pool / "busy.qcow2")])
     try:
-        time.sleep(0.5)  # qemu-nbd takes its lock as it opens the image
+        from backends.transport.local import LocalTransport
+        from tests.conftest import PATIENCE
+
+        # qemu-nbd takes its lock as it opens the image: on a busy machine, not at once.
+        deadline = time.monotonic() + PATIENCE
+        while not LocalTransport().qemu_write_locked(str(pool / "busy.qcow2")):
+            assert server.poll() is None and time.monotonic() < deadline, "no QEMU lock"
+            time.sleep(0.02)
         inventory = real_inventory(pool, cache_path=tmp_path / "c.db")
         app = StorageConsoleApp(inventory, select=("local", str(pool.resolve())),
                                 refresh_on_start=True, cursor_blink=False)

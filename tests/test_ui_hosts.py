@@ -14,13 +14,13 @@ from console.cache import Cache
 from console.config import Config
 from console.inventory import Inventory
 from console.ui.screens.add_host import AddHostScreen
-from tests.conftest import MakeImage
+from tests.conftest import PATIENCE, MakeImage
 from tests.harness.libvirtd import Libvirtd
 from tests.harness.sshd import Fleet
 from tests.test_ui import SIZE, make_app, screen_text, table
 
 
-async def wait_for(pilot: object, condition: object, seconds: float = 20.0) -> None:
+async def wait_for(pilot: object, condition: object, seconds: float = PATIENCE) -> None:
     import asyncio
     import time
 

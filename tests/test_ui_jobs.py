@@ -47,7 +47,7 @@ from console.ui.screens.plan import PlanDialog, plan_text
 from console.ui.screens.resize_volume import ResizeVolumeScreen
 from console.ui.screens.snapshot_volume import CloneVolumeScreen, SnapshotVolumeScreen
 from console.ui.widgets.jobs_panel import JobsPanel
-from tests.conftest import MakeImage
+from tests.conftest import PATIENCE, MakeImage
 from tests.conftest_ui import real_inventory, runner_for, slow_image
 from tests.test_ui import image_info, screen_text, settle, table
 
@@ -119,7 +119,8 @@ def panel(app: StorageConsoleApp) -> JobsPanel:
     return main(app).jobs_panel
 
 
-async def until(pilot: Any, predicate: Callable[[], object], timeout: float = 20) -> None:
+async def until(pilot: Any, predicate: Callable[[], object],
+                timeout: float = PATIENCE) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"

@@ -2,6 +2,7 @@
 
 Widgets style themselves in ``DEFAULT_CSS`` with theme variables (``$primary``,
 ``$success``, ``$warning``, ``$error`` ...), so every theme here only picks colours.
+User themes (files in the config dir) are read by ``themes.user``.
 """
 
 from __future__ import annotations
@@ -42,10 +43,96 @@ STORAGE_LIGHT = Theme(
     dark=False,
 )
 
-THEMES: tuple[Theme, ...] = (STORAGE_DARK, STORAGE_LIGHT)
+# Colours of the 16-colour palette itself (xterm's bright set, black, white), so the
+# theme looks the same on the linux console and under screen as in a truecolour xterm.
+STORAGE_HIGH_CONTRAST = Theme(
+    name="storage-high-contrast",
+    primary="#55FFFF",
+    secondary="#5555FF",
+    accent="#FF55FF",
+    warning="#FFFF55",
+    error="#FF5555",
+    success="#55FF55",
+    foreground="#FFFFFF",
+    background="#000000",
+    surface="#000000",
+    panel="#000000",
+    boost="#000000",
+    dark=True,
+    variables={
+        "text-muted": "#FFFFFF",  # muted text blended to grey is too faint here
+        "block-cursor-foreground": "#000000",
+        "block-cursor-background": "#FFFFFF",
+        "block-cursor-text-style": "bold",
+        "block-cursor-blurred-foreground": "#FFFFFF",
+        "block-cursor-blurred-background": "#000000",
+        "block-cursor-blurred-text-style": "underline",
+        "footer-key-foreground": "#FFFF55",
+        "footer-background": "#000000",
+        "border": "#FFFFFF",
+        "border-blurred": "#FFFFFF",
+        "input-cursor-text-style": "reverse",
+        "input-selection-background": "#5555FF",
+        "scrollbar": "#FFFFFF",
+        "scrollbar-background": "#000000",
+    },
+)
+
+# No colour at all: the terminal's own foreground and background, and only bold,
+# reverse and underline to tell things apart (the theme NO_COLOR selects).
+_DEFAULT = "ansi_default"
+STORAGE_MONO = Theme(
+    name="storage-mono",
+    ansi=True,
+    primary=_DEFAULT,
+    secondary=_DEFAULT,
+    accent=_DEFAULT,
+    warning=_DEFAULT,
+    error=_DEFAULT,
+    success=_DEFAULT,
+    foreground=_DEFAULT,
+    background=_DEFAULT,
+    surface=_DEFAULT,
+    panel=_DEFAULT,
+    boost=_DEFAULT,
+    dark=True,
+    variables={
+        "ansi-background": _DEFAULT,  # Textual's ANSI themes must define these two
+        "ansi-foreground": _DEFAULT,
+        "text-muted": _DEFAULT,
+        "text-disabled": _DEFAULT,
+        "foreground-muted": _DEFAULT,
+        "block-cursor-foreground": _DEFAULT,
+        "block-cursor-background": _DEFAULT,
+        "block-cursor-text-style": "reverse bold",
+        "block-cursor-blurred-foreground": _DEFAULT,
+        "block-cursor-blurred-background": _DEFAULT,
+        "block-cursor-blurred-text-style": "underline",
+        "block-hover-background": _DEFAULT,
+        "border": _DEFAULT,
+        "border-blurred": _DEFAULT,
+        "footer-key-foreground": _DEFAULT,
+        "footer-background": _DEFAULT,
+        "input-cursor-foreground": _DEFAULT,
+        "input-cursor-background": _DEFAULT,
+        "input-cursor-text-style": "reverse",
+        "input-selection-background": _DEFAULT,
+        "input-selection-foreground": _DEFAULT,
+        "link-color": _DEFAULT,
+        "link-color-hover": _DEFAULT,
+        "link-background-hover": _DEFAULT,
+        "scrollbar": _DEFAULT,
+        "scrollbar-hover": _DEFAULT,
+        "scrollbar-active": _DEFAULT,
+        "scrollbar-background": _DEFAULT,
+        "scrollbar-background-hover": _DEFAULT,
+        "scrollbar-background-active": _DEFAULT,
+        "screen-selection-background": _DEFAULT,
+        "screen-selection-foreground": _DEFAULT,
+    },
+)
+
+THEMES: tuple[Theme, ...] = (STORAGE_DARK, STORAGE_LIGHT, STORAGE_HIGH_CONTRAST,
+                             STORAGE_MONO)
 DEFAULT_THEME = STORAGE_DARK.name
-
-
-def other_theme(name: str) -> str:
-    """The theme ``t`` switches to from ``name``: dark <-> light."""
-    return STORAGE_LIGHT.name if name == STORAGE_DARK.name else STORAGE_DARK.name
+MONO_THEME = STORAGE_MONO.name

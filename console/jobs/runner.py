@@ -1,11 +1,13 @@
 """The runner: executes journaled jobs in worker threads.
 
 ``submit`` journals the job (durable) and schedules it; a worker waits for a slot
-(bounded per host and per pool), takes the volume locks and the space reservation,
-runs the operation, and finishes the job in the journal whatever happens. Progress goes
-to the journal at a throttled rate and to ``on_update`` at most ``update_hz`` times a
-second per job. Cancel stops a running job within a second (the driver kills its
-qemu-img), removes its partial output and marks it aborted.
+(bounded per host and per pool), takes the volume locks (the job is pending until it
+holds them, and only then running; a volume another job holds fails it at once, naming
+that job), takes the space reservation, runs the operation, and finishes the job in the
+journal whatever happens. Progress goes to the journal at a throttled rate and to
+``on_update`` at most ``update_hz`` times a second per job. Cancel stops a running job
+within a second (the driver kills its qemu-img), removes its partial output and marks
+it aborted.
 
 Read-only mode is enforced here, below every UI: mutating operations are refused.
 
@@ -36,6 +38,11 @@ from console.jobs.reservations import PoolSpace, Reservations, staging_key
 
 UpdateCallback = Callable[[JobRecord], None]
 CANCEL_LOOK = 0.3  # seconds between looks at the journal for a cancel from elsewhere
+NOT_STARTED = "cancelled before it started"
+
+
+class _NotStarted(Exception):
+    """The job was cancelled while it took its locks: it never ran."""
 
 
 class JobContext:
@@ -270,10 +277,8 @@ class Runner:
                 if not self._acquire(slot, job.id):
                     break
                 acquired.append(slot)
-            # start() refuses a job cancelled meanwhile (here or by another process).
-            if self.cancel_requested(job.id) or not self.journal.start(job.id,
-                                                                        len(op.stages)):
-                self.journal.finish(job.id, JobState.ABORTED, "cancelled before it started")
+            if len(acquired) < len(slots) or self.cancel_requested(job.id):
+                self.journal.finish(job.id, JobState.ABORTED, NOT_STARTED)
                 return
             self._execute(job, op)
         finally:
@@ -305,8 +310,9 @@ class Runner:
         return True
 
     def _execute(self, job: JobRecord, op: Operation) -> None:
-        ctx = JobContext(self, self.journal.get(job.id), len(op.stages))
-        self._notify(self.journal.get(job.id))
+        """Take the job's locks, then mark it running and run it; the job is finished in
+        the journal whatever happens."""
+        ctx = JobContext(self, self.journal.get(job.id), len(op.stages))  # until it runs
         state, error = JobState.DONE, None
         # The audit names the job that started this one in each command it runs.
         started_by = job.resume.get("started_by")
@@ -326,11 +332,21 @@ class Runner:
                 for driver, pool, volume in places:
                     stack.enter_context(volume_lock(driver, pool, volume,
                                                     f"job {job.id} ({job.who})"))
+                # Running only once it holds its locks: a job the journal shows running
+                # is never beaten to its volume by one submitted after it.
+                # start() refuses a job cancelled meanwhile (here or by another process).
+                if not self.journal.start(job.id, len(op.stages)):
+                    raise _NotStarted
+                ctx = JobContext(self, self.journal.get(job.id), len(op.stages))
+                self._notify(self.journal.get(job.id))
                 self._reserve(job, op)
                 op.run(ctx)
                 if self.cancel_requested(job.id):
                     raise Cancelled("cancelled", host=op.host, pool=op.pool,
                                     volume=op.volume)
+        except _NotStarted:  # nothing written, nothing to roll back
+            self.journal.finish(job.id, JobState.ABORTED, NOT_STARTED)
+            return
         except Cancelled:
             state, error = JobState.ABORTED, "cancelled"
         except StorageError as err:

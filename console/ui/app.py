@@ -6,9 +6,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
+from textual import events, on
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
+from textual.theme import Theme
 
 from console.inventory import Inventory
 from console.jobs.journal import JobRecord
@@ -18,7 +20,8 @@ from console.ui.messages import JobUpdated
 from console.ui.screens.confirm import ConfirmScreen
 from console.ui.screens.help import HelpScreen, binding_sections
 from console.ui.screens.main import MainScreen
-from themes import CSS_PATH, DEFAULT_THEME, THEMES, other_theme
+from console.ui.theme_choice import ThemeChoice, no_color
+from themes import CSS_PATH
 
 
 class StorageConsoleApp(App[None]):
@@ -32,8 +35,11 @@ class StorageConsoleApp(App[None]):
         select: ``(host, pool)`` to open on (default: the first pool).
         refresh_on_start: Re-read every pool from disk once the cache is painted.
         clock: Seconds since the epoch, for the age of cached rows (fixed in tests).
-        theme: A theme name (default ``storage-dark``).
+        theme: A theme name (default: NO_COLOR's monochrome one, else the one the config
+            remembers, else ``storage-dark``); an unknown one raises ``UnknownTheme``.
         cursor_blink: Blinking text cursors (snapshot tests turn it off).
+        monitor: The screen made for watching: alerts and events beside the pools.
+        refresh_every: Seconds between refreshes of every pool (None: on demand).
     """
 
     TITLE = "storage-console"
@@ -42,14 +48,16 @@ class StorageConsoleApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", show=False),  # as everywhere; ? lists it
         Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("t", "toggle_theme", "Light/dark", show=False),
+        Binding("ctrl+t", "pick_theme", "Theme…", show=False),  # or ctrl+p "Theme: …"
     ]
 
     def __init__(self, inventory: Inventory, *, runner: Runner | None = None,
                  select: tuple[str, str] | None = None, refresh_on_start: bool = True,
                  clock: Callable[[], float] = time.time, theme: str | None = None,
-                 cursor_blink: bool = True) -> None:
-        super().__init__()
+                 cursor_blink: bool = True, monitor: bool = False,
+                 refresh_every: float | None = None) -> None:
+        # NO_COLOR: Textual then strips every colour rather than greying them.
+        super().__init__(ansi_color=True if no_color() else None)
         self.inventory = inventory
         self.runner = runner
         self.main_screen: MainScreen | None = None
@@ -59,17 +67,25 @@ class StorageConsoleApp(App[None]):
         self.refresh_on_start = refresh_on_start
         self.clock = clock
         self.cursor_blink = cursor_blink
-        for each in THEMES:
-            self.register_theme(each)
-        self.theme = theme or DEFAULT_THEME
+        self.monitor = monitor
+        self.refresh_every = refresh_every
+        self.theme_choice = ThemeChoice.load(inventory.config.source, inventory.config.theme)
+        self.theme_choice.register(self)
+        self.theme = self.theme_choice.start(self, theme)
         if inventory.read_only:
             self.sub_title = "read-only"
+        if monitor:
+            self.sub_title = " ".join(filter(None, [self.sub_title, "monitor"]))
+        if refresh_every:
+            self.sub_title = " ".join(filter(None, [self.sub_title,
+                                                    f"(refresh every {refresh_every:g}s)"]))
 
     def get_default_screen(self) -> Screen[None]:
         self.main_screen = MainScreen(self.inventory, runner=self.runner, clock=self.clock,
                                       select=self.select,
                                       refresh_on_start=self.refresh_on_start,
-                                      cursor_blink=self.cursor_blink)
+                                      cursor_blink=self.cursor_blink, monitor=self.monitor,
+                                      refresh_every=self.refresh_every)
         return self.main_screen
 
     def job_updated(self, job: JobRecord) -> None:
@@ -99,11 +115,20 @@ class StorageConsoleApp(App[None]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(binding_sections(self, self.screen)))
 
-    def action_toggle_theme(self) -> None:
-        self.theme = other_theme(self.theme)
+    @on(events.Mount)
+    def _follow_theme(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._theme_picked)
+        self.theme_choice.report_problems(self)
+
+    def _theme_picked(self, theme: Theme) -> None:
+        self.theme_choice.picked(self, theme)
+
+    def action_pick_theme(self) -> None:
+        self.search_commands([(c.name, c.callback, c.help)
+                              for c in self.theme_choice.commands(self)],
+                             placeholder="Theme…")
 
     def palette_commands(self) -> Iterable[PaletteCommand]:
         yield PaletteCommand("Help: keys", "Every key binding", self.action_help)
-        yield PaletteCommand("Toggle light/dark theme", "storage-dark <-> storage-light",
-                             self.action_toggle_theme)
+        yield from self.theme_choice.commands(self)
         yield PaletteCommand("Quit", "Leave storage-console", self.action_quit)

@@ -1,10 +1,15 @@
-"""Real sshd instances on 127.0.0.1 for the SSH transport's tests.
+"""Real sshd instances on a loopback address for the SSH transport's tests.
 
 Each instance has its own port (22200-22299, the range these tests may use on a shared
 machine), its own generated ed25519 host key and config, and runs ``sshd -D -e`` with
 its log in a file. A generated client key is the only authorized one. ``SetEnv`` gives
 the sessions a HOME and PATH of the tests' own, so the machine's root shell start-up
 files (and their python) stay out; a PATH without python3 makes a host without it.
+
+A test session's fleet listens on a loopback address of its own (``session_address``):
+a host a test stops frees its port, and when every fleet was on 127.0.0.1 another
+session's fleet could take it meanwhile (the stopped host then answered with another
+key, "host key changed", and could not start again on its port).
 """
 
 from __future__ import annotations
@@ -39,11 +44,18 @@ def keygen(path: Path) -> None:
                     "-f", str(path)], check=True, capture_output=True)
 
 
-def _port_free(port: int) -> bool:
+def session_address() -> str:
+    """A loopback address no other running process derives: 127.0.0.0/8 is all
+    loopback on Linux, and a pid (at most 22 bits) is unique while its process runs."""
+    pid = os.getpid()
+    return f"127.{(pid >> 16) & 0xFF}.{(pid >> 8) & 0xFF}.{pid & 0xFF}"
+
+
+def _port_free(address: str, port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((address, port))
         except OSError:
             return False
     return True
@@ -76,6 +88,7 @@ class Sshd:
     root: Path
     authorized_keys: Path
     env_path: str
+    address: str = "127.0.0.1"  # a fleet's: ``session_address``
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     paused: list[int] = field(default_factory=list)
@@ -98,7 +111,7 @@ class Sshd:
 
     def known_hosts_line(self) -> str:
         kind, data = self.host_key_fields()
-        return f"[127.0.0.1]:{self.port} {kind} {data}\n"
+        return f"[{self.address}]:{self.port} {kind} {data}\n"
 
     def new_host_key(self) -> None:
         for path in (self.host_key, self.host_key.with_suffix(".pub")):
@@ -110,7 +123,7 @@ class Sshd:
         home.mkdir(exist_ok=True)
         config = self.dir / "sshd_config"
         config.write_text(
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
+            f"Port {self.port}\nListenAddress {self.address}\nHostKey {self.host_key}\n"
             f"PidFile {self.dir / 'sshd.pid'}\nPermitRootLogin prohibit-password\n"
             f"AuthorizedKeysFile {self.authorized_keys}\nStrictModes no\nUsePAM no\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
@@ -123,7 +136,8 @@ class Sshd:
         if not self.host_key.exists():
             keygen(self.host_key)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
-        candidates = [self.port] if self.port else [p for p in PORTS if _port_free(p)]
+        candidates = [self.port] if self.port else [
+            p for p in PORTS if _port_free(self.address, p)]
         for port in candidates:
             self.port = port
             config = self._config()
@@ -144,7 +158,7 @@ class Sshd:
                 return False  # the port was taken in between, most likely
             with socket.socket() as s, contextlib.suppress(OSError):
                 s.settimeout(0.5)
-                s.connect(("127.0.0.1", self.port))
+                s.connect((self.address, self.port))
                 return True
             time.sleep(0.05)
         return False
@@ -215,12 +229,13 @@ class Fleet:
     root: Path
     home: Path
     hosts: dict[str, Sshd]
+    address: str
 
     def __getitem__(self, name: str) -> Sshd:
         return self.hosts[name]
 
     def uri(self, name: str) -> str:
-        return f"ssh://root@127.0.0.1:{self.hosts[name].port}"
+        return f"ssh://root@{self.address}:{self.hosts[name].port}"
 
     def stop(self) -> None:
         for sshd in self.hosts.values():
@@ -234,7 +249,7 @@ HOSTS = {"a": True, "b": True, "nopy": True, "nozstd": True, "unknown": False, "
          "doomed": True}
 
 
-def start_fleet(root: Path) -> Fleet:
+def start_fleet(root: Path, address: str | None = None) -> Fleet:
     client_key = root / "client" / "id_ed25519"
     client_key.parent.mkdir(parents=True)
     keygen(client_key)
@@ -243,10 +258,10 @@ def start_fleet(root: Path) -> Fleet:
     normal_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     nopy_path = path_without_python(root / "nopy-bin")
     paths = {"nopy": nopy_path, "nozstd": path_without(root / "nozstd-bin", "zstd")}
-    fleet = Fleet(root, root / "home", {})
+    fleet = Fleet(root, root / "home", {}, address or session_address())
     try:
         for name in HOSTS:
-            sshd = Sshd(name, root, authorized, paths.get(name, normal_path))
+            sshd = Sshd(name, root, authorized, paths.get(name, normal_path), fleet.address)
             fleet.hosts[name] = sshd
             sshd.start()
         ssh_dir = fleet.home / ".ssh"
@@ -257,10 +272,10 @@ def start_fleet(root: Path) -> Fleet:
             fleet[name].known_hosts_line() for name, known in HOSTS.items() if known))
         a, b = fleet["a"], fleet["b"]
         (ssh_dir / "config").write_text(
-            f"Host sc-a\n  HostName 127.0.0.1\n  Port {a.port}\n  User root\n"
+            f"Host sc-a\n  HostName {a.address}\n  Port {a.port}\n  User root\n"
             f"  IdentityFile ~/.ssh/id_ed25519\n\n"
-            f"Host sc-b-via-a\n  HostName 127.0.0.1\n  Port {b.port}\n  User root\n"
-            f"  ProxyJump root@127.0.0.1:{a.port}\n")
+            f"Host sc-b-via-a\n  HostName {b.address}\n  Port {b.port}\n  User root\n"
+            f"  ProxyJump root@{a.address}:{a.port}\n")
     except BaseException:
         fleet.stop()
         raise

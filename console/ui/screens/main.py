@@ -53,6 +53,7 @@ from console.ui.screens.archive_volume import (
     RestoreVolumeScreen,
 )
 from console.ui.screens.audit_log import AuditScreen
+from console.ui.screens.bulk import BulkPlanScreen
 from console.ui.screens.chains import ChainScreen, Target
 from console.ui.screens.copy_volume import CopyVolumeScreen
 from console.ui.screens.create_volume import CreateVolumeScreen
@@ -65,11 +66,15 @@ from console.ui.screens.resize_volume import ResizeVolumeScreen
 from console.ui.screens.snapshot_volume import CloneVolumeScreen, SnapshotVolumeScreen
 from console.ui.widgets.command_bar import CommandBar
 from console.ui.widgets.jobs_panel import JobsPanel
+from console.ui.widgets.mark_bar import MarkBar
+from console.ui.widgets.monitor_panel import MonitorPanel
 from console.ui.widgets.pool_summary import PoolSummary
 from console.ui.widgets.pool_tree import HostEntry, PoolEntry, PoolTree
+from console.ui.widgets.usage_history import UsageHistory
 from console.ui.widgets.volume_detail import VolumeDetail
 from console.ui.widgets.volume_table import SORT_LABELS, VolumeTable
 
+BULK_KEYS = frozenset({"delete", "copy", "snapshot"})  # act on the marks when there are any
 AGE_TICK = 10.0  # seconds between repaints of the age column and pool states
 
 
@@ -114,6 +119,7 @@ class MainScreen(HostActions):
         Binding("J", "jobs", "Jobs"),
         Binding("s", "sort", "Sort", show=False),  # the header marks the sort column
         Binding("S", "reverse_sort", "Reverse sort", show=False),
+        Binding("escape", "clear_marks", "Clear marks"),  # before the filter; shown if any
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("p", "focus_pools", "Focus pools", show=False),
         Binding("v", "focus_volumes", "Focus volumes", show=False),
@@ -127,8 +133,11 @@ class MainScreen(HostActions):
 
     def __init__(self, inventory: Inventory, *, clock: Callable[[], float],
                  runner: Runner | None = None, select: tuple[str, str] | None = None,
-                 refresh_on_start: bool = True, cursor_blink: bool = True) -> None:
+                 refresh_on_start: bool = True, cursor_blink: bool = True,
+                 monitor: bool = False, refresh_every: float | None = None) -> None:
         super().__init__()
+        self.monitor = monitor  # the alerts and events strip, for watching
+        self.refresh_every = refresh_every  # seconds between refreshes; None: on demand
         self.inventory = inventory
         self.runner = runner
         self.clock = clock
@@ -152,10 +161,16 @@ class MainScreen(HostActions):
                 yield PoolTree(clock=self.clock, id="pools")
             with Vertical(id="right"):
                 yield PoolSummary(clock=self.clock, id="summary")
+                yield UsageHistory(self.inventory.cache, id="history")
                 yield Input(placeholder="filter names (enter keeps, esc clears)", id="filter",
                             compact=True)
                 yield VolumeTable(self.inventory.cache, clock=self.clock, id="volumes")
+                yield MarkBar(id="marks")
                 yield VolumeDetail(clock=self.clock, id="detail")
+        if self.monitor:
+            yield MonitorPanel(self.inventory.cache, self.inventory.config.pool_thresholds,
+                               journal=self.runner.journal if self.runner else None,
+                               clock=self.clock, id="monitor")
         yield JobsPanel(self.board, clock=self.clock, id="jobs",
                         can_act=self.runner is not None and not self.inventory.read_only)
         yield CommandBar(self.command_names, id="command-line")
@@ -186,6 +201,8 @@ class MainScreen(HostActions):
             self.update_summary()
         self.volume_table.focus()
         self.set_interval(AGE_TICK, self.repaint_ages)
+        if self.refresh_every:
+            self.set_interval(self.refresh_every, self.action_refresh)
         if self.refresh_on_start:
             self.action_refresh()
         if self.runner is not None:
@@ -227,6 +244,7 @@ class MainScreen(HostActions):
         self.query_one(PoolSummary).show(self.current, shown=table.row_count,
                                          filter_text=table.filter_text, sort=table.sort,
                                          descending=table.descending)
+        self.query_one(UsageHistory).show(self.current.key if self.current else None)
 
     def repaint_ages(self) -> None:
         # Only what the clock changed: over SSH an unchanged repaint is bytes for nothing.
@@ -249,6 +267,7 @@ class MainScreen(HostActions):
         """The cache changed for this pool: repaint its node, re-query if shown."""
         row = self.pool_row(host, pool)
         self.pool_tree.update_pool(row, host=host, pool=pool)
+        self.volume_table.prune_marks(host, pool)  # a vanished volume is no longer marked
         if self.current is not None and self.current.key == (host, pool):
             if row is not None:
                 self.volume_table.empty_text = ""
@@ -283,6 +302,8 @@ class MainScreen(HostActions):
     def refresh_finished(self, message: RefreshFinished) -> None:
         self.pool_tree.set_refreshing(False)
         self.update_summary()
+        for panel in self.query(MonitorPanel):
+            panel.poll_now()
         if message.error:
             self.notify(message.error, title="refresh failed", severity="error", timeout=10)
 
@@ -387,6 +408,10 @@ class MainScreen(HostActions):
             return self.host_action_allowed(action)
         if action == "dependants":
             return self.volume_table.current is not None or None
+        if action == "clear_marks":
+            return bool(self.volume_table.marks)
+        if action in BULK_KEYS and self.volume_table.marks:
+            return self.runner is not None  # the plan says what read-only mode refuses
         if action in self.JOB_ACTIONS and self.runner is None:
             return False  # no job engine: the console only browses
         if action not in self.JOB_ACTIONS or action == "jobs":
@@ -419,6 +444,8 @@ class MainScreen(HostActions):
             lambda job: self.job_submitted(job, select=True))
 
     def action_delete(self) -> None:
+        if self.volume_table.marks:
+            return self.bulk("delete")
         pool, volume = self.current_pool(), self.volume_table.current
         if pool is None or volume is None or self.runner is None:
             return
@@ -436,6 +463,8 @@ class MainScreen(HostActions):
             self.job_submitted)
 
     def action_copy(self) -> None:
+        if self.volume_table.marks:
+            return self.bulk("copy")
         pool, volume = self.current_pool(), self.volume_table.current
         if pool is None or volume is None or self.runner is None:
             return
@@ -452,6 +481,8 @@ class MainScreen(HostActions):
                              lambda job: self.job_submitted(job, select=select))
 
     def action_snapshot(self) -> None:
+        if self.volume_table.marks:
+            return self.bulk("snapshot")
         self.volume_dialog(SnapshotVolumeScreen)
 
     def action_clone(self) -> None:
@@ -470,6 +501,27 @@ class MainScreen(HostActions):
         self.app.push_screen(RestoreVolumeScreen(self.runner, pool,
                                                  cursor_blink=self.cursor_blink),
                              lambda job: self.job_submitted(job, select=True))
+
+    # -- marks and bulk actions ---------------------------------------------------------
+
+    @on(VolumeTable.MarksChanged)
+    def marks_changed(self) -> None:
+        self.query_one(MarkBar).show_marks(self.volume_table.marks)
+        self.refresh_bindings()  # esc clears marks, d/n/y act on them
+
+    def action_clear_marks(self) -> None:
+        count = self.volume_table.clear_marks()
+        self.notify(f"{count} mark(s) cleared; esc again clears the filter"
+                    if self.volume_table.filter_text else f"{count} mark(s) cleared",
+                    title="marks")
+
+    def bulk(self, action: str) -> None:
+        """One plan for ``action`` on every marked volume, then its jobs and a summary."""
+        if self.runner is None:
+            return
+        self.app.push_screen(
+            BulkPlanScreen(self.inventory, self.runner, action, list(self.volume_table.marks),
+                           cursor_blink=self.cursor_blink), self.fixes_submitted)
 
     def action_audit(self) -> None:
         """The audit log lives in the journal's file."""

@@ -8,6 +8,9 @@ paint, so a pool of 100,000 volumes scrolls as fast as one of ten.
 The volumes that running jobs are writing (under temporary names the scan hides) are
 pinned under the header, one row each, from a short list the screen hands over
 (``set_outputs``): never a job lookup per volume row.
+
+Marks (``marks``, keyed by host/pool/volume) outlive a change of pool; marked rows are
+drawn in their own style, and every change posts ``MarksChanged``.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.geometry import Size
+from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from console.cache import SORTABLE, Cache, VolumeRow
 from console.jobs.journal import JobState
+from console.marks import Marks
 from console.ui.cells import fit, printable
 from console.ui.job_board import JobOutput
 from console.ui.messages import VolumeHighlighted
@@ -111,7 +116,15 @@ class VolumeTable(ScrollView, can_focus=True):
         Binding("home,g", "first", "First volume", show=False),
         Binding("end,G", "last", "Last volume", show=False),
         Binding("enter", "select", "Show details", show=False),
+        Binding("space", "toggle_mark", "Mark", show=False),
+        Binding("shift+down", "extend_marks(1)", "Mark down", show=False),
+        Binding("shift+up", "extend_marks(-1)", "Mark up", show=False),
+        Binding("ctrl+space,ctrl+@", "mark_range", "Mark from the last mark", show=False),
+        Binding("asterisk", "mark_matching", "Mark all that match", show=False),
     ]
+
+    class MarksChanged(Message):
+        """Volumes were marked or unmarked (``Marks`` holds them)."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "volume-table--header",
@@ -125,6 +138,7 @@ class VolumeTable(ScrollView, can_focus=True):
         "volume-table--in-use",
         "volume-table--empty",
         "volume-table--job",
+        "volume-table--marked",
     }
 
     DEFAULT_CSS = """
@@ -153,6 +167,7 @@ class VolumeTable(ScrollView, can_focus=True):
         & > .volume-table--in-use { color: $warning; text-style: bold; }
         & > .volume-table--empty { color: $text-muted; text-style: italic; }
         & > .volume-table--job { color: $accent; text-style: italic; }
+        & > .volume-table--marked { background: $accent 30%; text-style: bold; }
     }
     """
 
@@ -175,6 +190,8 @@ class VolumeTable(ScrollView, can_focus=True):
         self.outputs: list[JobOutput] = []  # the active jobs' outputs in this pool
         self.pinned: list[JobOutput] = []  # those the filter keeps: rows under the header
         self.page_fetches = 0  # for tests and benchmarks: SQL pages read so far
+        self.marks = Marks()
+        self.mark_anchor: tuple[str, str, str] | None = None  # the last one space marked
 
     # -- data -----------------------------------------------------------------------
 
@@ -386,6 +403,74 @@ class VolumeTable(ScrollView, can_focus=True):
     def action_select(self) -> None:
         self._announce(force=True)
 
+    # -- marks --------------------------------------------------------------------------
+
+    def _marks_changed(self) -> None:
+        self.refresh()
+        self.post_message(self.MarksChanged())
+
+    def action_toggle_mark(self) -> None:
+        """space: mark or unmark the volume under the cursor, then move down."""
+        row = self.current
+        if row is None:
+            return
+        if self.marks.toggle(row):
+            self.mark_anchor = (row.host, row.pool, row.name)
+        self._marks_changed()
+        self._set_cursor(self.cursor + 1)
+
+    def action_extend_marks(self, step: int) -> None:
+        """shift+arrow: mark the volume under the cursor and the next one that way."""
+        row = self.current
+        if row is None:
+            return
+        self.marks.add([row])
+        self._set_cursor(self.cursor + step)
+        following = self.current
+        if following is not None:
+            self.marks.add([following])
+            self.mark_anchor = (following.host, following.pool, following.name)
+        self._marks_changed()
+
+    def action_mark_range(self) -> None:
+        """ctrl+space (as in k9s): mark everything from the last mark to the cursor."""
+        anchor = self.mark_anchor
+        start = None
+        if anchor is not None and anchor[:2] == (self.host, self.pool):
+            start = self._locate(anchor[2], near=self.cursor)
+        if start is None:
+            self.action_toggle_mark()  # no mark in this view yet: this is the first
+            return
+        low, high = sorted((start, self.cursor))
+        self.marks.add(row for index in range(low, high + 1)
+                       if (row := self.row(index)) is not None)
+        self._marks_changed()
+
+    def action_mark_matching(self) -> None:
+        """*: mark every volume the filter matches (all of the pool without one)."""
+        if self.host is None or self.pool is None or not self.row_count:
+            return
+        self.marks.add(self.cache.volume_page(self.host, self.pool, sort=self.sort,
+                                              descending=self.descending,
+                                              filter_text=self.filter_text,
+                                              offset=0, limit=self.row_count))
+        self._marks_changed()
+
+    def clear_marks(self) -> int:
+        count = self.marks.clear()
+        self.mark_anchor = None
+        if count:
+            self._marks_changed()
+        return count
+
+    def prune_marks(self, host: str, pool: str) -> None:
+        """Drop the marks of ``pool`` whose volume the cache no longer has (a refresh
+        found it gone)."""
+        present = [m.volume for m in self.marks.in_pool(host, pool)
+                   if self.cache.volume(host, pool, m.volume) is not None]
+        if self.marks.keep_only(host, pool, present):
+            self._marks_changed()
+
     async def _on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)
         if offset is not None and offset.y >= 1 + len(self.pinned):
@@ -462,8 +547,11 @@ class VolumeTable(ScrollView, can_focus=True):
 
     def _row(self, row: VolumeRow, is_cursor: bool, columns: list[tuple[Column, int]],
              width: int, base: Style) -> Strip:
-        line = base + self.get_component_rich_style("volume-table--cursor") if is_cursor \
-            else base
+        line = base
+        if self.marks and self.marks.is_marked(row):  # under the cursor's colours
+            line += self.get_component_rich_style("volume-table--marked", partial=True)
+        if is_cursor:
+            line += self.get_component_rich_style("volume-table--cursor")
         partial = self.get_component_rich_style
         segments = []
         for column, cells in columns:

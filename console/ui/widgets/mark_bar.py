@@ -1,0 +1,45 @@
+"""One line under the volume table while volumes are marked: how many, in how many
+pools, their total size, and the keys that act on them. Hidden when nothing is marked."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widget import Widget
+
+from console.marks import Marks
+from console.units import format_size
+
+
+class MarkBar(Widget):
+    DEFAULT_CSS = """
+    MarkBar {
+        height: 1;
+        padding: 0 1;
+        background: $accent 30%;
+        color: $foreground;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+        display: none;
+    }
+    MarkBar.-shown { display: block; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.marks = Marks()
+
+    def show_marks(self, marks: Marks) -> None:
+        self.marks = marks
+        self.set_class(bool(marks), "-shown")
+        self.refresh()
+
+    def render(self) -> Text:
+        marks = self.marks
+        count, places = len(marks), marks.places()
+        where = f" in {places} pools" if places > 1 else ""
+        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        text.append(f"● {count:,} marked{where}", "bold")
+        text.append(f" · {format_size(marks.capacity)} "
+                    f"({format_size(marks.allocation)} allocated)")
+        text.append(" · d delete · n snapshot · y copy · esc clears", "dim")
+        return text

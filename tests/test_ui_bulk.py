@@ -1,0 +1,201 @@
+"""Pilot tests of marking volumes and of one plan for the marked ones: the demo cache
+for the keys, real images in tmp pools for plan, confirmation and summary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual.widgets import Button, Input, Static
+
+from console.ui.app import StorageConsoleApp
+from console.ui.screens.bulk import BulkPlanScreen
+from console.ui.screens.main import MainScreen
+from console.ui.widgets.mark_bar import MarkBar
+from tests.conftest_ui import clock, demo_inventory, real_inventory, runner_for
+from tests.test_ui import screen_text, settle, table
+
+SIZE = (120, 40)
+
+
+def demo() -> StorageConsoleApp:
+    inventory = demo_inventory()
+    return StorageConsoleApp(inventory, runner=runner_for(inventory), refresh_on_start=False,
+                             clock=clock, cursor_blink=False)
+
+
+def marked(app: StorageConsoleApp) -> list[str]:
+    return sorted(m.volume for m in table(app).marks)
+
+
+def bar(app: StorageConsoleApp) -> str:
+    widget = app.screen_stack[0].query_one(MarkBar)
+    return str(widget.render()) if widget.display else ""
+
+
+async def test_space_marks_and_moves_down_and_unmarks() -> None:
+    app = demo()
+    async with app.run_test(size=SIZE) as pilot:
+        first = table(app).current
+        assert first is not None
+        await pilot.press("space")
+        assert marked(app) == [first.name]
+        assert table(app).cursor == 1
+        assert bar(app).startswith("● 1 marked · ")
+        await pilot.press("up", "space")
+        assert marked(app) == [] and bar(app) == ""
+
+
+async def test_ranges_star_counts_and_size_across_pools() -> None:
+    app = demo()
+    async with app.run_test(size=SIZE) as pilot:
+        t = table(app)
+        names = [row.name for i in range(t.row_count) if (row := t.row(i)) is not None]
+        await pilot.press("shift+down", "shift+down")  # rows 0..2
+        assert marked(app) == sorted(names[:3])
+        await pilot.press("down", "down", "down", "ctrl+space")  # from row 2 to row 5
+        assert marked(app) == sorted(names[:6])
+        rows = [t.row(i) for i in range(6)]
+        size = sum(r.capacity for r in rows if r is not None)
+        # Another pool: marks stay, count and size add up.
+        screen = app.screen
+        assert isinstance(screen, MainScreen)
+        screen.pool_tree.select_pool("local", "iso")
+        screen.open_pool("local", "iso")
+        await pilot.pause()
+        await pilot.press("asterisk")
+        assert len(t.marks) == 8 and t.marks.places() == 2
+        iso = 631 * (1 << 20) + 708 * (1 << 20)
+        assert t.marks.capacity == size + iso
+        assert bar(app).startswith("● 8 marked in 2 pools")
+        assert "esc Clear marks" in screen_text(app)
+
+
+async def test_star_marks_what_the_filter_matches_and_esc_clears_marks_first() -> None:
+    app = demo()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash", *"web", "enter")
+        await pilot.press("asterisk")
+        assert marked(app) == ["web01.qcow2", "web02.qcow2"]
+        await pilot.press("escape")  # the marks go, the filter stays
+        assert marked(app) == [] and table(app).filter_text == "web"
+        assert "Clear marks" not in screen_text(app)
+        await pilot.press("escape")  # now the filter
+        assert table(app).filter_text == ""
+
+
+async def test_a_mark_of_a_volume_gone_on_refresh_is_dropped(tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for name in ("a.qcow2", "b.qcow2"):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(pool / name), "1M"],
+                       check=True)
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("space", "space")
+        assert marked(app) == ["a.qcow2", "b.qcow2"]
+        os.unlink(pool / "a.qcow2")
+        await pilot.press("r")
+        await settle(app, pilot)
+        assert marked(app) == ["b.qcow2"]
+
+
+def console(pool: Path, tmp_path: Path, *, read_only: bool = False) -> StorageConsoleApp:
+    inventory = real_inventory(pool, cache_path=tmp_path / "cache.db", read_only=read_only)
+    inventory.refresh()
+    return StorageConsoleApp(inventory, runner=runner_for(inventory),
+                             select=inventory.config.selected, refresh_on_start=False,
+                             cursor_blink=False)
+
+
+async def until(pilot: Any, predicate: Callable[[], object], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+def chain_pool(tmp_path: Path) -> Path:
+    """base ← leaf, and a lone raw disk holding data."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(pool / "base.qcow2"),
+                    "1M"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F",
+                    "qcow2", str(pool / "leaf.qcow2"), "1M"], check=True)
+    (pool / "data.raw").write_bytes(b"precious" * 512)
+    return pool
+
+
+async def test_plan_confirm_and_summary_of_a_bulk_delete(tmp_path: Path) -> None:
+    pool = chain_pool(tmp_path)
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("asterisk", "d")
+        await until(pilot, lambda: isinstance(app.screen, BulkPlanScreen)
+                    and app.screen.plan is not None)
+        dialog = app.screen
+        assert isinstance(dialog, BulkPlanScreen) and dialog.plan is not None
+        assert [j.op.volume for j in dialog.plan.jobs] == ["data.raw", "leaf.qcow2",
+                                                          "base.qcow2"]
+        shown = screen_text(app)
+        assert shown.index("delete leaf.qcow2") < shown.index("delete base.qcow2")
+        assert "holds data" in shown and "frees" in shown
+        assert "Type 1 to delete them" in str(dialog.query_one("#question", Static).render())
+        await pilot.press("y")  # not enough: data needs the count typed
+        assert dialog.outcomes is None
+        dialog.query_one("#typed", Input).value = "1"
+        await pilot.press("enter")
+        await until(pilot, lambda: dialog.finished)
+        summary = str(dialog.query_one("#question", Static).render())
+        assert summary.startswith("Summary: 3 done, 0 failed"), summary
+        assert screen_text(app).count("done #") == 3
+        assert sorted(n for n in os.listdir(pool) if not n.startswith(".")) == []
+        await pilot.click("#close")
+        await until(pilot, lambda: isinstance(app.screen, MainScreen))
+        await settle(app, pilot)
+        assert table(app).row_count == 0 and not table(app).marks
+
+
+async def test_a_summary_says_why_a_job_failed(tmp_path: Path) -> None:
+    pool = chain_pool(tmp_path)
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("space", "space")  # by name: base.qcow2, data.raw (leaf.qcow2)
+        assert marked(app) == ["base.qcow2", "data.raw"]
+        await pilot.press("n")  # snapshot both
+        await until(pilot, lambda: isinstance(app.screen, BulkPlanScreen)
+                    and app.screen.plan is not None)
+        dialog = app.screen
+        assert isinstance(dialog, BulkPlanScreen) and dialog.plan is not None
+        assert [r.volume for r in dialog.plan.refused] == ["base.qcow2"]
+        assert "leaf.qcow2" in screen_text(app)  # why base is refused
+        # Between plan and confirmation, the disk changes: the job re-checks and fails.
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "data.raw", "-F",
+                        "raw", str(pool / "over.qcow2"), "1M"], check=True)
+        await pilot.press("y")
+        await until(pilot, lambda: dialog.finished)
+        summary = str(dialog.query_one("#question", Static).render())
+        assert summary.startswith("Summary: 0 done, 1 failed"), summary
+        assert "based on it" in screen_text(app)
+        assert dialog.query_one("#close", Button).label.plain == "Close"
+
+
+async def test_read_only_plan_refuses_everything(tmp_path: Path) -> None:
+    pool = chain_pool(tmp_path)
+    app = console(pool, tmp_path, read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("asterisk", "d")
+        await until(pilot, lambda: isinstance(app.screen, BulkPlanScreen)
+                    and app.screen.plan is not None)
+        dialog = app.screen
+        assert isinstance(dialog, BulkPlanScreen) and dialog.plan is not None
+        assert not dialog.plan.jobs and len(dialog.plan.refused) == 3
+        assert "read-only" in screen_text(app)
+        assert not dialog.query_one("#queue", Button).display
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
