@@ -1,6 +1,7 @@
 """End to end as an administrator works: the real console inside tmux, over a real
 ``ssh -t`` session to a test sshd on loopback, TERM=xterm-256color, 80x24. Each step is
-checked on the screen tmux shows (capture-pane): open, move to a pool, filter, quit."""
+checked on the screen tmux shows (capture-pane): open, move to a pool, filter, mark,
+show a plan, quit."""
 
 from __future__ import annotations
 
@@ -95,6 +96,23 @@ def test_console_over_ssh_in_tmux(tmux: Tmux, tmp_path: Path, sshd_fleet: Fleet,
     # vim keys move the cursor: the details follow
     tmux("send-keys", "-t", "sc", "j")
     shows(tmux, ["web-02.qcow2  qcow2"])  # the details' first line
+
+    # mark both matches (space marks and moves down): the mark bar counts them
+    tmux("send-keys", "-t", "sc", "g")
+    shows(tmux, ["web-01.qcow2  qcow2"])
+    tmux("send-keys", "-t", "sc", "Space")
+    shows(tmux, ["1 marked"])
+    tmux("send-keys", "-t", "sc", "Space")
+    shows(tmux, ["2 marked"])
+
+    # one plan for deleting both; esc leaves it, nothing deleted
+    tmux("send-keys", "-t", "sc", "d")
+    screen = shows(tmux, ["2 marked volumes: the plan", "web-01.qcow2", "web-02.qcow2"])
+    assert "Traceback" not in screen
+    tmux("send-keys", "-t", "sc", "Escape")
+    shows(tmux, ["2 marked", "web-01.qcow2"], absent=("the plan",))
+    tmux("send-keys", "-t", "sc", "Escape")  # clears the marks
+    shows(tmux, ["r Refresh"], absent=("2 marked",))
 
     # quit with :q: the ssh session ends cleanly
     tmux("send-keys", "-t", "sc", ":")
