@@ -53,22 +53,28 @@ def make_source(path: Path) -> None:
                    capture_output=True)
 
 
-def test_kill_9_mid_copy_then_resume(tmp_path: Path, pool_dir: Path) -> None:
-    make_source(pool_dir / "src.raw")
-    pool = str(pool_dir.resolve())
-    journal_path = tmp_path / "journal.db"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, pool, str(journal_path)],
+def kill_9_past_5_percent(script: str, pool: str, journal_path: Path) -> tuple[Journal, int]:
+    """Run ``script`` (it submits a job and prints its id) and kill -9 it once the job
+    is past 5%: the journal as the dead process left it, and the job's id."""
+    child = subprocess.Popen([sys.executable, "-c", script, pool, str(journal_path)],
                              stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     job_id = int(child.stdout.readline())
     journal = Journal(journal_path)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + PATIENCE
     while journal.get(job_id).percent < 5:
-        assert child.poll() is None, "the copy finished before it could be killed"
-        assert time.monotonic() < deadline, "the copy never made progress"
+        assert child.poll() is None, "the job finished before it could be killed"
+        assert time.monotonic() < deadline, "the job never made progress"
         time.sleep(0.01)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
+    return journal, job_id
+
+
+def test_kill_9_mid_copy_then_resume(tmp_path: Path, pool_dir: Path) -> None:
+    make_source(pool_dir / "src.raw")
+    pool = str(pool_dir.resolve())
+    journal, job_id = kill_9_past_5_percent(CHILD, pool, tmp_path / "journal.db")
     assert journal.get(job_id).state == JobState.RUNNING  # what the dead process left
     assert not (pool_dir / "dst.qcow2").exists()
 
@@ -123,19 +129,7 @@ def test_kill_9_mid_flatten_fix_then_resume(tmp_path: Path, pool_dir: Path) -> N
     subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", str(top),
                     str(reference)], check=True)
     pool = str(pool_dir.resolve())
-    journal_path = tmp_path / "journal.db"
-    child = subprocess.Popen([sys.executable, "-c", FIX_CHILD, pool, str(journal_path)],
-                             stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    job_id = int(child.stdout.readline())
-    journal = Journal(journal_path)
-    deadline = time.monotonic() + 60
-    while journal.get(job_id).percent < 5:
-        assert child.poll() is None, "the fix finished before it could be killed"
-        assert time.monotonic() < deadline, "the fix never made progress"
-        time.sleep(0.01)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+    journal, job_id = kill_9_past_5_percent(FIX_CHILD, pool, tmp_path / "journal.db")
     assert journal.get(job_id).state == JobState.RUNNING
     # Killed mid-way: the volume is still the 5-deep chain, its content unchanged.
     assert subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", str(top),
