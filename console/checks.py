@@ -59,7 +59,6 @@ JOB_PLACEHOLDER = "{job}"  # in a fix's commands: the id of the job that runs it
 
 _SEVERITY_RANK = {Severity.BROKEN: 0, Severity.DEGRADED: 1, Severity.INFO: 2}
 _TYPE_RANK = {FixType.MEND: 0, FixType.CLEAN: 1, FixType.MERGE: 2, FixType.OPTIMIZE: 3}
-_ACTIVE_STATES = ("pending", "running", "aborting")
 _JOB_TEMP = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-")
 
 _CHAIN_CODES = {
@@ -156,6 +155,7 @@ class _Checker:
         self.report = CheckReport()
         self._severity: dict[int, Severity] = {}  # id(fix) -> its finding's severity
         self._host_volumes: dict[str, list[Volume]] = {}
+        self._host_chains: dict[str, _Chains] = {}
         self._scanned: dict[tuple[str, str], PoolScan] = {}  # the pools checked
         self._others: dict[tuple[str, str], PoolScan] = {}  # the host's other pools
         self._libvirt: set[tuple[str, str]] = set()  # checked through their directory
@@ -331,8 +331,7 @@ class _Checker:
     def _snapshot(self, pool: Pool, v: Volume) -> None:
         if not v.readonly or v.error:
             return
-        if any(v.path in {link.path for link in other.chain.links[1:]}
-               or other.backing == v.path for other in self._volumes_of(v.host)):
+        if v.path in self._chains_of(v.host).named:
             return
         finding = self._find(pool, v.name, Severity.INFO, "unreferenced-snapshot",
                              "snapshot nothing is based on any more")
@@ -381,8 +380,8 @@ class _Checker:
                 or v.chain.depth < 2 or v.in_use or v.used_by:
             return
         base_path = os.path.realpath(v.chain.links[1].path)
-        volumes = self._volumes_of(v.host)
-        bases = [b for b in volumes if os.path.realpath(b.path) == base_path]
+        chains = self._chains_of(v.host)
+        bases = chains.at.get(base_path, [])
         if len(bases) != 1 or bases[0].pool != v.pool:
             return  # not a volume of this pool: the fix works in one pool
         base = bases[0]
@@ -391,12 +390,10 @@ class _Checker:
                 or base.capacity > v.capacity:
             return
         mine = os.path.realpath(v.path)
-        for other in volumes:
-            below = [os.path.realpath(link.path) for link in other.chain.links[1:]]
-            if mine in below:
-                return  # something is based on it: the top must go or stay empty
-            if below and below[0] == base_path and os.path.realpath(other.path) != mine:
-                return  # another volume is based on the base: a commit changes it
+        if mine in chains.below:
+            return  # something is based on it: the top must go or stay empty
+        if chains.on.get(base_path, set()) - {mine}:
+            return  # another volume is based on the base: a commit changes it
         finding = self._find(pool, v.name, Severity.INFO, "commit-into-base",
                              f"the only volume based on {base.name} (writable, used by "
                              "nothing else): the two can be one image")
@@ -427,9 +424,7 @@ class _Checker:
         preallocated = v.allocation >= v.capacity * PREALLOCATED
         if wanted == fmt and preallocated:
             return
-        mine = os.path.realpath(v.path)
-        if any(mine in {os.path.realpath(link.path) for link in other.chain.links[1:]}
-               for other in self._volumes_of(v.host)):
+        if os.path.realpath(v.path) in self._chains_of(v.host).below:
             return  # what is based on it names its format: not rewritten under them
         why = [f"{fmt}, {wanted} preferred"] if wanted != fmt else []
         if not preallocated:
@@ -562,6 +557,11 @@ class _Checker:
             self._host_volumes[host] = volumes
         return self._host_volumes[host]
 
+    def _chains_of(self, host: str) -> _Chains:
+        if host not in self._host_chains:
+            self._host_chains[host] = _Chains.of(self._volumes_of(host))
+        return self._host_chains[host]
+
     def _pool_of(self, v: Volume) -> Pool:
         scan = self._scanned.get((v.host, v.pool)) or self._others.get((v.host, v.pool))
         if scan is not None:
@@ -622,13 +622,43 @@ class _Checker:
         self.report.fixes.sort(key=fix_key)
 
 
+@dataclass(frozen=True)
+class _Chains:
+    """Who is based on what among a host's volumes, read in one pass: the checks ask it
+    of every volume, and a pass per volume is quadratic (and a ``realpath`` per link)."""
+
+    named: frozenset[str]  # every link below a volume, as named, and every ``backing``
+    below: frozenset[str]  # every link below a volume, resolved
+    on: dict[str, set[str]]  # a resolved first backing -> the resolved volumes on it
+    at: dict[str, list[Volume]]  # a resolved path -> the volumes there
+
+    @classmethod
+    def of(cls, volumes: Sequence[Volume]) -> _Chains:
+        named: set[str] = set()
+        below: set[str] = set()
+        on: dict[str, set[str]] = {}
+        at: dict[str, list[Volume]] = {}
+        for v in volumes:
+            here = os.path.realpath(v.path)
+            at.setdefault(here, []).append(v)
+            links = [link.path for link in v.chain.links[1:]]
+            named.update(links)
+            if v.backing is not None:
+                named.add(v.backing)
+            resolved = [os.path.realpath(path) for path in links]
+            below.update(resolved)
+            if resolved:
+                on.setdefault(resolved[0], set()).add(here)
+        return cls(frozenset(named), frozenset(below), on, at)
+
+
 def _running(job: JobRecord) -> bool:
     """A job still at work: pending, or running/aborting in a process still alive."""
-    from console.jobs.journal import owner_alive
+    from console.jobs.journal import ACTIVE, JobState, owner_alive
 
-    if str(job.state) not in _ACTIVE_STATES:
+    if job.state not in ACTIVE:
         return False
-    return str(job.state) == "pending" or owner_alive(job.owner)
+    return job.state == JobState.PENDING or owner_alive(job.owner)
 
 
 def _merge(health: Health, findings: Sequence[Finding], shared: bool) -> Health:

@@ -298,7 +298,6 @@ class Inventory:
 
     def remove_host(self, name: str) -> None:
         """A host removed in the console: its connection closed, its rows forgotten."""
-        pools = self.host_pools(name)
         self.config = replace(self.config, hosts=tuple(
             hc for hc in self.config.hosts if hc.host.name != name))
         link = self._links.pop(name, None)
@@ -307,9 +306,7 @@ class Inventory:
         if link is not None:
             link.close()
         if self._cache is not None:
-            for p in pools:
-                self.cache.forget_pool(name, p.name)
-            self.cache.forget_host(name)
+            self.cache.forget_host(name)  # every pool's rows and usage with it
 
     def close(self) -> None:
         for link in self._links.values():

@@ -180,9 +180,7 @@ class RunFix(Operation):
         if self.code == "performance-layout":
             return (self.pool, driver.measure_copy(
                 pool, self.volume, ImageFormat(self._output_format()), full=True))
-        if self.code == "commit-into-base":
-            return (self.pool, _allocated(transport, _path(pool, self.volume)) + (1 << 20))
-        if self.code == "corruption":
+        if self.code in ("commit-into-base", "corruption"):
             return (self.pool, _allocated(transport, _path(pool, self.volume)) + (1 << 20))
         if self.code == "merge-snapshot":
             base = _path(pool, str(self.fix_params.get("base", "")))
@@ -358,6 +356,19 @@ class _Step:
                              f"it is not {what}", **self.where,
                              hint="check again: merge or flatten those first")
 
+    def based_on(self, top: Volume, base: Volume, base_name: str) -> None:
+        """Refuse unless ``base`` is what ``top`` is based on directly."""
+        if top.chain.depth < 2 or os.path.realpath(top.chain.links[1].path) != \
+                os.path.realpath(base.path):
+            raise InvalidRequest(f"{base_name!r} is not what it is based on (any more)",
+                                 **self.where, hint="check it again")
+
+    def others_on(self, base: Volume, top: Volume) -> list[str]:
+        """The volumes of the host based directly on ``base``, ``top`` aside."""
+        mine = os.path.realpath(top.path)
+        return [v.name for depth, v in self.ctx.inventory.dependants(self.op.host, base.path)
+                if depth == 1 and os.path.realpath(v.path) != mine]
+
     def usable_chain(self, volume: Volume) -> None:
         if volume.chain.problem is not None:
             raise InvalidRequest(f"its backing chain is broken ({volume.chain.problem}: "
@@ -531,14 +542,10 @@ class _Step:
         self.usable_chain(top)
         base_name = str(self.params.get("base", ""))
         base = self.driver.probe_volume(self.pool, base_name)
-        if top.chain.depth < 2 or os.path.realpath(top.chain.links[1].path) != \
-                os.path.realpath(base.path):
-            raise InvalidRequest(f"{base_name!r} is not what it is based on (any more)",
-                                 **self.where, hint="check it again")
+        self.based_on(top, base, base_name)
         if self.driver.volume_in_use(base):
             raise VolumeBusy(f"{base_name} is in use by a running QEMU", **self.where)
-        others = [v.name for depth, v in self.ctx.inventory.dependants(self.op.host, base.path)
-                  if depth == 1 and os.path.realpath(v.path) != os.path.realpath(top.path)]
+        others = self.others_on(base, top)
         if others:
             raise VolumeBusy(f"{len(others)} other volume(s) are based on {base_name} "
                              f"({', '.join(sorted(others)[:5])}): it is not merged",
@@ -562,10 +569,7 @@ class _Step:
         self.usable_chain(top)
         base_name = str(self.params.get("base", ""))
         base = self.volume(name=base_name)
-        if top.chain.depth < 2 or os.path.realpath(top.chain.links[1].path) != \
-                os.path.realpath(base.path):
-            raise InvalidRequest(f"{base_name!r} is not what it is based on (any more)",
-                                 **self.where, hint="check it again")
+        self.based_on(top, base, base_name)
         if base.readonly:
             raise InvalidRequest(f"{base_name} is a snapshot (read-only on disk): a commit "
                                  "would change it", **self.where,
@@ -583,8 +587,7 @@ class _Step:
             raise VolumeBusy(f"libvirt domain(s) {', '.join(users[:5])} use the top or "
                              f"{base_name}: it is not committed", **self.where,
                              hint="detach the disk from the domain first")
-        others = [v.name for depth, v in self.ctx.inventory.dependants(self.op.host, base.path)
-                  if depth == 1 and os.path.realpath(v.path) != os.path.realpath(top.path)]
+        others = self.others_on(base, top)
         if others:
             raise VolumeBusy(f"{len(others)} other volume(s) are based on {base_name} "
                              f"({', '.join(sorted(others)[:5])}): a commit would change "
@@ -613,8 +616,9 @@ class _Step:
         # Right before it goes: nothing may have been based on the top, or opened it.
         top = self.volume("qcow2")
         self.nothing_based_on(top, "dropped")
-        if self.domains(top):
-            raise VolumeBusy(f"libvirt domain(s) {', '.join(self.domains(top))} use it now: "
+        users_now = self.domains(top)
+        if users_now:
+            raise VolumeBusy(f"libvirt domain(s) {', '.join(users_now)} use it now: "
                              "it is kept", **self.where)
         if drop:
             self.driver.delete_volume(self.pool, self.op.volume)
