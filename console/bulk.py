@@ -172,11 +172,9 @@ class _Planner:
         return self.spaces[key]
 
     def in_use(self, volume: Volume) -> bool:
-        try:
-            pool = self.inventory.pool(volume.host, volume.pool)
-            return self.inventory.driver(pool).volume_in_use(volume)
-        except StorageError:
-            return False  # cannot tell here: the job asks again before it acts
+        # The inventory's own check (as its delete plan makes): unknown counts as free,
+        # the job asks again before it acts.
+        return self.inventory._in_use(volume)
 
     def refuse(self, mark: Mark | Volume, reason: str) -> None:
         if isinstance(mark, Mark):
@@ -196,7 +194,7 @@ class _Planner:
         self.effects[(host, pool)] = self.effects.get((host, pool), 0) + need
         self.jobs.append(PlannedJob(op, wave, after, ((host, pool, need),)))
 
-    def plan(self, action: str) -> tuple[tuple[PlannedJob, ...], tuple[PoolEffect, ...]]:
+    def plan(self) -> tuple[tuple[PlannedJob, ...], tuple[PoolEffect, ...]]:
         jobs = tuple(sorted(self.jobs, key=lambda j: j.wave))
         effects = []
         for (host, pool), change in self.effects.items():
@@ -234,7 +232,7 @@ def plan_bulk(inventory: Inventory, runner: Runner | None, action: str,
     else:
         assert dest is not None
         _plan_copy(planner, found, dest)
-    jobs, effects = planner.plan(action)
+    jobs, effects = planner.plan()
     return BulkPlan(action, jobs, tuple(planner.refused), effects, dest)
 
 

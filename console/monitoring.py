@@ -89,9 +89,13 @@ class AlertChange:
         """A line of the events log (narrow: the notification says more)."""
         if self.after == Level.OK:
             return f"{self.host}:{self.pool} back below warning ({100 * self.used:.0f}% used)"
-        limit = self.limits.critical if self.after == Level.CRITICAL else self.limits.warning
         return (f"{self.host}:{self.pool} {self.after}: {100 * self.used:.0f}% used "
-                f"(threshold {100 * limit:.0f}%)")
+                f"(threshold {100 * self._limit:.0f}%)")
+
+    @property
+    def _limit(self) -> float:
+        """The threshold crossed upwards (critical or warning)."""
+        return self.limits.critical if self.after == Level.CRITICAL else self.limits.warning
 
     @property
     def text(self) -> str:
@@ -100,11 +104,10 @@ class AlertChange:
             return (f"{where}: back below the warning threshold "
                     f"({100 * self.used:.0f}% used, warning at "
                     f"{100 * self.limits.warning:.0f}%)")
-        limit = self.limits.critical if self.after == Level.CRITICAL else self.limits.warning
         hint = ("no new job may take space in it: free space or grow the pool"
                 if self.after == Level.CRITICAL else "free space or grow the pool soon")
         return (f"{where}: {100 * self.used:.0f}% used, at or above the {self.after} "
-                f"threshold of {100 * limit:.0f}%: {hint}")
+                f"threshold of {100 * self._limit:.0f}%: {hint}")
 
 
 class Alerts:
@@ -254,7 +257,10 @@ def growth_per_day(samples: Sequence[UsageSample]) -> float | None:
 def full_in_days(samples: Sequence[UsageSample]) -> float | None:
     """Days until the pool is full at the fitted rate, from the last sample; None when
     the trend is not growing."""
-    rate = growth_per_day(samples)
+    return _days_left(samples, growth_per_day(samples))
+
+
+def _days_left(samples: Sequence[UsageSample], rate: float | None) -> float | None:
     if rate is None or rate <= 0:
         return None
     last = samples[-1]
@@ -266,7 +272,7 @@ def trend_words(samples: Sequence[UsageSample]) -> str:
     rate = growth_per_day(samples)
     if rate is None:
         return "history: one sample so far"
-    days = full_in_days(samples)
+    days = _days_left(samples, rate)  # the same fit, not made again
     sign = "+" if rate >= 0 else "-"
     words = f"{sign}{format_size(int(abs(rate)))}/day over {len(samples)} samples"
     if days is None:

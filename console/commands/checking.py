@@ -34,14 +34,22 @@ def resolve(config: Config, targets: list[str]) -> tuple[Config, list[tuple[str,
     volumes: set[tuple[str, str, str]] = set()
     whole_pools: set[tuple[str, str]] = set()
     hosts: list[str] = []
+
+    def picked(sub: Config, name: str | None = None) -> None:
+        """Record the pool ``sub`` selected (and its volume ``name``, if one)."""
+        assert sub.selected is not None
+        if name is None:
+            whole_pools.add(sub.selected)
+        else:
+            volumes.add((*sub.selected, name))
+        if sub.selected not in pools:
+            pools.append(sub.selected)
+
     for target in targets:
         if os.path.isfile(target):  # a volume's file: its directory, that volume
             directory, name = os.path.split(os.path.abspath(target))
             config = config.with_targets([directory])
-            assert config.selected is not None
-            volumes.add((*config.selected, name))
-            if config.selected not in pools:
-                pools.append(config.selected)
+            picked(config, name)
             continue
         if not os.path.isdir(target) and ":" not in target:
             try:
@@ -58,15 +66,9 @@ def resolve(config: Config, targets: list[str]) -> tuple[Config, list[tuple[str,
             if not sep or not name or ":" not in target:
                 raise
             config = config.with_targets([f"{host}:{pool}"])
-            assert config.selected is not None
-            volumes.add((*config.selected, name))
-            if config.selected not in pools:
-                pools.append(config.selected)
+            picked(config, name)
             continue
-        assert config.selected is not None
-        whole_pools.add(config.selected)
-        if config.selected not in pools:
-            pools.append(config.selected)
+        picked(config)
     only = {v for v in volumes if (v[0], v[1]) not in whole_pools} if volumes else None
     return config, pools, only, hosts
 
