@@ -13,12 +13,12 @@ Plain Python, no Textual: the UI calls both in thread workers.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from backends.contract import StorageError, VolumeNotFound
 from backends.model import Pool, Volume
+from console.chains import based_on
 from console.inventory import Inventory
 from console.jobs.journal import ACTIVE, JobRecord, JobState
 from console.jobs.operations import CopyVolume, DeleteVolume, Operation, SnapshotVolume
@@ -110,13 +110,8 @@ class _Host:
     def dependants(self, volume: Volume) -> list[tuple[int, Volume]]:
         """What is based on ``volume`` (distance 1 directly, 2 through one, ...), leaves
         first, as ``Inventory.plan_delete`` orders them."""
-        target = os.path.realpath(volume.path)
-        found = []
-        for other in self.volumes.values():
-            below = [os.path.realpath(link.path) for link in other.chain.links[1:]]
-            if target in below:
-                found.append((below.index(target) + 1, other))
-        return sorted(found, key=lambda item: (-item[0], item[1].path))
+        return sorted(based_on(volume.path, self.volumes.values()),
+                      key=lambda item: (-item[0], item[1].path))
 
 
 class _Planner:
@@ -174,7 +169,7 @@ class _Planner:
     def in_use(self, volume: Volume) -> bool:
         # The inventory's own check (as its delete plan makes): unknown counts as free,
         # the job asks again before it acts.
-        return self.inventory._in_use(volume)
+        return self.inventory.in_use(volume)
 
     def refuse(self, mark: Mark | Volume, reason: str) -> None:
         if isinstance(mark, Mark):

@@ -138,6 +138,18 @@ def build_forest(rows: Iterable[VolumeRow]) -> list[ChainNode]:
     return roots
 
 
+def based_on(path: str, volumes: Iterable[Volume]) -> list[tuple[int, Volume]]:
+    """Every volume of ``volumes`` based on the one at ``path``, directly (1) or through
+    others (2, 3, ...), with that distance; paths compared resolved."""
+    target = os.path.realpath(path)
+    found: list[tuple[int, Volume]] = []
+    for other in volumes:
+        below = [os.path.realpath(link.path) for link in other.chain.links[1:]]
+        if target in below:
+            found.append((below.index(target) + 1, other))
+    return found
+
+
 def build_dependants(volume: ChainEntry, found: Sequence[tuple[int, ChainEntry, str | None]],
                      ) -> list[ChainNode]:
     """``volume`` as the one root, what is based on it below (``found``: distance, the

@@ -27,6 +27,7 @@ from backends.contract import (
 )
 from backends.model import Health, Host, ImageFormat, Pool, PoolScan, Progress, Volume
 from console.cache import Cache
+from console.chains import based_on
 from console.config import Config, HostConfig, known_hosts_path
 from console.health import assess
 from console.hosts import HostLink, HostState, HostStatus, UriKind
@@ -357,17 +358,13 @@ class Inventory:
     def dependants(self, host: str, path: str) -> list[tuple[int, Volume]]:
         """Every volume of the host based on the volume at ``path``, directly (1) or
         through others (2, 3, ...), with that distance; found on disk in every pool."""
-        target = os.path.realpath(path)
         found: list[tuple[int, Volume]] = []
         for other in self.host_pools(host):
             try:
                 scan = self.driver(other).scan_pool(other)
             except StorageError:
                 continue
-            for v in scan.volumes:
-                below = [os.path.realpath(link.path) for link in v.chain.links[1:]]
-                if target in below:
-                    found.append((below.index(target) + 1, v))
+            found += based_on(path, scan.volumes)
         return found
 
     def plan_delete(self, host: str, pool: str, name: str, *,
@@ -380,14 +377,14 @@ class Inventory:
                        key=lambda found: (-found[0], found[1].path))
         dependants = tuple(v.path for _, v in based)
         order = (*(v for _, v in based), volume) if with_dependants else (volume,)
-        in_use = tuple(v.path for v in order if self._in_use(v))
+        in_use = tuple(v.path for v in order if self.in_use(v))
         if dependants and not with_dependants:
             holds = False  # refused anyway
         else:
             holds = any(self.driver(self.pool(host, v.pool)).holds_data(v) for v in order)
         return DeletePlan(volume, holds, dependants, with_dependants, order, in_use)
 
-    def _in_use(self, volume: Volume) -> bool:
+    def in_use(self, volume: Volume) -> bool:
         try:
             return self.driver(self.pool(volume.host, volume.pool)).volume_in_use(volume)
         except StorageError:
