@@ -262,7 +262,8 @@ def zero_range(fd: int, offset: int, length: int) -> None:
             start += os.pwrite(fd, memoryview(_ZEROS)[:min(CHUNK, end - start)], start)
 
 
-def _write_all(fd: int, data: memoryview | bytes, offset: int | None = None) -> None:
+def write_all(fd: int, data: memoryview | bytes, offset: int | None = None) -> None:
+    """Write all of ``data`` to ``fd``, at ``offset`` when given (``pwrite``)."""
     view = memoryview(data)
     while view:
         n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
@@ -523,7 +524,7 @@ def compress(src: str, out: str, argv: list[str], *, progress: ProgressFn | None
                             if not chunk:
                                 break
                             hasher.feed(chunk)
-                            _write_all(out_fd, chunk)
+                            write_all(out_fd, chunk)
                             written += len(chunk)
                 except BaseException:
                     zstd.kill()
@@ -573,7 +574,7 @@ def decompress(archive: str, out: str, argv: list[str], *, length: int, existing
         try:
             with _Filter(argv, preexec_fn=preexec_fn) as zstd:
                 feeder = _Pump(lambda view: os.readv(source, [view]),
-                               lambda view: _write_all(zstd.stdin, view), zstd.kill,
+                               lambda view: write_all(zstd.stdin, view), zstd.kill,
                                zstd.close_stdin)
                 feeder.start()
                 try:
@@ -658,7 +659,7 @@ def _unpack(zstd: _Filter, out_fd: int, length: int, existing: bool, expect: Arc
                 for start in [*range(0, filled, BLOCK), filled]:
                     zero = start < filled and _ZEROS.startswith(chunk[start:start + BLOCK])
                     if (zero or start == filled) and run is not None:
-                        _write_all(out_fd, chunk[run:start], offset + run)
+                        write_all(out_fd, chunk[run:start], offset + run)
                         data += start - run
                         run = None
                     if start == filled:

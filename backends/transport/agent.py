@@ -1,7 +1,7 @@
 """The remote end of the SSH transport: one request, run by a host's own ``python3``.
 
 Stdlib only, like everything it imports (``local``, ``scanner``, ``probe``, ``model``,
-``archive``, ``contract``): ``ssh.agent_script`` ships their source on stdin, so the
+``archive``, ``contract``): ``bundle.agent_script`` ships their source on stdin, so the
 host needs nothing installed but python3, and every file primitive behaves exactly as
 ``LocalTransport``'s, because it is ``LocalTransport``'s.
 

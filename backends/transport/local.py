@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from backends import archive
@@ -47,6 +47,24 @@ def command_key(argv: list[str]) -> str:
     if program == "qemu-img" and len(argv) > 1:
         return f"{program} {argv[1]}"
     return program
+
+
+def refuse_unless_read_only(transport: Transport, argv: list[str]) -> None:
+    """``ReadOnlyViolation`` when ``transport`` is read-only and ``argv`` is not one of
+    ``READ_ONLY_COMMANDS``."""
+    key = command_key(argv)
+    if transport.read_only and key not in READ_ONLY_COMMANDS:
+        raise ReadOnlyViolation(f"refused to run {key!r} in read-only mode",
+                                host=transport.host)
+
+
+def record_command(transport: Transport, argv: Sequence[str], returncode: int,
+                   started: float) -> None:
+    """Tell the transport's observer (the audit) of a command started at ``started``
+    (``time.monotonic()``)."""
+    if transport.observer is not None:
+        transport.observer(transport.host, tuple(argv), returncode,
+                           time.monotonic() - started)
 
 
 POLL_SECONDS = 0.1  # how often a running command's cancel flag is looked at
@@ -162,9 +180,7 @@ class LocalProcess(Process):
         self._stdout = self._proc.stdout.fileno()
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._stdin, view):]
+        archive.write_all(self._stdin, data)
 
     def close_stdin(self) -> None:
         assert self._proc.stdin is not None
@@ -217,10 +233,7 @@ class LocalProcess(Process):
         self._record(-1 if self._killed else status)
 
     def _record(self, status: int) -> None:
-        observer = self._transport.observer
-        if observer is not None:
-            observer(self._transport.host, self._audit, status,
-                     time.monotonic() - self._started)
+        record_command(self._transport, self._audit, status, self._started)
 
 
 class LocalTransport(Transport):
@@ -231,10 +244,7 @@ class LocalTransport(Transport):
         self.read_only = read_only
 
     def spawn(self, argv: list[str], *, audit_as: list[str] | None = None) -> Process:
-        key = command_key(argv)
-        if self.read_only and key not in READ_ONLY_COMMANDS:
-            raise ReadOnlyViolation(f"refused to run {key!r} in read-only mode",
-                                    host=self.host)
+        refuse_unless_read_only(self, argv)
         return LocalProcess(self, argv, audit_as)
 
     def run(
@@ -245,10 +255,7 @@ class LocalTransport(Transport):
         timeout: float | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> CommandResult:
-        key = command_key(argv)
-        if self.read_only and key not in READ_ONLY_COMMANDS:
-            raise ReadOnlyViolation(f"refused to run {key!r} in read-only mode",
-                                    host=self.host)
+        refuse_unless_read_only(self, argv)
         started = time.monotonic()
         returncode = -1  # what the audit records for a command stopped or not started
         try:
@@ -265,12 +272,10 @@ class LocalTransport(Transport):
             returncode = result.returncode
             return result
         except subprocess.TimeoutExpired:
-            raise CommandFailed(f"{key} did not finish within {timeout} s and was stopped",
-                                host=self.host) from None
+            raise CommandFailed(f"{command_key(argv)} did not finish within {timeout} s "
+                                "and was stopped", host=self.host) from None
         finally:
-            if self.observer is not None:
-                self.observer(self.host, tuple(argv), returncode,
-                              time.monotonic() - started)
+            record_command(self, argv, returncode, started)
 
     def _not_started(self, argv: list[str], err: OSError) -> CommandFailed:
         return CommandFailed(f"cannot run {argv[0] if argv else '(nothing)'}: {err.strerror}",
@@ -380,10 +385,8 @@ class LocalTransport(Transport):
             os.close(fd)
 
     def zero_blocks(self, path: str, budget: int) -> tuple[int, int, int]:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = archive.open_regular(path)
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(errno.EINVAL, "not a regular file", path)
             return count_zero_blocks(fd, budget)
         finally:
             os.close(fd)
@@ -527,9 +530,7 @@ class LocalTransport(Transport):
             returncode = err.returncode
             raise CommandFailed(str(err), host=self.host) from None
         finally:
-            if self.observer is not None:
-                self.observer(self.host, tuple(argv), returncode,
-                              time.monotonic() - started)
+            record_command(self, argv, returncode, started)
 
     def _refuse_if_read_only(self, what: str) -> None:
         if self.read_only:

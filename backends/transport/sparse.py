@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable
 from typing import IO
 
-from backends.archive import data_extents, open_regular
+from backends.archive import data_extents, open_regular, write_all
 
 MAGIC = b"SCSPRS01"
 FRAME = struct.Struct(">cQQ")
@@ -95,7 +95,7 @@ def send_to(path: str, fd: int, *, compress: bool) -> tuple[int, int, str]:
     """``send`` to the file descriptor ``fd`` (the agent's stdout), through ``zstd``
     when ``compress``; ``StreamError`` when zstd fails."""
     if not compress:
-        return send(path, lambda data: _write_all(fd, data))
+        return send(path, lambda data: write_all(fd, data))
     proc = subprocess.Popen(COMPRESS, stdin=subprocess.PIPE, stdout=fd)
     assert proc.stdin is not None
     try:
@@ -108,12 +108,6 @@ def send_to(path: str, fd: int, *, compress: bool) -> tuple[int, int, str]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _read_exact(stream: IO[bytes], n: int) -> bytes:
@@ -163,7 +157,7 @@ def receive(path: str, stream: IO[bytes], *,
             if kind == DATA:
                 data = _read_exact(stream, length)
                 digest.update(data)
-                _pwrite_all(fd, data, offset)
+                write_all(fd, data, offset)
                 written += length
                 if written - flushed >= WRITEBACK:
                     # Start writing back what came so far (Linux: DONTNEED starts the
@@ -185,13 +179,6 @@ def receive(path: str, stream: IO[bytes], *,
     finally:
         if fd >= 0:
             os.close(fd)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
 
 
 def receive_from(path: str, stream: IO[bytes], *, compress: bool,

@@ -55,7 +55,7 @@ from backends.transport.hostkeys import (
     fingerprint,
     key_family,
 )
-from backends.transport.local import READ_ONLY_COMMANDS, command_key
+from backends.transport.local import command_key, record_command, refuse_unless_read_only
 from backends.transport.sshlib import paramiko
 
 POLL_SECONDS = 0.1
@@ -357,6 +357,16 @@ class _Stream:
             raise self.lost()
         return status
 
+    def end_input(self) -> None:
+        """End the command's input, give it ``CANCEL_GRACE_SECONDS`` to exit, then close
+        the channel."""
+        with contextlib.suppress(OSError, EOFError):
+            self.chan.shutdown_write()
+            deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+            while not self.chan.exit_status_ready() and time.monotonic() < deadline:
+                self.chan.status_event.wait(POLL_SECONDS)
+        self.chan.close()
+
     def lost(self) -> HostUnreachable:
         return HostUnreachable("the connection dropped in the middle of a request",
                                host=self.host, hint="the host stopped answering; it is "
@@ -470,10 +480,7 @@ class _SshProcess(Process):
             self._record(status)
 
     def _record(self, status: int) -> None:
-        observer = self._transport.observer
-        if observer is not None:
-            observer(self._transport.host, self._audit, status,
-                     time.monotonic() - self._started)
+        record_command(self._transport, self._audit, status, self._started)
 
 
 class _NoPython(Exception):
@@ -536,14 +543,8 @@ class _AgentSession:
         self._starting.join()
         with self._lock:
             stream, self._stream = self._stream, None
-        if stream is None:
-            return
-        with contextlib.suppress(OSError, EOFError):
-            stream.chan.shutdown_write()
-            deadline = time.monotonic() + CANCEL_GRACE_SECONDS
-            while not stream.chan.exit_status_ready() and time.monotonic() < deadline:
-                stream.chan.status_event.wait(POLL_SECONDS)
-        stream.chan.close()
+        if stream is not None:
+            stream.end_input()
 
 
 class SshTransport(Transport):
@@ -673,10 +674,7 @@ class SshTransport(Transport):
     # -- commands ---------------------------------------------------------------------
 
     def spawn(self, argv: list[str], *, audit_as: list[str] | None = None) -> Process:
-        key = command_key(argv)
-        if self.read_only and key not in READ_ONLY_COMMANDS:
-            raise ReadOnlyViolation(f"refused to run {key!r} in read-only mode",
-                                    host=self.host)
+        refuse_unless_read_only(self, argv)
         if not argv:
             raise CommandFailed("cannot run an empty command", host=self.host)
         return _SshProcess(self, argv, audit_as)
@@ -689,10 +687,7 @@ class SshTransport(Transport):
         timeout: float | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> CommandResult:
-        key = command_key(argv)
-        if self.read_only and key not in READ_ONLY_COMMANDS:
-            raise ReadOnlyViolation(f"refused to run {key!r} in read-only mode",
-                                    host=self.host)
+        refuse_unless_read_only(self, argv)
         started = time.monotonic()
         returncode = -1
         try:
@@ -700,9 +695,7 @@ class SshTransport(Transport):
             returncode = result.returncode
             return result
         finally:
-            if self.observer is not None:
-                self.observer(self.host, tuple(argv), returncode,
-                              time.monotonic() - started)
+            record_command(self, argv, returncode, started)
 
     def _run(self, argv: list[str], on_output: Callable[[bytes], None] | None,
              timeout: float | None, should_cancel: CancelCheck | None) -> CommandResult:
@@ -1025,9 +1018,7 @@ class SshTransport(Transport):
             returncode = 0
             raise
         finally:
-            if self.observer is not None:
-                self.observer(self.host, tuple(argv), returncode,
-                              time.monotonic() - started)
+            record_command(self, argv, returncode, started)
 
     def sha256_file(self, path: str, *, progress: ByteProgress | None = None,
                     should_cancel: CancelCheck | None = None) -> tuple[str, int]:
@@ -1066,12 +1057,7 @@ class SshTransport(Transport):
                 raise self._needs_python("lock a volume") from None
             yield
         finally:
-            with contextlib.suppress(OSError, EOFError):
-                stream.chan.shutdown_write()  # end of input: the agent unlocks and exits
-                deadline = time.monotonic() + CANCEL_GRACE_SECONDS
-                while not stream.chan.exit_status_ready() and time.monotonic() < deadline:
-                    stream.chan.status_event.wait(POLL_SECONDS)
-            stream.chan.close()
+            stream.end_input()  # the agent unlocks and exits
 
     def _refuse_if_read_only(self, what: str) -> None:
         if self.read_only:
