@@ -35,6 +35,8 @@ from backends.contract import (
     VolumeExists,
     VolumeNotFound,
 )
+from backends.drivers.dir.guards import check_cancel
+from backends.drivers.dir.names import size_text, where_of
 from backends.model import (
     Capacity,
     Chain,
@@ -162,13 +164,6 @@ def shred_argv(path: str, pattern: str) -> list[str]:
     return ["shred", *passes, path]
 
 
-def size_text(size: int) -> str:
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if size >= 1 << shift:
-            return f"{size} bytes ({size / (1 << shift):.1f} {unit})"
-    return f"{size} bytes"
-
-
 def _last_line(stderr: bytes) -> str:
     lines = [line.strip() for line in stderr.decode(errors="replace").splitlines()]
     # lvm2's warnings about the missing driver come first and say nothing of the error.
@@ -289,7 +284,11 @@ class LvmDriver(Driver):
 
     def probe_volume(self, pool: Pool, name: str) -> Volume:
         validate_lv_name(name, pool=pool)
-        for row in self._lvs(pool):
+        return self._volume_in(pool, name, self._lvs(pool))
+
+    def _volume_in(self, pool: Pool, name: str, rows: list[dict[str, str]]) -> Volume:
+        """The volume ``name`` among ``rows`` (one ``lvs`` listing of the pool)."""
+        for row in rows:
             if row["lv_name"] == name:
                 kind = _not_volume(row)
                 if kind is not None:
@@ -345,7 +344,7 @@ class LvmDriver(Driver):
         """A thick raw LV of ``capacity`` rounded up to whole extents (lvcreate is one
         metadata change: no temporary name). ``zero`` and "full" preallocation write
         zeroes over it, which needs it active: refused without device-mapper."""
-        where = _where(pool, name)
+        where = where_of(pool, name)
         validate_lv_name(name, pool=pool)
         if fmt != ImageFormat.RAW:
             raise InvalidRequest(f"an LV holds raw data, not {fmt}", **where,
@@ -370,7 +369,7 @@ class LvmDriver(Driver):
             raise NoSpace(f"{size_text(size)} needed ({size // extent} extents), "
                           f"{size_text(free)} free in the volume group", **where,
                           hint="free space in the VG, extend it, or ask for less")
-        _check_cancel(should_cancel, where, "create")
+        check_cancel(should_cancel, where, "create")
         result = self._run(lvcreate_argv(self.device_mapper, pool.name, name, size), where)
         if result.returncode != 0:
             raise _failure(result, "lvcreate", where)
@@ -391,12 +390,14 @@ class LvmDriver(Driver):
         progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> None:
-        where = _where(pool, name)
-        volume = self.probe_volume(pool, name)
+        where = where_of(pool, name)
+        validate_lv_name(name, pool=pool)
+        rows = self._lvs(pool)  # one listing for the volume and its snapshots
+        volume = self._volume_in(pool, name, rows)
         if volume.in_use:
             raise VolumeBusy("the LV is open (a VM, a mount or qemu-nbd holds it)", **where,
                              hint="stop what uses it first")
-        snapshots = [row["lv_name"] for row in self._lvs(pool) if row.get("origin") == name]
+        snapshots = [row["lv_name"] for row in rows if row.get("origin") == name]
         if snapshots:
             # lvremove -y would take the snapshots with it.
             raise VolumeBusy(f"snapshots depend on it: {', '.join(snapshots)}", **where,
@@ -410,7 +411,7 @@ class LvmDriver(Driver):
                                    "wipe it on a host with device-mapper")
             self._shred(pool, name, wipe, where, progress, should_cancel)
         else:
-            _check_cancel(should_cancel, where, "delete")
+            check_cancel(should_cancel, where, "delete")
         result = self._run(lvremove_argv(self.device_mapper, pool.name, name), where)
         if result.returncode != 0:
             raise _failure(result, "lvremove", where)
@@ -426,7 +427,7 @@ class LvmDriver(Driver):
         should_cancel: CancelCheck | None = None,
     ) -> Volume:
         """Resize to ``capacity`` rounded up to whole extents; never the file system."""
-        where = _where(pool, name)
+        where = where_of(pool, name)
         volume = self.probe_volume(pool, name)
         if volume.readonly:
             raise InvalidRequest("a snapshot or read-only LV is not resized", **where)
@@ -444,7 +445,7 @@ class LvmDriver(Driver):
         if smaller and volume.in_use:
             raise VolumeBusy("the LV is open: it is not shrunk", **where,
                              hint="stop what uses it first")
-        _check_cancel(should_cancel, where, "resize")
+        check_cancel(should_cancel, where, "resize")
         argv = lvresize_argv(self.device_mapper, pool.name, name, size, shrink=smaller)
         result = self._run(argv, where)
         if result.returncode != 0:
@@ -465,14 +466,15 @@ class LvmDriver(Driver):
         is left half done. Unlike a file snapshot the disk stays the origin and the
         snapshot depends on it (its backing). A thick snapshot gets a COW area the size
         of the origin, so it can never overflow; a thin one takes space as it diverges."""
-        where = _where(pool, snapshot)
+        where = where_of(pool, snapshot)
         validate_lv_name(snapshot, pool=pool)
         if not self.device_mapper:
             raise NotSupported(f"LVM snapshots need device-mapper: {_NO_DM}", **where)
-        origin = self.probe_volume(pool, name)
+        validate_lv_name(name, pool=pool)
+        rows = self._lvs(pool)  # one listing for the origin and the name's availability
+        origin = self._volume_in(pool, name, rows)
         if origin.readonly:
             raise InvalidRequest(f"{name} is a snapshot or read-only already", **where)
-        rows = self._lvs(pool)
         if any(row["lv_name"] == snapshot for row in rows):
             raise VolumeExists("a logical volume of that name exists", **where,
                                hint="choose another name; nothing was changed")
@@ -485,7 +487,7 @@ class LvmDriver(Driver):
                 raise NoSpace(f"the snapshot's COW area needs {size_text(cow)}, "
                               f"{size_text(_int(vg['vg_free']))} free", **where,
                               hint="free space in the VG or extend it")
-        _check_cancel(should_cancel, where, "snapshot")
+        check_cancel(should_cancel, where, "snapshot")
         result = self._run(lvsnapshot_argv(pool.name, name, snapshot, cow), where)
         if result.returncode != 0:
             raise _failure(result, "lvcreate -s", where)
@@ -572,16 +574,6 @@ def _capacity(vg: dict[str, str], committed: int = 0) -> Capacity:
     size, free = _int(vg["vg_size"]), _int(vg["vg_free"])
     return Capacity(capacity=size, allocation=size - free, available=free,
                     committed=committed)
-
-
-def _where(pool: Pool, name: str) -> dict[str, str]:
-    return {"host": pool.host, "pool": pool.name, "volume": name}
-
-
-def _check_cancel(should_cancel: CancelCheck | None, where: dict[str, str],
-                  what: str) -> None:
-    if should_cancel is not None and should_cancel():
-        raise Cancelled(f"{what} cancelled before it changed anything", **where)
 
 
 def _failure(result: CommandResult, what: str, where: dict[str, str]) -> StorageError:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from backends.contract import (
     VolumeExists,
     VolumeNotFound,
 )
+from backends.drivers.dir.temporaries import temporary_name
 from backends.drivers.libvirt.domains import DiskUsers, collect_users
 from backends.drivers.libvirt.errors import storage_error
 from backends.drivers.libvirt.events import EventLoop
@@ -1013,7 +1013,7 @@ class LibvirtDriver(Driver):
             root = ET.fromstring(vol.XMLDesc(0))
         total = int(root.findtext("physical") or root.findtext("capacity") or 0)
         directory, base = os.path.split(os.path.abspath(dest))
-        temp = os.path.join(directory, f".sc-tmp-{secrets.token_hex(4)}-{base}"[:255])
+        temp = os.path.join(directory, temporary_name(base))
         stream = self.connection().newStream(0)
         done = 0
         try:
