@@ -21,6 +21,7 @@ from console.inventory import Inventory
 from console.jobs.journal import JobState, Journal
 from console.jobs.operations import OPERATIONS, Context, Operation
 from console.jobs.runner import Runner
+from tests.conftest import PATIENCE
 
 REASON = "wipe (zero): libvirt reports no progress and cannot stop it once started"
 
@@ -32,6 +33,7 @@ class GatedCall(Operation):
 
     kind: ClassVar[str] = "gated-call"
     gate: str = ""
+    before: str = ""  # a path: wait for it before the call, cancel allowed
     after: str = ""  # a path: wait for it after the call, cancel allowed
 
     @property
@@ -40,6 +42,10 @@ class GatedCall(Operation):
 
     def run(self, ctx: Context) -> None:
         ctx.stage(1, "call")
+        while self.before and not os.path.exists(self.before):
+            if ctx.should_cancel():
+                raise Cancelled("cancelled before the call")
+            time.sleep(0.01)
         ctx.progress(Progress(1, 1, 0, 0, REASON, cancellable=False))
         if ctx.should_cancel():
             raise Cancelled("cancelled before the call")
@@ -65,7 +71,7 @@ def runner(tmp_path: Path, pool_dir: Path) -> Iterator[Runner]:
 
 
 def wait_for(runner: Runner, job_id: int, label: str) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + PATIENCE
     while runner.journal.get(job_id).stage_label != label:
         assert time.monotonic() < deadline, runner.journal.get(job_id)
         time.sleep(0.01)
@@ -91,15 +97,18 @@ def test_a_cancel_during_the_call_is_refused_with_the_reason(
     gate.touch()
     wait_for(runner, job.id, "call")
     runner.cancel(job.id)  # once the call is over, a cancel is taken again
-    done = runner.wait(job.id, 10)
+    done = runner.wait(job.id, PATIENCE)
     assert (done.state, done.error) == (JobState.ABORTED, "cancelled")
 
 
 def test_a_cancel_asked_before_the_call_stops_it_before_it_starts(
         runner: Runner, tmp_path: Path, pool_dir: Path) -> None:
-    gate = tmp_path / "gate"
-    job = runner.submit(GatedCall("local", str(pool_dir.resolve()), "v", gate=str(gate)))
+    gate, before = tmp_path / "gate", tmp_path / "before"
+    # The call waits for ``before``, which never comes: the cancel lands before the mark
+    # whether the job is still pending or already running (no race with the mark).
+    job = runner.submit(GatedCall("local", str(pool_dir.resolve()), "v", gate=str(gate),
+                                  before=str(before)))
     runner.cancel(job.id)  # pending, or running before the mark: taken either way
-    done = runner.wait(job.id, 10)
+    done = runner.wait(job.id, PATIENCE)
     assert done.state == JobState.ABORTED
     assert not gate.exists()
