@@ -51,11 +51,6 @@ class AddHostScreen(DialogScreen[tuple[str, str] | None]):
     def on_mount(self) -> None:
         self.query_one("#name", Input).focus()
 
-    def show_error(self, text: str) -> None:
-        error = self.query_one("#error", Static)
-        error.update(text)
-        error.add_class("-shown")
-
     def action_cancel(self) -> None:
         self.dismiss(None)
 

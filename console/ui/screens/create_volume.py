@@ -154,25 +154,20 @@ class CreateVolumeScreen(DialogScreen[JobRecord | None]):
 
     # -- submit -----------------------------------------------------------------------
 
-    def show_error(self, widget_id: str, text: str) -> None:
-        target = self.query_one(f"#{widget_id}", Static)
-        target.update(text)
-        target.set_class(bool(text), "-shown")
-
     @on(Input.Submitted)
     @on(Button.Pressed, "#create")
     def action_submit(self) -> None:
         if self.busy:
             return
-        self.show_error("size-error", "")
-        self.show_error("error", "")
+        self.show_error("", line="size-error")
+        self.show_error("")
         name = self.query_one("#name", Input).value
         size_text = self.query_one("#size", Input).value
         fmt = ImageFormat(str(self.query_one("#format", Select).value))
         chosen = self.query_one("#backing", Select).value
         backing = chosen if isinstance(chosen, str) and fmt == ImageFormat.QCOW2 else None
         if not name.strip():
-            self.show_error("error", "name: enter a name for the new volume")
+            self.show_error("name: enter a name for the new volume")
             self.query_one("#name", Input).focus()
             return
         capacity = 0
@@ -180,21 +175,21 @@ class CreateVolumeScreen(DialogScreen[JobRecord | None]):
             try:
                 capacity = parse_size(size_text)
             except ValueError as err:
-                self.show_error("size-error", f"size: {err}")
+                self.show_error(f"size: {err}", line="size-error")
                 self.query_one("#size", Input).focus()
                 return
             if capacity <= 0:
-                self.show_error("size-error", "size: must be larger than 0")
+                self.show_error("size: must be larger than 0", line="size-error")
                 self.query_one("#size", Input).focus()
                 return
         elif backing is None:
-            self.show_error("size-error", "size: enter a size such as 10G (or choose a "
-                                          "backing volume)")
+            self.show_error("size: enter a size such as 10G (or choose a backing volume)",
+                            line="size-error")
             self.query_one("#size", Input).focus()
             return
         preallocation = self.preallocation()
         if preallocation is not None and capacity == 0:
-            self.show_error("size-error", "size: a preallocated volume needs a size")
+            self.show_error("size: a preallocated volume needs a size", line="size-error")
             self.query_one("#size", Input).focus()
             return
         self.set_busy(True)
@@ -237,7 +232,7 @@ class CreateVolumeScreen(DialogScreen[JobRecord | None]):
     @on(OperationFailed)
     def failed(self, message: OperationFailed) -> None:
         self.set_busy(False)
-        self.show_error("error", message.text)
+        self.show_error(message.text)
         self.query_one("#name", Input).focus()
 
     @on(JobSubmitted)

@@ -139,11 +139,6 @@ class DefinePoolScreen(DialogScreen[str | None]):
         self.query_one("#xml", TextArea).set_class(raw, "-shown")
         self.show_error("")
 
-    def show_error(self, text: str) -> None:
-        error = self.query_one("#error", Static)
-        error.update(printable(text))
-        error.set_class(bool(text), "-shown")
-
     def definition(self) -> PoolForm | str:
         """The form (or raw XML) as filled in, checked; ``StorageError`` says what is
         wrong with it."""
@@ -178,7 +173,7 @@ class DefinePoolScreen(DialogScreen[str | None]):
         try:
             definition = self.definition()
         except StorageError as err:
-            self.show_error(str(err))
+            self.show_error(printable(str(err)))
             return
         self.busy = True
         self.show_error("")
@@ -217,4 +212,4 @@ class DefinePoolScreen(DialogScreen[str | None]):
     def failed(self, message: DefineFailed) -> None:
         self.busy = False
         self.query_one("#define", Button).disabled = False
-        self.show_error(message.text)
+        self.show_error(printable(message.text))

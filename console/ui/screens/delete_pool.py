@@ -83,11 +83,6 @@ class DeletePoolScreen(DialogScreen[bool]):
         field.cursor_blink = self.cursor_blink
         field.focus()
 
-    def show_error(self, text: str) -> None:
-        error = self.query_one("#error", Static)
-        error.update(printable(text))
-        error.set_class(bool(text), "-shown")
-
     @on(Input.Changed, "#confirm")
     def typed(self, event: Input.Changed) -> None:
         self.query_one("#delete", Button).disabled = self.busy or \
@@ -146,4 +141,4 @@ class DeletePoolScreen(DialogScreen[bool]):
         self.busy = False
         self.query_one("#delete", Button).disabled = \
             self.query_one("#confirm", Input).value != self.pool.name
-        self.show_error(message.text)
+        self.show_error(printable(message.text))

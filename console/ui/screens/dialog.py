@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from textual.screen import ModalScreen
+from textual.widgets import Static
 
 ResultType = TypeVar("ResultType")
 
@@ -33,3 +34,10 @@ class DialogScreen(ModalScreen[ResultType]):
         #buttons Button { margin: 0 0 0 2; }
     }
     """
+
+    def show_error(self, text: str, *, line: str = "error") -> None:
+        """``text`` on the error line (or another ``Static`` with the id ``line``); the
+        empty text hides it."""
+        error = self.query_one(f"#{line}", Static)
+        error.update(text)
+        error.set_class(bool(text), "-shown")

@@ -158,11 +158,6 @@ class PlanDialog(DialogScreen[JobRecord | None]):
     def check(self, op: Operation) -> None:
         """Blocking checks before the plan (in the worker); raise ``StorageError``."""
 
-    def show_error(self, text: str) -> None:
-        error = self.query_one("#error", Static)
-        error.update(text)
-        error.set_class(bool(text), "-shown")
-
     def invalidate(self) -> None:
         """The fields changed: the plan shown is not theirs any more."""
         if self.plan is not None:

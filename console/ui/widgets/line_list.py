@@ -9,30 +9,23 @@ from typing import ClassVar, Generic, TypeVar
 from rich.style import Style
 from rich.text import Text
 from textual import events
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from console.ui.widgets.cursor_keys import CursorKeys, cursor_bindings
+
 LineT = TypeVar("LineT")
 
 
-class LineList(ScrollView, Generic[LineT], can_focus=True):
+class LineList(CursorKeys, ScrollView, Generic[LineT], can_focus=True):
     """``COMPONENT`` prefixes the component classes a subclass declares; it must have
     ``<COMPONENT>--cursor`` and ``<COMPONENT>--empty``."""
 
     COMPONENT: ClassVar[str] = ""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up,k", "cursor_up", "Up", show=False),
-        Binding("down,j", "cursor_down", "Down", show=False),
-        Binding("pageup,ctrl+b", "page_up", "Page up", show=False),
-        Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
-        Binding("ctrl+u", "half_page_up", "Half a page up", show=False),  # as in vim
-        Binding("ctrl+d", "half_page_down", "Half a page down", show=False),
-        Binding("home,g", "first", "First", show=False),
-        Binding("end,G", "last", "Last", show=False),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = [*cursor_bindings()]
 
     def __init__(self, *, empty_text: str, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -76,29 +69,9 @@ class LineList(ScrollView, Generic[LineT], can_focus=True):
             self.scroll_to(y=index - self.visible_rows + 1, animate=False)
         self.refresh_line(index - round(self.scroll_y))
 
-    def action_cursor_up(self) -> None:
-        self._set_cursor(self.cursor - 1)
-
-    def action_cursor_down(self) -> None:
-        self._set_cursor(self.cursor + 1)
-
-    def action_page_up(self) -> None:
-        self._set_cursor(self.cursor - self.visible_rows)
-
-    def action_page_down(self) -> None:
-        self._set_cursor(self.cursor + self.visible_rows)
-
-    def action_half_page_up(self) -> None:
-        self._set_cursor(self.cursor - max(1, self.visible_rows // 2))
-
-    def action_half_page_down(self) -> None:
-        self._set_cursor(self.cursor + max(1, self.visible_rows // 2))
-
-    def action_first(self) -> None:
-        self._set_cursor(0)
-
-    def action_last(self) -> None:
-        self._set_cursor(len(self.lines) - 1)
+    @property
+    def cursor_rows(self) -> int:
+        return len(self.lines)
 
     async def _on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)

@@ -37,6 +37,7 @@ from console.marks import Marks
 from console.ui.cells import fit, printable
 from console.ui.job_board import JobOutput
 from console.ui.messages import VolumeHighlighted
+from console.ui.widgets.cursor_keys import CursorKeys, cursor_bindings
 from console.ui.widgets.painted_lines import PaintedLines
 from console.units import format_age, format_size
 
@@ -100,21 +101,14 @@ def _sort_value(row: VolumeRow, column: str) -> tuple[int, object]:
     return (1, value)
 
 
-class VolumeTable(ScrollView, can_focus=True):
+class VolumeTable(CursorKeys, ScrollView, can_focus=True):
     """The volumes of one pool, filtered and sorted in SQL, one page at a time."""
 
     HELP_ORDER: ClassVar[int] = 1
     HELP_TITLE: ClassVar[str] = "Volumes (table focused)"
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up,k", "cursor_up", "Up", show=False),
-        Binding("down,j", "cursor_down", "Down", show=False),
-        Binding("pageup,ctrl+b", "page_up", "Page up", show=False),
-        Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
-        Binding("ctrl+u", "half_page_up", "Half a page up", show=False),  # as in vim
-        Binding("ctrl+d", "half_page_down", "Half a page down", show=False),
-        Binding("home,g", "first", "First volume", show=False),
-        Binding("end,G", "last", "Last volume", show=False),
+        *cursor_bindings("First volume", "Last volume"),
         Binding("enter", "select", "Show details", show=False),
         Binding("space", "toggle_mark", "Mark", show=False),
         Binding("shift+down", "extend_marks(1)", "Mark down", show=False),
@@ -376,29 +370,9 @@ class VolumeTable(ScrollView, can_focus=True):
             self._highlighted = stamp
             self.post_message(VolumeHighlighted(self.host, self.pool, row))
 
-    def action_cursor_up(self) -> None:
-        self._set_cursor(self.cursor - 1)
-
-    def action_cursor_down(self) -> None:
-        self._set_cursor(self.cursor + 1)
-
-    def action_page_up(self) -> None:
-        self._set_cursor(self.cursor - self.visible_rows)
-
-    def action_page_down(self) -> None:
-        self._set_cursor(self.cursor + self.visible_rows)
-
-    def action_half_page_up(self) -> None:
-        self._set_cursor(self.cursor - max(1, self.visible_rows // 2))
-
-    def action_half_page_down(self) -> None:
-        self._set_cursor(self.cursor + max(1, self.visible_rows // 2))
-
-    def action_first(self) -> None:
-        self._set_cursor(0)
-
-    def action_last(self) -> None:
-        self._set_cursor(self.row_count - 1)
+    @property
+    def cursor_rows(self) -> int:
+        return self.row_count
 
     def action_select(self) -> None:
         self._announce(force=True)
