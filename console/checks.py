@@ -653,12 +653,13 @@ class _Chains:
 
 
 def _running(job: JobRecord) -> bool:
-    """A job still at work: pending, or running/aborting in a process still alive."""
+    """A job still at work: queued or running in a process still alive (a pending job
+    with no owner is from an older journal and is taken as waiting)."""
     from console.jobs.journal import ACTIVE, JobState, owner_alive
 
     if job.state not in ACTIVE:
         return False
-    return job.state == JobState.PENDING or owner_alive(job.owner)
+    return (job.state == JobState.PENDING and job.owner is None) or owner_alive(job.owner)
 
 
 def _merge(health: Health, findings: Sequence[Finding], shared: bool) -> Health:

@@ -266,6 +266,22 @@ def test_recover_marks_dead_owners_interrupted(tmp_path: Path) -> None:
     assert journal.get(alive.id).state == JobState.RUNNING
 
 
+def test_recover_leaves_a_long_queued_job_of_a_live_process_alone(tmp_path: Path) -> None:
+    """A job waiting for a slot behind others (a bulk plan of many) may wait for minutes:
+    it belongs to the process that queued it, and only that process's death orphans it."""
+    journal = Journal(tmp_path / "j.db")
+    waiting = journal.submit("slow-write", {}, "local", "p", "a")
+    orphan = journal.submit("slow-write", {}, "local", "p", "b")
+    with journal.transaction() as conn:
+        conn.execute("UPDATE jobs SET created=created-3600")
+        conn.execute("UPDATE jobs SET owner=? WHERE id=?",
+                     (f"{os.uname().nodename}:999999999:1", orphan.id))
+    assert waiting.owner == this_process()
+    (found,) = Journal(tmp_path / "j.db").recover()
+    assert found.id == orphan.id and found.state == JobState.INTERRUPTED
+    assert journal.get(waiting.id).state == JobState.PENDING
+
+
 def test_resume_and_rollback_of_an_interrupted_job(engine: tuple[Runner, str],
                                                    pool_dir: Path) -> None:
     runner, pool = engine

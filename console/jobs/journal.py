@@ -5,9 +5,10 @@ not), with ``synchronous=FULL`` so a commit is on disk when it returns: ``submit
 the moment a job is "committed to disk". Consoles and command lines on the same machine
 share it, so a job started from the command line shows up in a running console.
 
-A running job names its owner (host name, pid and the pid's start time): after a crash,
-a job whose owner is gone is marked ``interrupted``; a job another live process is
-running is left alone.
+An active job names its owner (host name, pid and the pid's start time): the process
+that queued it while it waits, the one running it after. After a crash, a job whose
+owner is gone is marked ``interrupted``; a job another live process queued or runs is
+left alone, however long it has waited for a slot.
 """
 
 from __future__ import annotations
@@ -177,10 +178,10 @@ class Journal:
         now = time.time()
         with self.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO jobs (kind, params, host, pool, volume, state, who, created)"
-                " VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO jobs (kind, params, host, pool, volume, state, who, owner, "
+                "created) VALUES (?,?,?,?,?,?,?,?,?)",
                 (kind, json.dumps(params), host, pool, volume, str(JobState.PENDING),
-                 who or who_am_i(), now))
+                 who or who_am_i(), self.owner, now))
             job_id = cur.lastrowid
         assert job_id is not None
         return self.get(job_id)
@@ -263,6 +264,12 @@ class Journal:
             conn.execute("UPDATE jobs SET state=?, error=coalesce(?, error) WHERE id=?",
                          (str(state), error, job_id))
 
+    def requeue(self, job_id: int) -> None:
+        """An ended job waits again, queued by this process (to resume it)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE jobs SET state=?, owner=? WHERE id=?",
+                         (str(JobState.PENDING), self.owner, job_id))
+
     def recover(self) -> list[JobRecord]:
         """Mark jobs whose owner died while they were pending, running or aborting as
         ``interrupted``; returns them (to offer resume or roll back)."""
@@ -274,8 +281,8 @@ class Journal:
             for row in rows:
                 job = _record(row)
                 if job.owner is None and job.state == JobState.PENDING:
-                    # Never started: pending jobs of a dead submitter are interrupted
-                    # only once they are older than a minute (a live one starts at once).
+                    # A journal from before pending jobs named the process that queued
+                    # them: such a job is taken as orphaned once a minute old.
                     if time.time() - job.created < 60:
                         continue
                 elif owner_alive(job.owner):

@@ -216,7 +216,7 @@ class Runner:
             raise ReadOnlyViolation(f"refused to resume job {job_id}: read-only mode")
         op = operation_from(job.kind, job.params)
         self._rollback(job, op)
-        self.journal.set_state(job_id, JobState.PENDING)
+        self.journal.requeue(job_id)
         self._schedule(self.journal.get(job_id), op)
         return self.journal.get(job_id)
 
