@@ -19,7 +19,6 @@ Read-only: nothing here writes to a pool. The fixes are proposals; a fix job run
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,7 +37,7 @@ from backends.model import (
     TemporaryFile,
     Volume,
 )
-from backends.transport.scanner import TEMP_PREFIX
+from backends.transport.scanner import TEMP_PREFIX, job_of_temporary
 from console.fixes import Finding, Fix, FixType, Risk, Severity
 from console.health import assess
 from console.pool_files import pool_files
@@ -59,7 +58,6 @@ JOB_PLACEHOLDER = "{job}"  # in a fix's commands: the id of the job that runs it
 
 _SEVERITY_RANK = {Severity.BROKEN: 0, Severity.DEGRADED: 1, Severity.INFO: 2}
 _TYPE_RANK = {FixType.MEND: 0, FixType.CLEAN: 1, FixType.MERGE: 2, FixType.OPTIMIZE: 3}
-_JOB_TEMP = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-")
 
 _CHAIN_CODES = {
     LinkProblem.MISSING: ("backing-missing", "backing file {path} is missing"),
@@ -569,11 +567,11 @@ class _Checker:
         return self.inventory.pool(v.host, v.pool)
 
     def _job_of(self, pool: Pool, name: str) -> JobRecord | None:
-        match = _JOB_TEMP.match(name)
-        if self.journal is None or match is None:
+        job_id = job_of_temporary(name)
+        if self.journal is None or job_id is None:
             return None
         try:
-            job = self.journal.get(int(match.group(1)))
+            job = self.journal.get(job_id)
         except KeyError:
             return None
         temps = {job.resume.get("temp"), *(job.resume.get("temp_paths") or ())}

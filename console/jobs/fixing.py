@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import re
 import stat
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -42,7 +41,7 @@ from backends.drivers.dir.commands import last_line
 from backends.drivers.dir.names import MAX_NAME_BYTES, backing_reference
 from backends.drivers.dir.progress import CopyProgress
 from backends.model import ImageFormat, LinkProblem, Pool, Progress, Volume
-from backends.transport.scanner import TEMP_PREFIX
+from backends.transport.scanner import TEMP_PREFIX, job_of_temporary
 from console.fixes import Fix
 from console.inventory import Inventory
 from console.jobs.journal import ACTIVE
@@ -102,7 +101,6 @@ def job_params(fix: Fix) -> tuple[str, dict[str, Any]]:
     return code, params
 BACKUP_MARK = ".before-repair-"
 PREALLOCATION = "falloc"  # as a performance copy: space reserved, zeroes not written
-_JOB_OF_TEMP = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-")
 CHECKED = ("clean", "unsupported")  # a raw image has no check: nothing more to ask
 
 
@@ -431,11 +429,11 @@ class _Step:
             raise VolumeNotFound("the temporary file is already gone", **self.where) from None
         if not _is_regular(st.st_mode):
             raise InvalidRequest("not a regular file: it is not removed", **self.where)
-        match = _JOB_OF_TEMP.match(name)
+        job_id = job_of_temporary(name)
         journal = getattr(self.ctx, "journal", None)
-        if match and journal is not None:
+        if job_id is not None and journal is not None:
             try:
-                owner = journal.get(int(match.group(1)))
+                owner = journal.get(job_id)
             except (KeyError, LookupError, StorageError):
                 owner = None
             if owner is not None and owner.state in ACTIVE and owner.id != self.ctx.job_id:
