@@ -353,3 +353,17 @@ def test_theme(snap_compare: SnapCompare, theme: str) -> None:
                             refresh_on_start=False, clock=clock, theme=theme,
                             cursor_blink=False)
     assert snap_compare(app, run_before=cursor_on_broken, terminal_size=(100, 30))
+
+
+def test_marks_across_hosts_80x24(snap_compare: SnapCompare) -> None:
+    """Marks spanning two pools on two hosts at 80x24: marked rows stand out, and the bar
+    gives the count, the places and the total size whichever pool is shown."""
+
+    async def mark_in_two_places(pilot: Any) -> None:
+        await pilot.press("space", "j", "space")  # two volumes of local:images
+        await pilot.press("colon", *"pool backup:archive", "enter")
+        await pilot.pause()
+        await pilot.press("space", "space")  # two archives of the backup host
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), run_before=mark_in_two_places, terminal_size=(80, 24))
