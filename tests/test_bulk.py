@@ -15,8 +15,15 @@ from console.bulk import READ_ONLY, BulkPlan, carry_out, check_marked, plan_bulk
 from console.cache import Cache
 from console.config import Config
 from console.inventory import Inventory
+from console.jobs.fixing import RunFix
 from console.jobs.journal import JobState, Journal
-from console.jobs.operations import CopyVolume, DeleteVolume, SnapshotVolume
+from console.jobs.operations import (
+    ArchiveVolume,
+    CopyVolume,
+    DeleteVolume,
+    ResizeVolume,
+    SnapshotVolume,
+)
 from console.jobs.runner import Runner
 from console.marks import Mark, Marks
 from tests.conftest import PATIENCE, MakeImage, qemu_img
@@ -226,7 +233,8 @@ def test_archive_one_per_volume_into_a_directory_counting_its_space(
                          [mark(a, n) for n in ("lone.qcow2", "leaf.qcow2", "mid.qcow2")],
                          directory=str(into))
         assert "is there already" in refusals(plan)["mid.qcow2"]
-        assert [(j.op.volume, j.op.dest) for j in plan.jobs] == [
+        assert [(o.volume, o.dest) for j in plan.jobs
+                if isinstance(o := j.op, ArchiveVolume)] == [
             ("lone.qcow2", str(into / "lone.qcow2.zst")),
             ("leaf.qcow2", str(into / "leaf.qcow2.zst"))]
         # The directory is no pool: its file system's free space is what is counted.
@@ -261,7 +269,8 @@ def test_resize_grows_by_or_to_a_size_and_never_shrinks_in_bulk(
     marks = [mark(a, n) for n in ("lone.qcow2", "leaf.qcow2", "gold.qcow2")]
     plan = plan_bulk(inventory, None, "resize", marks, size="+1M")
     assert "snapshot" in refusals(plan)["gold.qcow2"]
-    assert [(j.op.volume, j.op.capacity) for j in plan.jobs] == [
+    assert [(o.volume, o.capacity) for j in plan.jobs
+            if isinstance(o := j.op, ResizeVolume)] == [
         ("lone.qcow2", 3 << 20), ("leaf.qcow2", 2 << 20)]
     assert [(e.pool, e.committed) for e in plan.effects] == [(str(a), 2 << 20)]
     # To 1M: lone (2M) would shrink, leaf is 1M already.
@@ -294,7 +303,7 @@ def test_growfs_takes_raw_volumes_only(pools: tuple[Path, Path], tmp_path: Path)
 def test_delete_with_a_wipe(pools: tuple[Path, Path], tmp_path: Path) -> None:
     inventory = inventory_of(pools, tmp_path)
     plan = plan_bulk(inventory, None, "delete", [mark(pools[0], "lone.qcow2")], wipe="zero")
-    assert [j.op.wipe for j in plan.jobs] == ["zero"]
+    assert [o.wipe for j in plan.jobs if isinstance(o := j.op, DeleteVolume)] == ["zero"]
     with pytest.raises(ValueError, match="wipe"):
         plan_bulk(inventory, None, "delete", [], wipe="shred")
 
@@ -322,7 +331,7 @@ def test_fix_queues_low_risk_fixes_and_holds_the_others_for_review(
     try:
         plan = plan_bulk(inventory, runner, "fix",
                          [mark(a, n) for n in ("old.qcow2", "gold.qcow2", "lone.qcow2")])
-        assert [(j.op.volume, j.op.code) for j in plan.jobs] == [
+        assert [(o.volume, o.code) for j in plan.jobs if isinstance(o := j.op, RunFix)] == [
             ("old.qcow2", "compat-0.10")]
         held = {h.volume: h.reason for h in plan.held}
         assert "medium risk" in held["gold.qcow2"]  # an unreferenced snapshot: rm
