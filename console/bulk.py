@@ -3,32 +3,55 @@
 ``plan_bulk`` re-reads the marked volumes from disk (each host's pools scanned once, so
 dependants are found in any pool of the host) and says, before anything is queued: each
 job, what is refused and why (read-only, in use, a snapshot already, others based on
-it, no space), the order, and the space each pool gains or loses. ``carry_out`` submits
-the jobs wave by wave: a delete's dependants go in an earlier wave than what they are
-based on, and a volume whose dependants were not all deleted is not tried. The runner
-bounds how many run at once (per host and per pool).
+it, no space, a name taken, a shrink), the order, and the space each pool (or archive
+directory) gains or loses. ``carry_out`` submits the jobs wave by wave: a delete's
+dependants go in an earlier wave than what they are based on, and a volume whose
+dependants were not all deleted is not tried. The runner bounds how many run at once
+(per host and per pool). A check is no job: ``check_marked`` runs it once confirmed.
 
-Plain Python, no Textual: the UI calls both in thread workers.
+Plain Python, no Textual: the UI calls these in thread workers.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from backends.contract import StorageError, VolumeNotFound
+from backends.contract import StorageError, Transport, VolumeNotFound
 from backends.model import Pool, Volume
 from console.chains import based_on
+from console.checks import CheckReport, check_pools
+from console.fixes import Fix, Risk
 from console.inventory import Inventory
-from console.jobs.journal import ACTIVE, JobRecord, JobState
-from console.jobs.operations import CopyVolume, DeleteVolume, Operation, SnapshotVolume
+from console.jobs.fixing import STEPS, RunFix
+from console.jobs.journal import ACTIVE, JobRecord, JobState, Journal
+from console.jobs.locks import host_transport
+from console.jobs.operations import (
+    ArchiveVolume,
+    CopyVolume,
+    DeleteVolume,
+    GrowFilesystem,
+    Operation,
+    ResizeVolume,
+    SnapshotVolume,
+)
+from console.jobs.reservations import PoolSpace, refusal
 from console.jobs.runner import Runner
+from console.jobs.transfer import TransferVolume
 from console.marks import Mark
-from console.units import format_size
+from console.units import format_size, parse_size
 
-ACTIONS: dict[str, str] = {"delete": "Delete", "snapshot": "Snapshot", "copy": "Copy"}
+ACTIONS: dict[str, str] = {
+    "delete": "Delete", "snapshot": "Snapshot", "copy": "Copy", "archive": "Archive",
+    "resize": "Resize", "growfs": "Grow the file system of", "check": "Check",
+    "fix": "Fix"}
+READ_ONLY_ACTIONS = frozenset({"check"})  # nothing written: allowed in read-only mode
 READ_ONLY = "the console is read-only: nothing can change storage"
 LISTED = 5  # names given in a refusal; the rest are counted
+ARCHIVE_SUFFIX = ".zst"
+BULK_FIX_RISKS = frozenset({Risk.NONE, Risk.LOW})  # queued in bulk; others one by one
+WIPES = ("none", "zero", "random")
 
 
 @dataclass(frozen=True)
@@ -45,16 +68,19 @@ class PlannedJob:
     wave: int  # jobs of a wave are queued once every job of the waves before is done
     # What a delete waits for: (pool, volume) of the marked volumes based on this one.
     after: tuple[tuple[str, str], ...] = ()
-    space: tuple[tuple[str, str, int], ...] = ()  # (host, pool, bytes): + takes, - frees
+    # Its space effect, (host, pool or archive directory, bytes): + takes, - frees.
+    space: tuple[tuple[str, str, int], ...] = ()
+    committed: int = 0  # bytes of virtual size it adds (a resize), in its own pool
 
 
 @dataclass(frozen=True)
 class PoolEffect:
     host: str
-    pool: str
+    pool: str  # or an archive directory that is no pool
     change: int  # bytes: positive takes, negative frees
     available: int | None  # free now (None: could not be read)
     reserved: int  # by jobs already running there
+    committed: int = 0  # virtual size added (a resize: allocated as the guest writes)
 
 
 @dataclass(frozen=True)
@@ -64,6 +90,10 @@ class BulkPlan:
     refused: tuple[Refusal, ...]
     effects: tuple[PoolEffect, ...]
     dest: tuple[str, str] | None = None  # a copy's destination pool
+    # A check: the volumes it reads. A fix: what the check found that is not queued
+    # here (medium or high risk, a second fix of a volume, nothing to fix).
+    checks: tuple[tuple[str, str, str], ...] = ()
+    held: tuple[Refusal, ...] = ()
 
     @property
     def change(self) -> int:
@@ -76,7 +106,7 @@ class BulkPlan:
 
 @dataclass
 class _Space:
-    """A pool's free space as the plan uses it up."""
+    """A pool's (or a directory's) free space as the plan uses it up."""
 
     capacity: int
     allocation: int
@@ -86,18 +116,14 @@ class _Space:
     planned: int = 0
 
     def refusal(self, need: int) -> str | None:
-        """Why ``need`` more bytes do not fit, as the runner's reservation would say."""
-        if need <= 0 or self.available is None:
+        """Why ``need`` more bytes do not fit: the runner's rule (``reservations.
+        refusal``), counting this plan's earlier jobs as reserved too."""
+        if self.available is None:
             return None
-        free = self.available - self.reserved - self.planned
-        if need > free:
-            return (f"no space: needs {format_size(need)}, the pool has "
-                    f"{format_size(max(free, 0))} free after other jobs and this plan")
-        used = self.allocation + self.reserved + self.planned + need
-        if self.capacity and used > self.critical * self.capacity:
-            return (f"no space: the pool would be {100 * used / self.capacity:.0f}% used, "
-                    f"above its critical threshold of {100 * self.critical:.0f}%")
-        return None
+        why = refusal(need, PoolSpace(self.capacity, self.allocation, self.available),
+                      self.reserved + self.planned, self.critical,
+                      by="other jobs and this plan")
+        return None if why is None else f"no space: {why}"
 
 
 @dataclass
@@ -120,7 +146,6 @@ class _Planner:
         self.runner = runner
         self.hosts: dict[str, _Host] = {}
         self.spaces: dict[tuple[str, str], _Space] = {}
-        self.effects: dict[tuple[str, str], int] = {}
         self.refused: list[Refusal] = []
         self.jobs: list[PlannedJob] = []
 
@@ -152,6 +177,9 @@ class _Planner:
                         or "no longer on disk (refresh with r)")
         return volume
 
+    def pool_of(self, volume: Volume) -> Pool:
+        return self.inventory.pool(volume.host, volume.pool)
+
     def space(self, host: str, pool: str) -> _Space:
         key = (host, pool)
         if key not in self.spaces:
@@ -166,10 +194,35 @@ class _Planner:
             self.spaces[key] = _Space(capacity, allocation, available, reserved, critical)
         return self.spaces[key]
 
+    def directory_space(self, pool: Pool, directory: str) -> _Space:
+        """A directory that is no pool (an archive's): its file system's free space, no
+        reservations and no threshold (the driver checks the free space alone)."""
+        key = (pool.host, directory)
+        if key not in self.spaces:
+            transport = host_transport(self.inventory.driver(pool), pool.host)
+            try:
+                vfs = transport.statvfs(directory)
+            except (OSError, StorageError):
+                self.spaces[key] = _Space(0, 0, None, 0, 1.0)
+            else:
+                size = vfs.f_frsize
+                self.spaces[key] = _Space(vfs.f_blocks * size,
+                                          (vfs.f_blocks - vfs.f_bfree) * size,
+                                          vfs.f_bavail * size, 0, 1.0)
+        return self.spaces[key]
+
     def in_use(self, volume: Volume) -> bool:
         # The inventory's own check (as its delete plan makes): unknown counts as free,
         # the job asks again before it acts.
         return self.inventory.in_use(volume)
+
+    def can(self, volume: Volume, capability: str, what: str) -> bool:
+        """Whether the volume's pool offers ``capability``; if not, it is refused."""
+        pool = self.pool_of(volume)
+        if getattr(self.inventory.capabilities(pool), capability):
+            return True
+        self.refuse(volume, f"a {pool.kind} pool cannot {what} its volumes")
+        return False
 
     def refuse(self, mark: Mark | Volume, reason: str) -> None:
         if isinstance(mark, Mark):
@@ -177,24 +230,41 @@ class _Planner:
         else:
             self.refused.append(Refusal(mark.host, mark.pool, mark.name, reason))
 
-    def take(self, op: Operation, host: str, pool: str, need: int, volume: Volume,
-             wave: int = 0, after: tuple[tuple[str, str], ...] = ()) -> None:
-        """Queue ``op`` unless ``need`` bytes do not fit in ``pool``."""
-        space = self.space(host, pool)
-        why = space.refusal(need)
-        if why is not None:
-            self.refuse(volume, why)
-            return
-        space.planned += max(need, 0)
-        self.effects[(host, pool)] = self.effects.get((host, pool), 0) + need
-        self.jobs.append(PlannedJob(op, wave, after, ((host, pool, need),)))
+    def take(self, op: Operation, volume: Volume, need: Sequence[tuple[str, str, int]],
+             *, effect: Sequence[tuple[str, str, int]] | None = None, wave: int = 0,
+             after: tuple[tuple[str, str], ...] = (), committed: int = 0,
+             directory: Pool | None = None) -> None:
+        """Queue ``op`` unless the bytes it reserves (``need``: host, pool, bytes) do not
+        fit; ``effect`` is its lasting change where that differs (a fix's estimate).
+        With ``directory`` the place of ``need`` is a directory of that pool's host."""
+        spaces = [(self.directory_space(directory, place) if directory is not None
+                   else self.space(host, place), bytes_) for host, place, bytes_ in need]
+        for space, bytes_ in spaces:
+            why = space.refusal(bytes_)
+            if why is not None:
+                self.refuse(volume, why)
+                return
+        for space, bytes_ in spaces:
+            space.planned += max(bytes_, 0)
+        self.jobs.append(PlannedJob(op, wave, after, tuple(need if effect is None
+                                                           else effect), committed))
 
     def plan(self) -> tuple[tuple[PlannedJob, ...], tuple[PoolEffect, ...]]:
         jobs = tuple(sorted(self.jobs, key=lambda j: j.wave))
+        change: dict[tuple[str, str], int] = {}
+        committed: dict[tuple[str, str], int] = {}
+        for job in jobs:  # the combined effect is the sum of each job's own
+            for host, place, bytes_ in job.space:
+                change[(host, place)] = change.get((host, place), 0) + bytes_
+            if job.committed:
+                key = (job.op.host, job.op.pool)
+                committed[key] = committed.get(key, 0) + job.committed
+                change.setdefault(key, 0)
         effects = []
-        for (host, pool), change in self.effects.items():
-            space = self.space(host, pool)
-            effects.append(PoolEffect(host, pool, change, space.available, space.reserved))
+        for key, bytes_ in change.items():
+            space = self.spaces.get(key) or self.space(*key)
+            effects.append(PoolEffect(key[0], key[1], bytes_, space.available,
+                                      space.reserved, committed.get(key, 0)))
         return jobs, tuple(effects)
 
 
@@ -204,34 +274,72 @@ def _names(volumes: Sequence[Volume]) -> str:
     return names + more
 
 
+def resize_target(text: str) -> tuple[bool, int]:
+    """``+10G`` (grow each by 10 GiB) or ``30G`` (each to 30 GiB): (relative, bytes).
+    Raises ``ValueError`` with a message fit to show."""
+    text = text.strip()
+    relative = text.startswith("+")
+    size = parse_size(text[1:] if relative else text)
+    if size <= 0:
+        raise ValueError("the size must be larger than 0")
+    return relative, size
+
+
 def plan_bulk(inventory: Inventory, runner: Runner | None, action: str,
-              marks: Iterable[Mark], *, dest: tuple[str, str] | None = None) -> BulkPlan:
-    """The plan for ``action`` ("delete", "snapshot" or "copy" to ``dest``) on ``marks``.
+              marks: Iterable[Mark], *, dest: tuple[str, str] | None = None,
+              directory: str | None = None, size: str | None = None,
+              wipe: str = "none") -> BulkPlan:
+    """The plan for ``action`` on ``marks``: "delete" (``wipe`` none, zero or random),
+    "snapshot", "copy" to ``dest`` (host, pool), "archive" into ``directory`` (one
+    ``<volume>.zst`` each, on each volume's host), "resize" to or by ``size`` (see
+    ``resize_target``), "growfs", "check" or "fix" (the low-risk fixes a check of the
+    marked volumes proposes).
 
     Blocking: scans each marked host's pools once and probes sizes (thread workers only).
+    Raises ``ValueError`` for a missing or malformed parameter.
     """
     if action not in ACTIONS:
         raise ValueError(f"no bulk {action!r}: choose one of {', '.join(ACTIONS)}")
-    marks = list(marks)
-    planner = _Planner(inventory, runner)
-    if inventory.read_only:
-        refused = tuple(Refusal(m.host, m.pool, m.volume, READ_ONLY) for m in marks)
-        return BulkPlan(action, (), refused, (), dest)
     if action == "copy" and dest is None:
         raise ValueError("a bulk copy needs a destination pool")
+    if action == "archive" and not (directory and os.path.isabs(directory)):
+        raise ValueError("the archives' directory: an absolute path on the volumes' hosts")
+    if action == "resize":
+        resize_target(size or "")  # a bad size is said before anything is read
+    if wipe not in WIPES:
+        raise ValueError(f"wipe: one of {', '.join(WIPES)}")
+    marks = list(marks)
+    planner = _Planner(inventory, runner)
+    if inventory.read_only and action not in READ_ONLY_ACTIONS:
+        refused = tuple(Refusal(m.host, m.pool, m.volume, READ_ONLY) for m in marks)
+        return BulkPlan(action, (), refused, (), dest)
     found = [(m, v) for m in marks if (v := planner.volume(m)) is not None]
+    checks: tuple[tuple[str, str, str], ...] = ()
+    held: list[Refusal] = []
     if action == "delete":
-        _plan_delete(planner, found)
+        _plan_delete(planner, found, wipe)
     elif action == "snapshot":
         _plan_snapshot(planner, found)
-    else:
+    elif action == "copy":
         assert dest is not None
         _plan_copy(planner, found, dest)
+    elif action == "archive":
+        assert directory is not None
+        _plan_archive(planner, found, directory)
+    elif action == "resize":
+        _plan_resize(planner, found, *resize_target(size or ""))
+    elif action == "growfs":
+        _plan_growfs(planner, found)
+    elif action == "check":
+        checks = tuple((v.host, v.pool, v.name) for _, v in found)
+    else:
+        held = _plan_fix(planner, found)
     jobs, effects = planner.plan()
-    return BulkPlan(action, jobs, tuple(planner.refused), effects, dest)
+    return BulkPlan(action, jobs, tuple(planner.refused), effects, dest, checks,
+                    tuple(held))
 
 
-def _plan_delete(planner: _Planner, found: list[tuple[Mark, Volume]]) -> None:
+def _plan_delete(planner: _Planner, found: list[tuple[Mark, Volume]], wipe: str) -> None:
     marked = {(v.host, v.pool, v.name) for _, v in found}
     accepted: dict[tuple[str, str, str], tuple[Volume, list[tuple[int, Volume]]]] = {}
     for _, volume in found:
@@ -244,6 +352,8 @@ def _plan_delete(planner: _Planner, found: list[tuple[Mark, Volume]]) -> None:
         if planner.in_use(volume):
             planner.refuse(volume, "in use by a running QEMU (its file lock): stop the VM "
                            "(or qemu-nbd) first")
+            continue
+        if wipe != "none" and not planner.can(volume, "wipe", "wipe"):
             continue
         accepted[(volume.host, volume.pool, volume.name)] = (volume, based)
     # A volume whose (marked) dependants were refused stays: deleting it would cut them.
@@ -258,14 +368,16 @@ def _plan_delete(planner: _Planner, found: list[tuple[Mark, Volume]]) -> None:
                                f"here ({_names(cut)}): it would lose them")
                 changed = True
     for volume, based in accepted.values():
-        pool = planner.inventory.pool(volume.host, volume.pool)
+        pool = planner.pool_of(volume)
         holds = planner.inventory.driver(pool).holds_data(volume)
         op = DeleteVolume(volume.host, volume.pool, volume.name,
-                          typed_name=volume.name if holds else None)
+                          typed_name=volume.name if holds else None,
+                          wipe=None if wipe == "none" else wipe)
         # Its wave: after the farthest leaf based on it is gone (leaves are wave 0).
         wave = max((distance for distance, _ in based), default=0)
         after = tuple((v.pool, v.name) for _, v in based)
-        planner.take(op, volume.host, volume.pool, -volume.allocation, volume, wave, after)
+        planner.take(op, volume, [(volume.host, volume.pool, -volume.allocation)],
+                     wave=wave, after=after)
 
 
 def _plan_snapshot(planner: _Planner, found: list[tuple[Mark, Volume]]) -> None:
@@ -288,7 +400,7 @@ def _plan_snapshot(planner: _Planner, found: list[tuple[Mark, Volume]]) -> None:
         except StorageError as err:
             planner.refuse(volume, str(err))
             continue
-        planner.take(op, volume.host, volume.pool, need, volume)
+        planner.take(op, volume, [(volume.host, volume.pool, need)])
 
 
 def _plan_copy(planner: _Planner, found: list[tuple[Mark, Volume]],
@@ -303,12 +415,18 @@ def _plan_copy(planner: _Planner, found: list[tuple[Mark, Volume]],
         if target is None:
             planner.refuse(volume, f"pool {pool!r} of host {host!r} is not in the config")
             continue
-        if volume.host != host:
-            planner.refuse(volume, f"on host {volume.host!r}: a copy stays on its host "
-                           f"(the destination is on {host!r})")
-            continue
-        if volume.pool == pool:
+        if (volume.host, volume.pool) == dest:
             planner.refuse(volume, "already in the destination pool")
+            continue
+        source = planner.pool_of(volume)
+        elsewhere = volume.host != host
+        if elsewhere and source.kind != "dir":
+            planner.refuse(volume, f"a copy to another host works between directory "
+                           f"pools: its pool is a {source.kind} pool")
+            continue
+        if elsewhere and target.kind != "dir":
+            planner.refuse(volume, f"a copy to another host works between directory "
+                           f"pools: {pool!r} of {host!r} is a {target.kind} pool")
             continue
         if volume.name in names or _exists(planner.inventory, target, volume.name):
             planner.refuse(volume, f"a volume named {volume.name!r} is already in {pool!r} "
@@ -318,15 +436,184 @@ def _plan_copy(planner: _Planner, found: list[tuple[Mark, Volume]],
             planner.refuse(volume, "in use by a running QEMU: a copy would not be "
                            "consistent (stop the VM first)")
             continue
-        op = CopyVolume(volume.host, volume.pool, volume.name, dest_pool=pool,
-                        dest_name=volume.name)
+        op: Operation
+        try:
+            if elsewhere:
+                op = TransferVolume(volume.host, volume.pool, volume.name, dest_host=host,
+                                    dest_pool=pool, dest_name=volume.name)
+                _, _, need = op.reservation(planner.inventory)
+            else:
+                op = CopyVolume(volume.host, volume.pool, volume.name, dest_pool=pool,
+                                dest_name=volume.name)
+                _, need = op.space(planner.inventory)
+        except StorageError as err:
+            planner.refuse(volume, str(err))
+            continue
+        names.add(volume.name)
+        planner.take(op, volume, [(host, pool, need)])
+
+
+def _plan_archive(planner: _Planner, found: list[tuple[Mark, Volume]],
+                  directory: str) -> None:
+    taken: set[tuple[str, str]] = set()  # (host, archive path)
+    for _, volume in found:
+        if not planner.can(volume, "archive", "archive"):
+            continue
+        dest = os.path.join(directory, volume.name + ARCHIVE_SUFFIX)
+        if (volume.host, dest) in taken:
+            planner.refuse(volume, f"another marked volume of {volume.host!r} is archived "
+                           f"to {dest} already: archive this one alone (a)")
+            continue
+        pool = planner.pool_of(volume)
+        transport = host_transport(planner.inventory.driver(pool), volume.host)
+        if _present(transport, dest) or _present(transport, dest + ".json"):
+            planner.refuse(volume, f"{dest} (or its sidecar) is there already: archive it "
+                           "alone (a) to replace it, or choose another directory")
+            continue
+        if planner.in_use(volume):
+            planner.refuse(volume, "in use by a running QEMU: the archive would be torn "
+                           "(stop the VM first)")
+            continue
+        op = ArchiveVolume(volume.host, volume.pool, volume.name, dest=dest)
+        try:
+            place, need = op.space(planner.inventory)
+            if need == 0:  # no pool of the host is that directory: its file system then
+                need = planner.inventory.driver(pool).measure_archive(pool, volume.name)
+                taken.add((volume.host, dest))
+                planner.take(op, volume, [(volume.host, directory, need)], directory=pool)
+                continue
+        except StorageError as err:
+            planner.refuse(volume, str(err))
+            continue
+        taken.add((volume.host, dest))
+        planner.take(op, volume, [(volume.host, place, need)])
+
+
+def _present(transport: Transport, path: str) -> bool:
+    try:
+        transport.lstat(path)
+    except FileNotFoundError:
+        return False
+    except (OSError, StorageError):
+        return True  # cannot tell: refused rather than overwritten
+    return True
+
+
+def _plan_resize(planner: _Planner, found: list[tuple[Mark, Volume]], relative: bool,
+                 size: int) -> None:
+    for _, volume in found:
+        if not planner.can(volume, "resize", "resize"):
+            continue
+        if volume.readonly:
+            planner.refuse(volume, "read-only: a snapshot keeps its size")
+            continue
+        new = volume.capacity + size if relative else size
+        if new < volume.capacity:
+            planner.refuse(volume, f"{format_size(volume.capacity)} now: shrinking to "
+                           f"{format_size(new)} is never done in bulk (resize it alone with "
+                           "e, ticking shrink)")
+            continue
+        if new == volume.capacity:
+            planner.refuse(volume, f"it is {format_size(new)} already")
+            continue
+        if planner.in_use(volume):
+            planner.refuse(volume, "in use by a running QEMU: it is resized with the VM "
+                           "stopped")
+            continue
+        op = ResizeVolume(volume.host, volume.pool, volume.name, capacity=new)
         try:
             _, need = op.space(planner.inventory)
         except StorageError as err:
             planner.refuse(volume, str(err))
             continue
-        names.add(volume.name)
-        planner.take(op, host, pool, need, volume)
+        planner.take(op, volume, [(volume.host, volume.pool, need)],
+                     committed=new - volume.capacity)
+
+
+def _plan_growfs(planner: _Planner, found: list[tuple[Mark, Volume]]) -> None:
+    for _, volume in found:
+        if not planner.can(volume, "growfs", "grow file systems in"):
+            continue
+        if str(volume.format) != "raw":
+            planner.refuse(volume, f"a {volume.format} image: the file system is grown "
+                           "inside raw images only")
+            continue
+        if planner.in_use(volume):
+            planner.refuse(volume, "in use by a running QEMU: its file system is grown "
+                           "with the VM stopped")
+            continue
+        planner.take(GrowFilesystem(volume.host, volume.pool, volume.name), volume,
+                     [(volume.host, volume.pool, 0)])
+
+
+def _review(fix: Fix) -> str | None:
+    """Why ``fix`` is left to the fixes screen, one by one (None: queued in bulk)."""
+    if fix.risk not in BULK_FIX_RISKS:
+        return f"{fix.risk} risk ({fix.type}): review it on its own in the fixes screen (F)"
+    if fix.needs_confirmation:
+        return "needs a confirmation: review it on its own in the fixes screen (F)"
+    if fix.params.get("requires_mark"):
+        return "needs its own mark in the fixes screen (F)"
+    if fix.code not in STEPS:
+        return "no fix job runs it yet"
+    return None
+
+
+def check_marked(inventory: Inventory, journal: Journal | None,
+                 volumes: Sequence[tuple[str, str, str]]) -> CheckReport:
+    """A deep check of ``volumes`` (host, pool, name) alone, their pools read once.
+    Read-only. Blocking (thread workers only)."""
+    wanted = set(volumes)
+    pools: list[Pool] = []
+    for host, name in dict.fromkeys((h, p) for h, p, _ in volumes):
+        try:
+            pools.append(inventory.pool(host, name))
+        except KeyError:
+            continue  # the plan refused its volumes already
+    report = check_pools(inventory, pools, journal=journal,
+                         only=lambda v: (v.host, v.pool, v.name) in wanted)
+    # The pool-wide findings (leftovers, overcommit) are the fixes screen's: here only
+    # what was marked.
+    report.findings = [f for f in report.findings if (f.host, f.pool, f.volume) in wanted]
+    report.fixes = [f for f in report.fixes if (f.host, f.pool, f.volume) in wanted]
+    return report
+
+
+def _plan_fix(planner: _Planner, found: list[tuple[Mark, Volume]]) -> list[Refusal]:
+    """Check the marked volumes; queue the first low- or no-risk fix of each. Returns
+    what is left to a person (medium and high risk, a second fix, nothing to fix)."""
+    keys = [(v.host, v.pool, v.name) for _, v in found]
+    journal = planner.runner.journal if planner.runner else None
+    report = check_marked(planner.inventory, journal, keys)
+    for error in report.errors:
+        planner.refused.append(Refusal("", "", "", error))
+    held: list[Refusal] = []
+    for _, volume in found:
+        key = (volume.host, volume.pool, volume.name)
+        fixes = [f for f in report.fixes if (f.host, f.pool, f.volume) == key]
+        queued = False
+        for fix in fixes:
+            why = _review(fix)
+            if why is None and queued:
+                why = "one fix of a volume at a time: check it again once the first is done"
+            if why is not None:
+                held.append(Refusal(*key, f"{fix.code}: {fix.reason} — {why}"))
+                continue
+            op = RunFix.from_fix(fix)
+            try:
+                _, need = op.space(planner.inventory)
+            except StorageError as err:
+                planner.refuse(volume, f"{fix.code}: {err}")
+                continue
+            before = len(planner.jobs)
+            planner.take(op, volume, [(volume.host, volume.pool, need)],
+                         effect=[(volume.host, volume.pool, fix.space_change)])
+            queued = len(planner.jobs) > before
+        if not fixes:
+            broken = [f for f in report.findings if (f.host, f.pool, f.volume) == key]
+            held.append(Refusal(*key, f"{broken[0].reason}: no fix is proposed, a person "
+                                "looks first" if broken else "nothing to fix"))
+    return held
 
 
 def _exists(inventory: Inventory, pool: Pool, name: str) -> bool:

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from backends.model import Capacity, Pool
-from console.bulk import READ_ONLY, BulkPlan, carry_out, plan_bulk
+from console.bulk import READ_ONLY, BulkPlan, carry_out, check_marked, plan_bulk
+from console.cache import Cache
+from console.config import Config
 from console.inventory import Inventory
-from console.jobs.journal import JobState
-from console.jobs.operations import CopyVolume, DeleteVolume, SnapshotVolume
+from console.jobs.fixing import RunFix
+from console.jobs.journal import JobState, Journal
+from console.jobs.operations import (
+    ArchiveVolume,
+    CopyVolume,
+    DeleteVolume,
+    ResizeVolume,
+    SnapshotVolume,
+)
+from console.jobs.runner import Runner
 from console.marks import Mark, Marks
-from tests.conftest import MakeImage, qemu_img
+from tests.conftest import PATIENCE, MakeImage, qemu_img
 from tests.conftest_ui import real_inventory, runner_for
+from tests.harness.sshd import Fleet
 
 
 @pytest.fixture
@@ -185,3 +199,208 @@ def test_a_vanished_volume_is_refused(pools: tuple[Path, Path], tmp_path: Path) 
     os.unlink(pools[0] / "lone.qcow2")
     plan = plan_bulk(inventory, None, "snapshot", marks)
     assert "no longer on disk" in refusals(plan)["lone.qcow2"]
+
+
+# -- the other actions ---------------------------------------------------------------
+
+
+def mark(pool: Path, name: str) -> Mark:
+    """A mark as the table makes it (sizes from the cache: the plan re-reads them)."""
+    return Mark("local", str(pool), name, 0, 0)
+
+
+def image_info(path: Path) -> dict[str, Any]:
+    done = subprocess.run(["qemu-img", "info", "--output=json", "-U", str(path)],
+                          check=True, capture_output=True, text=True)
+    info: dict[str, Any] = json.loads(done.stdout)
+    return info
+
+
+def virtual_size(path: Path) -> int:
+    return int(image_info(path)["virtual-size"])
+
+
+def test_archive_one_per_volume_into_a_directory_counting_its_space(
+        pools: tuple[Path, Path], tmp_path: Path) -> None:
+    inventory = inventory_of(pools, tmp_path)
+    a = pools[0]
+    into = tmp_path / "archives"
+    into.mkdir()
+    (into / "mid.qcow2.zst").write_bytes(b"an older archive")
+    runner = runner_for(inventory)
+    try:
+        plan = plan_bulk(inventory, runner, "archive",
+                         [mark(a, n) for n in ("lone.qcow2", "leaf.qcow2", "mid.qcow2")],
+                         directory=str(into))
+        assert "is there already" in refusals(plan)["mid.qcow2"]
+        assert [(o.volume, o.dest) for j in plan.jobs
+                if isinstance(o := j.op, ArchiveVolume)] == [
+            ("lone.qcow2", str(into / "lone.qcow2.zst")),
+            ("leaf.qcow2", str(into / "leaf.qcow2.zst"))]
+        # The directory is no pool: its file system's free space is what is counted.
+        assert [(e.pool, e.change > 0, e.available is not None) for e in plan.effects] \
+            == [(str(into), True, True)]
+        assert plan.change == sum(b for j in plan.jobs for _, _, b in j.space)
+        outcomes = carry_out(runner, plan, lambda o: None, timeout=PATIENCE)
+    finally:
+        runner.close()
+    assert [o.succeeded for o in outcomes] == [True, True], [o.reason for o in outcomes]
+    assert {"lone.qcow2.zst", "leaf.qcow2.zst"} <= set(os.listdir(into))
+
+
+def test_archive_into_a_pool_counts_that_pool_and_refuses_without_room(
+        pools: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    inventory = inventory_of(pools, tmp_path)
+    a, b = pools
+    plan = plan_bulk(inventory, None, "archive", [mark(a, "lone.qcow2")], directory=str(b))
+    assert [(e.pool, e.change > 0) for e in plan.effects] == [(str(b), True)]
+    pool = next(p for p in inventory.pools() if p.path == str(b))
+    driver = inventory.driver(pool)
+    monkeypatch.setattr(driver, "pool_capacity",
+                        lambda p: Capacity(100 << 30, 100 << 30, 0))  # full
+    plan = plan_bulk(inventory, None, "archive", [mark(a, "lone.qcow2")], directory=str(b))
+    assert not plan.jobs and "no space" in refusals(plan)["lone.qcow2"]
+
+
+def test_resize_grows_by_or_to_a_size_and_never_shrinks_in_bulk(
+        pools: tuple[Path, Path], tmp_path: Path) -> None:
+    inventory = inventory_of(pools, tmp_path)
+    a = pools[0]
+    marks = [mark(a, n) for n in ("lone.qcow2", "leaf.qcow2", "gold.qcow2")]
+    plan = plan_bulk(inventory, None, "resize", marks, size="+1M")
+    assert "snapshot" in refusals(plan)["gold.qcow2"]
+    assert [(o.volume, o.capacity) for j in plan.jobs
+            if isinstance(o := j.op, ResizeVolume)] == [
+        ("lone.qcow2", 3 << 20), ("leaf.qcow2", 2 << 20)]
+    assert [(e.pool, e.committed) for e in plan.effects] == [(str(a), 2 << 20)]
+    # To 1M: lone (2M) would shrink, leaf is 1M already.
+    plan = plan_bulk(inventory, None, "resize", marks[:2], size="1M")
+    refused = refusals(plan)
+    assert "never done in bulk" in refused["lone.qcow2"]
+    assert "already" in refused["leaf.qcow2"]
+    assert not plan.jobs
+    with pytest.raises(ValueError, match="not a size"):
+        plan_bulk(inventory, None, "resize", marks, size="lots")
+    runner = runner_for(inventory)
+    try:
+        plan = plan_bulk(inventory, runner, "resize", marks[:2], size="4M")
+        outcomes = carry_out(runner, plan, lambda o: None, timeout=PATIENCE)
+    finally:
+        runner.close()
+    assert all(o.succeeded for o in outcomes), [o.reason for o in outcomes]
+    assert virtual_size(a / "lone.qcow2") == virtual_size(a / "leaf.qcow2") == 4 << 20
+
+
+def test_growfs_takes_raw_volumes_only(pools: tuple[Path, Path], tmp_path: Path) -> None:
+    a = pools[0]
+    (a / "disk.raw").write_bytes(bytes(1 << 20))
+    inventory = inventory_of(pools, tmp_path)
+    plan = plan_bulk(inventory, None, "growfs", [mark(a, "disk.raw"), mark(a, "lone.qcow2")])
+    assert "raw images only" in refusals(plan)["lone.qcow2"]
+    assert [(j.op.kind, j.op.volume) for j in plan.jobs] == [("growfs", "disk.raw")]
+
+
+def test_delete_with_a_wipe(pools: tuple[Path, Path], tmp_path: Path) -> None:
+    inventory = inventory_of(pools, tmp_path)
+    plan = plan_bulk(inventory, None, "delete", [mark(pools[0], "lone.qcow2")], wipe="zero")
+    assert [o.wipe for j in plan.jobs if isinstance(o := j.op, DeleteVolume)] == ["zero"]
+    with pytest.raises(ValueError, match="wipe"):
+        plan_bulk(inventory, None, "delete", [], wipe="shred")
+
+
+def test_check_plans_the_marked_volumes_even_read_only(pools: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    inventory = inventory_of(pools, tmp_path, read_only=True)
+    a = pools[0]
+    marks = [mark(a, "lone.qcow2"), mark(a, "leaf.qcow2"), mark(a, "gone.qcow2")]
+    plan = plan_bulk(inventory, None, "check", marks)
+    assert plan.checks == (("local", str(a), "lone.qcow2"), ("local", str(a), "leaf.qcow2"))
+    assert "no longer on disk" in refusals(plan)["gone.qcow2"]
+    assert not plan.jobs
+    report = check_marked(inventory, None, plan.checks)
+    assert sorted(c.volume.name for c in report.volumes) == ["leaf.qcow2", "lone.qcow2"]
+    assert all(str(c.health.state) == "optimized" for c in report.volumes)
+
+
+def test_fix_queues_low_risk_fixes_and_holds_the_others_for_review(
+        pools: tuple[Path, Path], tmp_path: Path, make_image: MakeImage) -> None:
+    a = pools[0]
+    make_image(a / "old.qcow2", options="compat=0.10")
+    inventory = inventory_of(pools, tmp_path)
+    runner = runner_for(inventory)
+    try:
+        plan = plan_bulk(inventory, runner, "fix",
+                         [mark(a, n) for n in ("old.qcow2", "gold.qcow2", "lone.qcow2")])
+        assert [(o.volume, o.code) for j in plan.jobs if isinstance(o := j.op, RunFix)] == [
+            ("old.qcow2", "compat-0.10")]
+        held = {h.volume: h.reason for h in plan.held}
+        assert "medium risk" in held["gold.qcow2"]  # an unreferenced snapshot: rm
+        assert "nothing to fix" in held["lone.qcow2"]
+        outcomes = carry_out(runner, plan, lambda o: None, timeout=PATIENCE)
+    finally:
+        runner.close()
+    assert [o.succeeded for o in outcomes] == [True], [o.reason for o in outcomes]
+    info = image_info(a / "old.qcow2")
+    assert info["format-specific"]["data"]["compat"] == "1.1"
+    assert (a / "gold.qcow2").exists()
+
+
+def test_the_plan_and_the_runner_refuse_the_same_critical_threshold(
+        pools: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """90% used, critical 95%: a copy that would take it past 95% is refused by both,
+    with the same words (one rule, ``reservations.refusal``)."""
+    inventory = inventory_of(pools, tmp_path)
+    a, b = pools
+    pool = next(p for p in inventory.pools() if p.path == str(b))
+    driver = inventory.driver(pool)
+    capacity = 4 << 20  # 10% free is room for its ~320K, 5% headroom is not
+    monkeypatch.setattr(driver, "pool_capacity", lambda p: Capacity(
+        capacity, int(capacity * 0.9), capacity - int(capacity * 0.9)))
+    runner = runner_for(inventory)
+    try:
+        plan = plan_bulk(inventory, runner, "copy", [mark(a, "lone.qcow2")],
+                         dest=("local", str(b)))
+        why = refusals(plan)["lone.qcow2"]
+        assert "above the critical threshold of 95%" in why
+        job = runner.wait(runner.submit(CopyVolume("local", str(a), "lone.qcow2",
+                                                   dest_pool=str(b),
+                                                   dest_name="lone.qcow2")).id, PATIENCE)
+    finally:
+        runner.close()
+    assert job.state == JobState.FAILED
+    assert job.error and "above the critical threshold of 95%" in job.error
+    assert not (b / "lone.qcow2").exists()
+
+
+def test_copy_to_a_directory_pool_of_another_host(ssh_home: Path, sshd_fleet: Fleet,
+                                                  tmp_path: Path,
+                                                  make_image: MakeImage) -> None:
+    """Over the real sshd fleet: two volumes of host a go to b's pool as transfers; a
+    name b has already is refused; the space is counted in b's pool."""
+    dirs = {n: tmp_path / n for n in ("a", "b")}
+    for path in dirs.values():
+        path.mkdir()
+    make_image(dirs["a"] / "one.qcow2")
+    make_image(dirs["a"] / "two.qcow2")
+    make_image(dirs["a"] / "taken.qcow2")
+    make_image(dirs["b"] / "taken.qcow2")
+    conf = tmp_path / "config.toml"
+    conf.write_text("".join(f"[[host]]\nname = '{n}'\nuri = '{sshd_fleet.uri(n)}'\n"
+                            f"[[host.pool]]\nname = 'images'\npath = '{dirs[n]}'\n"
+                            for n in ("a", "b")))
+    inventory = Inventory(Config.load(conf), Cache(None))
+    runner = Runner(Journal(tmp_path / "journal.db"), inventory)
+    try:
+        marks = [Mark("a", "images", n, 0, 0) for n in ("one.qcow2", "two.qcow2",
+                                                        "taken.qcow2")]
+        plan = plan_bulk(inventory, runner, "copy", marks, dest=("b", "images"))
+        assert "already in 'images'" in refusals(plan)["taken.qcow2"]
+        assert [(type(j.op).__name__, j.op.volume) for j in plan.jobs] == [
+            ("TransferVolume", "one.qcow2"), ("TransferVolume", "two.qcow2")]
+        assert [(e.host, e.pool, e.change > 0) for e in plan.effects] == [
+            ("b", "images", True)]
+        outcomes = carry_out(runner, plan, lambda o: None, timeout=PATIENCE)
+    finally:
+        runner.close()
+    assert [o.succeeded for o in outcomes] == [True, True], [o.reason for o in outcomes]
+    assert {"one.qcow2", "two.qcow2", "taken.qcow2"} <= set(os.listdir(dirs["b"]))

@@ -337,6 +337,36 @@ def test_bulk_delete_plan_100x30(snap_compare: SnapCompare) -> None:
     assert snap_compare(demo_app(), run_before=show_plan, terminal_size=(100, 30))
 
 
+def test_bulk_fix_plan_100x30(snap_compare: SnapCompare) -> None:
+    """A plan for the fixes of three marked volumes: one low-risk fix queued, a medium
+    one held for review one by one, a healthy volume, and the space effect (fixed)."""
+    from console.bulk import BulkPlan, PlannedJob, PoolEffect, Refusal
+    from console.jobs.fixing import RunFix
+    from console.ui.screens.bulk import BulkPlanScreen
+
+    M = 1 << 20
+    plan = BulkPlan("fix", (
+        PlannedJob(RunFix("local", "images", "web01.qcow2", fix_type="clean",
+                          code="leaked-clusters", fix_params={"name": "web01.qcow2"}),
+                   0, (), (("local", "images", -3 * M),)),
+    ), (), (PoolEffect("local", "images", -3 * M, 590 << 30, 0),), held=(
+        Refusal("local", "images", "deep.qcow2",
+                "chain-too-deep: the chain is 9 deep (more than 8) — medium risk "
+                "(optimize): review it on its own in the fixes screen (F)"),
+        Refusal("local", "images", "web02.qcow2", "nothing to fix"),
+    ))
+
+    async def show_plan(pilot: Any) -> None:
+        await pilot.press("space", "space", "space")
+        screen = pilot.app.screen
+        marks = list(screen.volume_table.marks)
+        pilot.app.push_screen(BulkPlanScreen(screen.inventory, screen.runner, "fix",
+                                             marks, plan=plan, cursor_blink=False))
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), run_before=show_plan, terminal_size=(100, 30))
+
+
 @pytest.mark.parametrize("theme", ["storage-dark", "storage-light", "storage-high-contrast",
                                    "storage-mono"])
 def test_theme(snap_compare: SnapCompare, theme: str) -> None:

@@ -199,3 +199,99 @@ async def test_read_only_plan_refuses_everything(tmp_path: Path) -> None:
         assert not dialog.query_one("#queue", Button).display
         await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
+
+
+async def open_plan(app: StorageConsoleApp, pilot: Any, *keys: str) -> BulkPlanScreen:
+    await pilot.press(*keys)
+    await until(pilot, lambda: isinstance(app.screen, BulkPlanScreen))
+    dialog = app.screen
+    assert isinstance(dialog, BulkPlanScreen)
+    return dialog
+
+
+async def test_archive_marks_into_a_directory_then_the_summary(tmp_path: Path) -> None:
+    pool = chain_pool(tmp_path)
+    into = tmp_path / "archives"
+    into.mkdir()
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        dialog = await open_plan(app, pilot, "asterisk", "a")
+        field = dialog.query_one("#directory", Input)
+        field.value = str(into)
+        field.focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: dialog.plan is not None and not dialog.busy)
+        assert dialog.plan is not None and len(dialog.plan.jobs) == 3
+        shown = screen_text(app)
+        assert "archive data.raw →" in shown and "data.raw.zst" in shown
+        # The directory's space is counted (long paths wrap: the plan says where).
+        assert [e.pool for e in dialog.plan.effects] == [str(into)] and "takes" in shown
+        await pilot.press("y")
+        await until(pilot, lambda: dialog.finished)
+        summary = str(dialog.query_one("#question", Static).render())
+        assert summary.startswith("Summary: 3 done, 0 failed"), summary
+    assert sorted(os.listdir(into)) == sorted(
+        f"{n}.zst{s}" for n in ("base.qcow2", "data.raw", "leaf.qcow2") for s in ("", ".json"))
+
+
+async def test_resize_asks_the_size_and_refuses_a_shrink(tmp_path: Path) -> None:
+    pool = chain_pool(tmp_path)
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        dialog = await open_plan(app, pilot, "asterisk", "e")
+        assert "enter the new size" in screen_text(app)
+        assert not dialog.query_one("#queue", Button).display \
+            or dialog.query_one("#queue", Button).disabled
+        await pilot.press(*"nonsense", "enter")
+        assert "size:" in screen_text(app) and dialog.plan is None
+        field = dialog.query_one("#size", Input)
+        field.value = "512K"  # below the two 1M images (they would shrink), above data.raw
+        await pilot.press("enter")
+        await until(pilot, lambda: dialog.plan is not None and not dialog.busy)
+        assert dialog.plan is not None
+        assert [j.op.volume for j in dialog.plan.jobs] == ["data.raw"]
+        assert sorted(r.volume for r in dialog.plan.refused) == ["base.qcow2", "leaf.qcow2"]
+        assert "never done in bulk" in screen_text(app)
+        field.value = "+1M"
+        field.focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: dialog.plan is not None and not dialog.busy)
+        assert dialog.plan is not None and len(dialog.plan.jobs) == 3
+        assert "virtual size" in screen_text(app)
+
+
+async def test_check_of_the_marks_runs_in_read_only_mode(tmp_path: Path) -> None:
+    pool = chain_pool(tmp_path)
+    app = console(pool, tmp_path, read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        dialog = await open_plan(app, pilot, "asterisk", "K")
+        await until(pilot, lambda: dialog.plan is not None and not dialog.busy)
+        assert dialog.query_one("#queue", Button).label.plain == "Check 3 volumes"
+        await pilot.press("y")
+        await until(pilot, lambda: dialog.finished)
+        assert dialog.report is not None and len(dialog.report.volumes) == 3
+        summary = str(dialog.query_one("#question", Static).render())
+        assert summary.startswith("Summary: ") and "optimized" in summary, summary
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_k_without_marks_checks_the_volume_under_the_cursor(tmp_path: Path) -> None:
+    pool = chain_pool(tmp_path)
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        dialog = await open_plan(app, pilot, "K")
+        await until(pilot, lambda: dialog.plan is not None and not dialog.busy)
+        assert dialog.plan is not None and dialog.plan.checks == (
+            ("local", str(pool), "base.qcow2"),)
+
+
+async def test_clone_with_marks_says_why_it_does_not_act(tmp_path: Path) -> None:
+    pool = chain_pool(tmp_path)
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("asterisk", "l")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        assert any("one snapshot at a time" in str(n.message)
+                   for n in app._notifications)

@@ -37,6 +37,31 @@ class PoolSpace:
     available: int
 
 
+def refusal(need: int, space: PoolSpace, reserved: int, critical: float, *,
+            by: str) -> str | None:
+    """Why ``need`` more bytes may not be promised in a pool (None: they may): one rule
+    for the runner's reservation and the bulk plan, which counts its own earlier jobs
+    in ``reserved`` (``by`` says whose reservations those are).
+
+    Refused when ``need`` exceeds the free space less ``reserved``, or when the pool,
+    counting ``reserved`` and ``need``, would be above ``critical`` of its capacity: a
+    job must not be what fills a pool others' guests write to. A job that needs no
+    space is never refused.
+    """
+    if need <= 0:
+        return None
+    free = space.available - reserved
+    if need > free:
+        return (f"needs {format_size(need)}, pool has {format_size(space.available)} "
+                f"free, {format_size(reserved)} reserved by {by}")
+    used = space.allocation + reserved + need
+    if space.capacity and used > critical * space.capacity:
+        return (f"pool would be {100 * used / space.capacity:.0f}% used (with "
+                f"{format_size(reserved)} reserved by {by}), above the critical "
+                f"threshold of {100 * critical:.0f}%: no new job may take it there")
+    return None
+
+
 class Reservations:
     def __init__(self, journal: Journal, *, ttl: float = DEFAULT_TTL,
                  critical: float = CRITICAL) -> None:
@@ -46,12 +71,8 @@ class Reservations:
 
     def reserve(self, job_id: int, host: str, pool: str, need: int,
                 space: PoolSpace, *, critical: float | None = None) -> None:
-        """Reserve ``need`` bytes in ``pool`` for ``job_id`` or raise ``NoSpace``.
-
-        Refused when ``need`` exceeds the free space less other jobs' reservations, or
-        when the pool, counting those reservations, is already above the critical
-        threshold (a job that needs no space is never refused).
-        """
+        """Reserve ``need`` bytes in ``pool`` for ``job_id`` or raise ``NoSpace`` (the
+        rule of ``refusal``, counting other jobs' reservations)."""
         now = time.time()
         critical = self.critical if critical is None else critical
         with self.journal.transaction() as conn:
@@ -59,22 +80,12 @@ class Reservations:
             others = conn.execute(
                 "SELECT job_id, bytes FROM reservations WHERE host=? AND pool=? AND "
                 "job_id<>?", (host, pool, job_id)).fetchall()
-            reserved = sum(b for _, b in others)
-            free = space.available - reserved
             jobs = ", ".join(str(j) for j, _ in others) or "none"
-            where = {"host": host, "pool": pool}
-            if need > 0 and need > free:
-                raise NoSpace(
-                    f"needs {format_size(need)}, pool has {format_size(space.available)} "
-                    f"free, {format_size(reserved)} reserved by jobs {jobs}", **where,
-                    hint="free space, wait for those jobs, or choose another pool")
-            used = space.allocation + reserved
-            if need > 0 and space.capacity and used > critical * space.capacity:
-                raise NoSpace(
-                    f"pool is {100 * used / space.capacity:.0f}% used (with "
-                    f"{format_size(reserved)} reserved by jobs {jobs}), above the critical "
-                    f"threshold of {100 * critical:.0f}%: no new job may take space",
-                    **where, hint="free space first")
+            why = refusal(need, space, sum(b for _, b in others), critical,
+                          by=f"jobs {jobs}")
+            if why is not None:
+                raise NoSpace(why, host=host, pool=pool,
+                              hint="free space, wait for those jobs, or choose another pool")
             conn.execute("INSERT OR REPLACE INTO reservations (job_id, host, pool, bytes, "
                          "expires) VALUES (?,?,?,?,?)", (job_id, host, pool, need,
                                                         now + self.ttl))

@@ -35,6 +35,7 @@ from console.inventory import Inventory
 from console.jobs.journal import ACTIVE, JobRecord, JobState
 from console.jobs.operations import describe_job
 from console.jobs.runner import Runner
+from console.marks import Mark
 from console.ui.cells import printable
 from console.ui.commands import PaletteCommand
 from console.ui.job_board import FIX_KIND, PANEL_LIMIT, Change, JobBoard, job_pools
@@ -74,7 +75,9 @@ from console.ui.widgets.usage_history import UsageHistory
 from console.ui.widgets.volume_detail import VolumeDetail
 from console.ui.widgets.volume_table import SORT_LABELS, VolumeTable
 
-BULK_KEYS = frozenset({"delete", "copy", "snapshot"})  # act on the marks when there are any
+# Act on the marks when there are any (clone says why it does not).
+BULK_KEYS = frozenset({"delete", "copy", "snapshot", "archive", "resize", "growfs",
+                       "check", "fixes"})
 AGE_TICK = 10.0  # seconds between repaints of the age column and pool states
 
 
@@ -116,6 +119,7 @@ class MainScreen(HostActions):
         Binding("C", "chains", "Chains", show=False),
         Binding("D", "dependants", "What depends on this?", show=False),
         Binding("F", "fixes", "Fixes", show=False),
+        Binding("K", "check", "Check the volume (or the marked ones)", show=False),
         Binding("J", "jobs", "Jobs"),
         Binding("s", "sort", "Sort", show=False),  # the header marks the sort column
         Binding("S", "reverse_sort", "Reverse sort", show=False),
@@ -410,8 +414,13 @@ class MainScreen(HostActions):
             return self.volume_table.current is not None or None
         if action == "clear_marks":
             return bool(self.volume_table.marks)
+        if action == "check":  # read-only: also without a job engine
+            return bool(self.volume_table.marks) or self.volume_table.current is not None \
+                or None
         if action in BULK_KEYS and self.volume_table.marks:
             return self.runner is not None  # the plan says what read-only mode refuses
+        if action == "clone" and self.volume_table.marks:
+            return True  # says why it takes one snapshot at a time
         if action in self.JOB_ACTIONS and self.runner is None:
             return False  # no job engine: the console only browses
         if action not in self.JOB_ACTIONS or action == "jobs":
@@ -455,6 +464,8 @@ class MainScreen(HostActions):
             self.job_submitted)
 
     def action_resize(self) -> None:
+        if self.volume_table.marks:
+            return self.bulk("resize")
         pool, volume = self.current_pool(), self.volume_table.current
         if pool is None or volume is None or self.runner is None:
             return
@@ -486,13 +497,33 @@ class MainScreen(HostActions):
         self.volume_dialog(SnapshotVolumeScreen)
 
     def action_clone(self) -> None:
+        if self.volume_table.marks:
+            # Each clone needs its own name and pool: no one form fits many snapshots.
+            self.notify("a clone is made from one snapshot at a time: esc clears the "
+                        "marks, then l clones the snapshot under the cursor",
+                        title="clone", severity="warning")
+            return
         self.volume_dialog(CloneVolumeScreen, select=True)
 
     def action_archive(self) -> None:
+        if self.volume_table.marks:
+            return self.bulk("archive")
         self.volume_dialog(ArchiveVolumeScreen)
 
     def action_growfs(self) -> None:
+        if self.volume_table.marks:
+            return self.bulk("growfs")
         self.volume_dialog(GrowFilesystemScreen)
+
+    def action_check(self) -> None:
+        """K: check the marked volumes, or the one under the cursor (read-only)."""
+        if self.volume_table.marks:
+            return self.bulk("check")
+        volume = self.volume_table.current
+        if volume is not None:
+            self.app.push_screen(BulkPlanScreen(self.inventory, self.runner, "check",
+                                                [Mark.of_row(volume)],
+                                                cursor_blink=self.cursor_blink))
 
     def action_restore(self) -> None:
         pool = self.current_pool()
@@ -517,7 +548,7 @@ class MainScreen(HostActions):
 
     def bulk(self, action: str) -> None:
         """One plan for ``action`` on every marked volume, then its jobs and a summary."""
-        if self.runner is None:
+        if self.runner is None and action != "check":
             return
         self.app.push_screen(
             BulkPlanScreen(self.inventory, self.runner, action, list(self.volume_table.marks),
@@ -545,7 +576,10 @@ class MainScreen(HostActions):
                              self.go_to_volume)
 
     def action_fixes(self) -> None:
-        """The fixes screen: check this host's pools, mark fixes, run them as jobs."""
+        """The fixes screen: check this host's pools, mark fixes, run them as jobs; with
+        marks, one plan for the low-risk fixes of the marked volumes."""
+        if self.volume_table.marks:
+            return self.bulk("fix")
         self.app.push_screen(FixesScreen(self.inventory, self.runner, host=self.shown_host(),
                                          cursor_blink=self.cursor_blink),
                              self.fixes_submitted)
