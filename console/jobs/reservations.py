@@ -85,7 +85,8 @@ class Reservations:
                           by=f"jobs {jobs}")
             if why is not None:
                 raise NoSpace(why, host=host, pool=pool,
-                              hint="free space, wait for those jobs, or choose another pool")
+                              hint="free space, wait for those jobs, choose another pool, or "
+                              "raise the pool's critical threshold in config.toml")
             conn.execute("INSERT OR REPLACE INTO reservations (job_id, host, pool, bytes, "
                          "expires) VALUES (?,?,?,?,?)", (job_id, host, pool, need,
                                                         now + self.ttl))
