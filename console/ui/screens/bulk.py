@@ -199,7 +199,6 @@ class BulkPlanScreen(DialogScreen[list[JobRecord]]):
         #param-row { height: 1; margin: 1 0 0 0; }
         #param-row Static { width: 10; color: $text-muted; }
         #param-row Select, #param-row Input { width: 1fr; }
-        /* Not "#body": the app's stylesheet gives that id 1fr (the main screen's). */
         #plan-scroll { height: auto; max-height: 60vh; margin: 1 0 0 0; }
         #plan { height: auto; }
         #question { height: auto; margin: 1 0 0 0; }
