@@ -337,3 +337,36 @@ async def test_every_key_is_in_the_footer_or_the_help_screen() -> None:
             await pilot.press("escape")
             await pilot.pause()
             assert isinstance(app.screen, MainScreen)
+
+
+async def test_every_key_of_the_monitor_is_in_the_footer_or_the_help_screen() -> None:
+    app = make_app(demo_inventory(read_only=True), monitor=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.screen.query("EventsLog") and unlisted(app) == []
+
+
+# A focused widget's key that means something else on the screen: only where the help
+# says so and the meaning is the expected one there (decisions.md, "At home over SSH").
+MEANT_TWICE = {("PoolTree", "l"),  # open the pool (vim); on the table: clone
+               ("CommandBar", "escape")}  # close the line; on the table: clear
+
+
+async def test_a_focused_panel_key_never_means_another_screen_key() -> None:
+    """A panel's key that falls through (refused there now) must not do something else:
+    the jobs panel's "dismiss ended" was D, the screen's "what depends on this?"."""
+    app = make_app(demo_inventory())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        meanings = {key: b.action for b in ours(screen) for key in b.key.split(",")}
+        clashes = {(type(w).__name__, key) for w in screen.query("*") for b in ours(w)
+                   for key in b.key.split(",")
+                   if meanings.get(key, b.action) != b.action}
+        assert clashes == MEANT_TWICE
+        await pilot.press("J")  # the jobs panel focused: D still shows the dependants
+        await pilot.pause()
+        assert type(app.focused).__name__ == "JobsPanel"
+        await pilot.press("D")
+        await pilot.pause()
+        assert isinstance(app.screen, ChainScreen)
