@@ -26,6 +26,9 @@ def xdg_home(tmp_path_factory: pytest.TempPathFactory,
         monkeypatch.setenv(var, str(home / var.lower()))
     # The embedded default asks libvirtd for its pools: not the machine's, in tests.
     monkeypatch.setenv("STORAGE_CONSOLE_LIBVIRT_URI", "qemu+unix:///system?socket=/nonexistent")
+    # Textual's colours follow TERM (16 colours pick the themes' 16-colour choices):
+    # truecolour, whatever terminal runs the tests, unless a test asks for less.
+    monkeypatch.setenv("COLORTERM", "truecolor")
     yield home
 
 

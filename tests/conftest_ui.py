@@ -169,6 +169,22 @@ def big_inventory(count: int) -> Inventory:
     return Inventory(config, cache)
 
 
+LONG_PATH = "/srv/storage/tenants/acme-corporation/production/vm-images/tier-1"
+
+
+def long_path_inventory() -> Inventory:
+    """Two pools named by their paths, one of them long (as a directory target is)."""
+    cache = Cache(None)
+    pools = (Pool("local", LONG_PATH, "dir", LONG_PATH), Pool("local", "/srv/iso", "dir",
+                                                              "/srv/iso"))
+    for pool in pools:
+        volumes = tuple(volume(pool, f"vm-{i:02d}.qcow2") for i in range(3))
+        cache.replace_pool(PoolScan(replace(pool, capacity=Capacity(100 * G, 30 * G,
+                                                                    70 * G, 0)), volumes),
+                           [OK] * len(volumes), seen_at=NOW - 30)
+    return Inventory(Config((HostConfig(Host("local"), pools),)), cache)
+
+
 def real_inventory(*dirs: str | os.PathLike[str], cache_path: str | os.PathLike[str],
                    read_only: bool = False, audit: bool = False) -> Inventory:
     """The real thing over directories on disk (pools named by their paths); ``audit``

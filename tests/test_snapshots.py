@@ -29,6 +29,7 @@ from tests.conftest_ui import (
     clock,
     demo_inventory,
     demo_journal,
+    long_path_inventory,
     runner_for,
 )
 
@@ -73,6 +74,14 @@ def demo_app(**kwargs: Any) -> StorageConsoleApp:
 def test_main_80x24(snap_compare: SnapCompare) -> None:
     """The main screen in a plain 80x24 terminal, cursor on a broken volume."""
     assert snap_compare(demo_app(), press=["j"] * 5, terminal_size=(80, 24))
+
+
+def test_long_pool_path_80x24(snap_compare: SnapCompare) -> None:
+    """A pool named by a long path: the summary cuts the path in its middle."""
+    inventory = long_path_inventory()
+    app = StorageConsoleApp(inventory, runner=runner_for(inventory), refresh_on_start=False,
+                            clock=clock, theme="storage-dark", cursor_blink=False)
+    assert snap_compare(app, terminal_size=(80, 24))
 
 
 def test_main_120x40(snap_compare: SnapCompare) -> None:

@@ -8,13 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
+from rich.color import Color as RichColor
 from rich.color import ColorSystem
 from rich.console import Console
 from rich.segment import Segment, Segments
 from rich.style import Style
-from textual.color import Color
 from textual.command import CommandPalette
-from textual.theme import Theme
 
 from console.cli import main
 from console.config import Config, config_path, set_theme, themes_dir
@@ -200,30 +199,82 @@ async def test_a_remembered_theme_that_is_gone_falls_back_with_a_warning() -> No
 # -- 16 colours ---------------------------------------------------------------------------
 
 
-def standard(theme: Theme, variable: str) -> int:
-    """The theme variable as the 16-colour terminal gets it: its palette number (Rich's
-    downgrade, as Textual's console does for TERM=linux, screen, tmux)."""
-    variables = theme.to_color_system().generate()
-    base = Color.parse(variables["surface"] if variables["surface"] != "transparent"
-                       else variables["background"])
-    colour = base + Color.parse(variables[variable])  # alpha blended as Textual does
-    number = colour.rich_color.downgrade(ColorSystem.STANDARD).number
-    assert number is not None
-    return number
+# The roles whose colour means something, by the widget and component that draws them.
+HEALTH = ("optimized", "degraded", "broken")
+JOB_STATES = ("pending", "running", "aborting", "done", "failed")  # aborted, interrupted:
+# the colour of aborting (one "stopped" family), told apart by their words
+ALERTS = ("warning", "critical")
+BAR = ("allocated", "committed", "free", "over")
 
 
-@pytest.mark.parametrize("theme", [t for t in THEMES if not t.ansi], ids=lambda t: t.name)
-def test_themes_keep_things_apart_in_16_colours(theme: Theme) -> None:
-    """On TERM=linux, screen or tmux (Rich: 16 colours) the focused cursor, health and
-    the text still differ from the background they are drawn on."""
-    background = standard(theme, "surface")
-    for variable in ("block-cursor-background", "foreground", "error", "primary"):
-        assert standard(theme, variable) != background, variable
-    if "block-cursor-blurred-text-style" not in theme.variables:  # else: underlined
-        assert standard(theme, "block-cursor-blurred-background") != background
-    if theme.name == "storage-high-contrast":  # made of the 16 colours: nothing merges
-        health = {standard(theme, v) for v in ("success", "warning", "error")}
-        assert len(health | {background}) == 4
+def colour_number(colour: RichColor | None, system: ColorSystem) -> int | None:
+    """The colour as a terminal of ``system`` gets it (Rich's downgrade, on output)."""
+    if colour is None or colour.is_default:
+        return None
+    return colour.downgrade(system).number
+
+
+@pytest.mark.parametrize("system", [ColorSystem.STANDARD, ColorSystem.EIGHT_BIT],
+                         ids=["16", "256"])
+@pytest.mark.parametrize("theme", [t.name for t in THEMES if not t.ansi])
+async def test_meaningful_colours_stay_apart(monkeypatch: pytest.MonkeyPatch, theme: str,
+                                             system: ColorSystem) -> None:
+    """Health, job states, alert levels, the capacity bar, marks and the cursor keep
+    distinct colours, each readable on its background, in 16 and in 256 colours."""
+    monkeypatch.delenv("COLORTERM", raising=False)
+    monkeypatch.delenv("TEXTUAL_COLOR_SYSTEM", raising=False)
+    monkeypatch.setenv("TERM", "linux" if system == ColorSystem.STANDARD
+                       else "xterm-256color")
+    app = app_for(theme=theme, monitor=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.main_screen
+        assert screen is not None
+
+        def number(widget: str, component: str, *, background: bool = False) -> int:
+            style = screen.query_one(widget).get_component_rich_style(component)
+            found = colour_number(style.bgcolor if background else style.color, system)
+            assert found is not None, f"{theme}: {component} has no colour"
+            return found
+
+        def ground(widget: str) -> int:
+            found = colour_number(screen.query_one(widget).rich_style.bgcolor, system)
+            assert found is not None
+            return found
+
+        def apart(what: str, colours: dict[str, int], background: int) -> None:
+            assert len(set(colours.values())) == len(colours), f"{theme}: {what} {colours}"
+            assert background not in colours.values(), \
+                f"{theme}: {what} {colours} on background {background}"
+
+        table = ground("VolumeTable")
+        apart("health", {h: number("VolumeTable", f"volume-table--{h}") for h in HEALTH},
+              table)
+        apart("job states", {s: number("JobsPanel", f"jobs-panel--{s}") for s in JOB_STATES},
+              ground("JobsPanel"))
+        apart("alert levels",
+              {a: number("AlertsPanel", f"alerts-panel--{a}") for a in ALERTS},
+              ground("AlertsPanel"))
+        for widget, prefix in (("PoolSummary", "pool-summary"), ("PoolTree", "pool-tree")):
+            apart(f"{widget} capacity bar",
+                  {b: number(widget, f"{prefix}--{b}") for b in BAR}, ground(widget))
+        marked = number("VolumeTable", "volume-table--marked", background=True)
+        screen.query_one("PoolTree").focus()
+        await pilot.pause()
+        blurred = screen.query_one("VolumeTable").get_component_rich_style(
+            "volume-table--cursor")
+        screen.query_one("VolumeTable").focus()
+        await pilot.pause()
+        cursor = {"cursor": number("VolumeTable", "volume-table--cursor", background=True),
+                  "marked": marked}
+        apart("cursor and marks", cursor, table)
+        assert number("VolumeTable", "volume-table--cursor") != cursor["cursor"], theme
+        if not blurred.underline:  # else the blurred cursor is a text style
+            apart("blurred cursor and marks",
+                  {"blurred": colour_number(blurred.bgcolor, system) or -1,
+                   "marked": marked}, table)
+            assert colour_number(blurred.color, system) != \
+                colour_number(blurred.bgcolor, system), theme
 
 
 @pytest.mark.parametrize(("term", "system"), [("xterm-256color", "256"),

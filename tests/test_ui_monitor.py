@@ -22,8 +22,10 @@ from console.config import Config, Thresholds, journal_path
 from console.inventory import Inventory
 from console.jobs.journal import JobState, Journal
 from console.jobs.operations import CreateVolume
+from console.monitoring import Event
 from console.ui.app import StorageConsoleApp
 from console.ui.screens.create_volume import CreateVolumeScreen
+from console.ui.screens.help import binding_sections
 from console.ui.widgets.alerts_panel import AlertsPanel
 from console.ui.widgets.events_log import EventsLog
 from console.ui.widgets.monitor_panel import MonitorPanel
@@ -173,3 +175,61 @@ async def test_monitor_mode_cannot_change_storage(pool_dir: Path, tmp_path: Path
         assert app.runner.journal.jobs() == []
         assert list(pool_dir.iterdir()) == []
         assert "read-only monitor" in app.sub_title
+
+
+def event_lines(app: StorageConsoleApp) -> list[str]:
+    """The events log's lines on the screen, its title first."""
+    log = app.screen.query_one(EventsLog)
+    region = log.scrollable_content_region
+    lines = screen_text(app).splitlines()[region.y:region.bottom]
+    return [line[region.x:region.right].strip() for line in lines]
+
+
+async def test_the_events_log_scrolls_by_keyboard_and_follows_new_events(
+        pool_dir: Path, tmp_path: Path) -> None:
+    app = monitor_app(monitor_inventory(pool_dir, tmp_path / "cache.db",
+                                        Thresholds(0.8, 0.9)))
+    async with app.run_test(size=SIZE) as pilot:
+        log = app.screen.query_one(EventsLog)
+        await wait_for(pilot, lambda: panel(app).polls >= 1)
+        events = [Event(1_700_000_000.0 + i, "job", f"event {i:02d}") for i in range(20)]
+        log.show(events[:10][::-1])  # newest first, as the monitor hands them over
+        await pilot.pause()
+        seen = event_lines(app)
+        assert seen[0] == "Events" and seen[-1].endswith("event 09"), seen  # the newest
+
+        for _ in range(8):  # tab reaches it: every pane is reachable by keyboard
+            if app.focused is log:
+                break
+            await pilot.press("tab")
+        assert app.focused is log
+        assert "Events log (monitor, focused with tab)" in dict(
+            binding_sections(app, app.screen))
+        await pilot.press("k")  # one older: no longer following
+        await pilot.pause()
+        assert event_lines(app)[-1].endswith("event 08")
+        log.show(events[:12][::-1])  # new events keep what the user reads in place
+        await pilot.pause()
+        assert event_lines(app)[-1].endswith("event 08")
+        await pilot.press("g")
+        await pilot.pause()
+        assert event_lines(app)[1].endswith("event 00")
+        await pilot.press("pagedown")
+        await pilot.pause()
+        page = len(event_lines(app)) - 1
+        assert event_lines(app)[1].endswith(f"event {page:02d}")
+        await pilot.press("up", "j", "j")
+        await pilot.pause()
+        assert event_lines(app)[1].endswith(f"event {page + 1:02d}")
+        await pilot.press("G")  # the newest, and follow again
+        await pilot.pause()
+        assert event_lines(app)[-1].endswith("event 11")
+        log.show(events[::-1])
+        await pilot.pause()
+        assert event_lines(app)[-1].endswith("event 19")
+        await pilot.press("pageup", "home")
+        await pilot.pause()
+        assert event_lines(app)[1].endswith("event 00")
+        await pilot.press("end")
+        await pilot.pause()
+        assert event_lines(app)[-1].endswith("event 19")

@@ -11,14 +11,16 @@ from textual.dom import DOMNode
 from textual.widgets import Footer
 
 from console.ui.app import StorageConsoleApp
+from console.ui.cells import shorten
 from console.ui.screens.audit_log import AuditScreen
 from console.ui.screens.chains import ChainScreen
 from console.ui.screens.fixes import FixesScreen
 from console.ui.screens.help import GENERIC, HelpScreen, binding_sections
 from console.ui.screens.main import MainScreen
 from console.ui.widgets.command_bar import CommandBar
+from console.ui.widgets.pool_summary import PoolSummary
 from console.ui.widgets.pool_tree import HostEntry, PoolEntry, PoolTree
-from tests.conftest_ui import big_inventory, demo_inventory
+from tests.conftest_ui import LONG_PATH, big_inventory, demo_inventory, long_path_inventory
 from tests.test_ui import make_app, screen_text, table
 
 SMALL = (80, 24)
@@ -246,6 +248,46 @@ async def test_everything_important_shows_at_80x24_and_across_resizes() -> None:
         assert isinstance(app.screen, HelpScreen)
 
 
+def test_shorten_cuts_in_the_middle_keeping_more_of_the_end() -> None:
+    assert shorten("/srv/images", 20) == "/srv/images"
+    cut = shorten(LONG_PATH, 30)
+    assert len(cut) == 30 and cut.startswith("/srv/") and cut.endswith("/vm-images/tier-1")
+    assert "…" in cut
+    assert shorten("界界界界界界界界", 7) == "界…界界"  # cells, not characters
+    assert shorten("abc", 0) == "" and shorten("abcdef", 1) == "…"
+
+
+def summary_lines(app: StorageConsoleApp) -> list[str]:
+    summary = app.screen.query_one(PoolSummary)
+    lines = screen_text(app).splitlines()[summary.region.y:summary.region.bottom]
+    return [line[summary.region.x:summary.region.right].strip() for line in lines]
+
+
+async def test_a_long_pool_path_degrades_gracefully_in_the_summary() -> None:
+    app = make_app(long_path_inventory())
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.pause()
+        wide = summary_lines(app)[0]
+        assert wide == f"local › {LONG_PATH}  3 volumes · by name ▲ · seen 30s ago"
+        await pilot.resize_terminal(*SMALL)
+        await pilot.pause()
+        # the sort goes, then the fresh age, and the path is cut in its middle
+        title, space = summary_lines(app)
+        assert len(title) <= app.screen.query_one(PoolSummary).content_region.width
+        assert title.startswith("local › /srv/") and "…" in title, title
+        assert title.endswith("/vm-images/tier-1  3 volumes"), title
+        assert "30G used" in space
+        await pilot.resize_terminal(120, 30)  # wider: the age is back, and more path
+        await pilot.pause()
+        wider = summary_lines(app)[0]
+        assert wider.endswith("/vm-images/tier-1  3 volumes · seen 30s ago"), wider
+        assert "…" in wider and "by name" not in wider
+        await pilot.resize_terminal(60, 20)  # narrower than anyone should use: a stub
+        await pilot.pause()
+        stub = summary_lines(app)[0]
+        assert stub.startswith("local › /srv") and stub.endswith("…s/tier-1  3 volumes"), stub
+
+
 # -- every key findable ---------------------------------------------------------------
 
 
@@ -295,3 +337,36 @@ async def test_every_key_is_in_the_footer_or_the_help_screen() -> None:
             await pilot.press("escape")
             await pilot.pause()
             assert isinstance(app.screen, MainScreen)
+
+
+async def test_every_key_of_the_monitor_is_in_the_footer_or_the_help_screen() -> None:
+    app = make_app(demo_inventory(read_only=True), monitor=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.screen.query("EventsLog") and unlisted(app) == []
+
+
+# A focused widget's key that means something else on the screen: only where the help
+# says so and the meaning is the expected one there (decisions.md, "At home over SSH").
+MEANT_TWICE = {("PoolTree", "l"),  # open the pool (vim); on the table: clone
+               ("CommandBar", "escape")}  # close the line; on the table: clear
+
+
+async def test_a_focused_panel_key_never_means_another_screen_key() -> None:
+    """A panel's key that falls through (refused there now) must not do something else:
+    the jobs panel's "dismiss ended" was D, the screen's "what depends on this?"."""
+    app = make_app(demo_inventory())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        meanings = {key: b.action for b in ours(screen) for key in b.key.split(",")}
+        clashes = {(type(w).__name__, key) for w in screen.query("*") for b in ours(w)
+                   for key in b.key.split(",")
+                   if meanings.get(key, b.action) != b.action}
+        assert clashes == MEANT_TWICE
+        await pilot.press("J")  # the jobs panel focused: D still shows the dependants
+        await pilot.pause()
+        assert type(app.focused).__name__ == "JobsPanel"
+        await pilot.press("D")
+        await pilot.pause()
+        assert isinstance(app.screen, ChainScreen)

@@ -7,6 +7,7 @@ User themes (files in the config dir) are read by ``themes.user``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from textual.theme import Theme
@@ -136,3 +137,48 @@ THEMES: tuple[Theme, ...] = (STORAGE_DARK, STORAGE_LIGHT, STORAGE_HIGH_CONTRAST,
                              STORAGE_MONO)
 DEFAULT_THEME = STORAGE_DARK.name
 MONO_THEME = STORAGE_MONO.name
+
+# What the themes become where the terminal has 16 colours (TERM=linux, screen, tmux,
+# the Windows console): colours of that palette itself (Rich's), so its nearest-colour
+# downgrade cannot merge two meanings (storage-dark's green and yellow both became grey,
+# its accent and error one red). storage-dark's backgrounds are of the first 8, the
+# linux console's backgrounds. High contrast is made of the palette already.
+_SIXTEEN: dict[str, dict[str, str]] = {
+    STORAGE_DARK.name: {
+        "primary": "#55FFFF", "secondary": "#0000AA", "accent": "#FF55FF",
+        "warning": "#FFFF55", "error": "#FF5555", "success": "#55FF55",
+        "foreground": "#FFFFFF", "background": "#000000", "surface": "#000000",
+        "panel": "#0000AA", "boost": "#000000",
+        "text-muted": "#AAAAAA", "block-cursor-background": "#00AAAA",
+        "block-cursor-foreground": "#000000",
+        "block-cursor-blurred-background": "#0000AA",
+        "block-cursor-blurred-foreground": "#FFFFFF",
+    },
+    STORAGE_LIGHT.name: {
+        "primary": "#0000AA", "secondary": "#0000AA", "accent": "#AA00AA",
+        "warning": "#AA5500", "error": "#AA0000", "success": "#00AA00",
+        "foreground": "#000000", "background": "#FFFFFF", "surface": "#FFFFFF",
+        "panel": "#AAAAAA", "boost": "#FFFFFF",
+        "text-muted": "#555555", "block-cursor-foreground": "#FFFFFF",
+        "block-cursor-blurred-background": "#00AAAA",
+        "block-cursor-blurred-foreground": "#000000",
+    },
+}
+_FIELDS = ("primary", "secondary", "accent", "warning", "error", "success", "foreground",
+           "background", "surface", "panel", "boost")
+
+
+def for_colour_system(theme: Theme, system: str | None) -> Theme:
+    """``theme`` as a terminal of ``system`` (Rich's name: "standard", "256", ...) shows
+    it best: its 16-colour choices where it has only 16 colours, else itself."""
+    sixteen = _SIXTEEN.get(theme.name)
+    if sixteen is None or system not in ("standard", "windows"):
+        return theme
+    get = sixteen.get
+    variables = {k: v for k, v in sixteen.items() if k not in _FIELDS}
+    return replace(theme, primary=sixteen["primary"], secondary=get("secondary"),
+                   accent=get("accent"), warning=get("warning"), error=get("error"),
+                   success=get("success"), foreground=get("foreground"),
+                   background=get("background"), surface=get("surface"),
+                   panel=get("panel"), boost=get("boost"),
+                   variables={**theme.variables, **variables})

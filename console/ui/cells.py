@@ -52,6 +52,21 @@ def fit(text: str, width: int, align: Literal["left", "right"] = "left",
     return text + pad if align == "left" else pad + text
 
 
+def shorten(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, cut in the middle: a path keeps its root and
+    more of its end (``/srv/pools/…/tenant-a/images``)."""
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    head_width = (width - 1) // 3
+    head = set_cell_size(text, head_width).rstrip()
+    tail = text
+    while cell_len(tail) > width - 1 - cell_len(head):
+        tail = tail[1:]
+    return head + ELLIPSIS + tail
+
+
 def seen(age: float) -> str:
     """``seen 5m ago`` / ``seen just now``: how fresh cached data is."""
     words = format_age(max(0.0, age))

@@ -20,7 +20,7 @@ from textual.theme import BUILTIN_THEMES, Theme
 
 from console.config import ConfigError, config_path, set_theme, themes_dir
 from console.ui.commands import PaletteCommand
-from themes import DEFAULT_THEME, MONO_THEME, THEMES
+from themes import DEFAULT_THEME, MONO_THEME, THEMES, for_colour_system
 from themes.user import load_user_themes
 
 DESCRIPTIONS = {
@@ -72,8 +72,9 @@ class ThemeChoice:
         return [*THEMES, *self.user_themes]
 
     def register(self, app: App[Any]) -> None:
+        """Each theme as the app's terminal shows it best (its own 16-colour choices)."""
         for theme in self.themes:
-            app.register_theme(theme)
+            app.register_theme(for_colour_system(theme, app.console.color_system))
 
     def start(self, app: App[Any], asked: str | None,
               environ: Mapping[str, str] | None = None) -> str:

@@ -69,7 +69,7 @@ class JobsPanel(ScrollView, can_focus=True):
         Binding("x", "cancel_job", "Cancel job"),
         Binding("R", "resume_job", "Resume"),
         Binding("b", "rollback_job", "Roll back"),
-        Binding("D", "dismiss_finished", "Dismiss ended"),
+        Binding("z", "dismiss_finished", "Dismiss ended"),  # D is the screen's dependants
         Binding("enter", "details", "Details", show=False),
     ]
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.widget import Widget
 
-from console.ui.cells import printable, seen
+from console.ui.cells import printable, seen, shorten
 from console.ui.widgets.capacity_bar import BarStyles, capacity_bar, capacity_words
 from console.ui.widgets.pool_tree import PoolEntry
 from console.ui.widgets.volume_table import SORT_LABELS
+
+NAME_ROOM = 24  # cells a long pool name keeps before a fresh age gives way to it
+NAME_STUB = 10  # cells it keeps at the least
 
 
 class PoolSummary(Widget):
@@ -82,29 +86,16 @@ class PoolSummary(Widget):
                         part("pool-summary--muted", partial=True))
             return text
         pool, row = entry.pool, entry.row
-        text.append(f"{printable(pool.host)} › {printable(pool.name)}",
-                    part("pool-summary--name", partial=True))
-        total = row.volumes if row is not None else 0
-        if self.filter_text:
-            text.append(f"  {self.shown:,} of {total:,} match “{printable(self.filter_text)}”")
-        else:
-            text.append(f"  {self.shown:,} volumes")
-        arrow = "▼" if self.descending else "▲"
-        text.append(f" · by {SORT_LABELS.get(self.sort, self.sort)} {arrow}",
-                    part("pool-summary--muted", partial=True))
-        state = entry.state(self.clock())
-        if state == "refreshing":
-            text.append(" · refreshing…", part("pool-summary--stale", partial=True))
-        elif row is not None and row.last_seen is not None:
-            style = "pool-summary--stale" if state == "stale" else "pool-summary--muted"
-            text.append(f" · {seen(self.clock() - row.last_seen)}", part(style, partial=True))
+        text.append_text(self._title(entry))
         text.append("\n")
         if row is not None and row.error:
             text.append(f"✗ {printable(row.error)}", part("pool-summary--error", partial=True))
             return text
         if row is None or row.capacity <= 0:
-            text.append(f"{printable(pool.path)}: not scanned yet (r refreshes)",
-                        part("pool-summary--muted", partial=True))
+            why = ": not scanned yet (r refreshes)"
+            path = shorten(printable(pool.path),
+                           max(self.content_region.width - len(why), NAME_STUB))
+            text.append(path + why, part("pool-summary--muted", partial=True))
             return text
         styles = BarStyles(part("pool-summary--allocated", partial=True),
                            part("pool-summary--committed", partial=True),
@@ -117,4 +108,45 @@ class PoolSummary(Widget):
                                      min(room, 24), styles))
             text.append(" ")
         text.append(words)
+        return text
+
+    def _title(self, entry: PoolEntry) -> Text:
+        """``host › pool  N volumes · by name ▲ · seen 2m ago`` in the width there is: the
+        sort goes first, then a fresh age if the pool's name would keep less than
+        ``NAME_ROOM`` cells, then the name is cut in the middle (a pool named by a long
+        path) down to a stub; the rest is cut at the end."""
+        part = self.get_component_rich_style
+        pool, row = entry.pool, entry.row
+        total = row.volumes if row is not None else 0
+        if self.filter_text:
+            count = f"  {self.shown:,} of {total:,} match “{printable(self.filter_text)}”"
+        else:
+            count = f"  {self.shown:,} volumes"
+        arrow = "▼" if self.descending else "▲"
+        sort = f" · by {SORT_LABELS.get(self.sort, self.sort)} {arrow}"
+        state = entry.state(self.clock())
+        age, age_style = "", "pool-summary--muted"
+        if state == "refreshing":
+            age, age_style = " · refreshing…", "pool-summary--stale"
+        elif row is not None and row.last_seen is not None:
+            age = f" · {seen(self.clock() - row.last_seen)}"
+            age_style = "pool-summary--stale" if state == "stale" else "pool-summary--muted"
+        host = f"{printable(pool.host)} › "
+        name = printable(pool.name)
+        width = self.content_region.width
+
+        def room(*rest: str) -> int:
+            """Cells left for the pool's name beside ``rest``."""
+            return width - cell_len(host) - sum(cell_len(r) for r in rest)
+
+        if cell_len(name) > room(count, sort, age):
+            sort = ""
+            if room(count, age) < NAME_ROOM and age_style == "pool-summary--muted":
+                age = ""
+            name = shorten(name, max(room(count, age), NAME_STUB))
+        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        text.append(host + name, part("pool-summary--name", partial=True))
+        text.append(count)
+        text.append(sort, part("pool-summary--muted", partial=True))
+        text.append(age, part(age_style, partial=True))
         return text
