@@ -173,6 +173,10 @@ async def test_the_console_goes_through_the_wire() -> None:
         await pilot.pause()
         assert sent and all(x >= 0 for x, _, _ in sent)
         assert app.wire.size == Size(80, 24)  # partial updates: it still knows the screen
+        sent.clear()
+        await pilot.press("ctrl+l")  # redraw: every cell again
+        await pilot.pause()
+        assert sent == [(-1, -1, "a whole LayoutUpdate")]
 
 
 async def test_a_tick_with_nothing_changed_sends_nothing() -> None:

@@ -139,6 +139,11 @@ class StorageConsoleApp(App[None]):
         self.theme_changed_signal.subscribe(self, self._theme_picked)
         self.theme_choice.report_problems(self)
 
+    @on(events.Mount)
+    def _follow_resume(self) -> None:
+        # Back from a suspend (SIGCONT): the terminal's cells are not what we wrote.
+        self.app_resume_signal.subscribe(self, lambda _app: self.action_redraw())
+
     def _theme_picked(self, theme: Theme) -> None:
         self.theme_choice.picked(self, theme)
 
