@@ -7,8 +7,16 @@ tests run the real console on the fixed demo data with a clock the test moves.
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 from rich.console import Console, RenderableType
 from rich.segment import Segment
 from rich.style import Style
@@ -21,7 +29,9 @@ from console.ui.screens.main import MainScreen
 from console.ui.widgets.volume_detail import VolumeDetail
 from console.ui.widgets.volume_table import VolumeTable
 from console.ui.wire import CellsUpdate, Wire
+from tests.conftest import PATIENCE, MakeImage
 from tests.conftest_ui import NOW, demo_inventory, runner_for
+from tests.test_console_tty import Tmux
 
 PLAIN = Style(color="white", bgcolor="black")
 BOLD = Style(color="red", bgcolor="black", bold=True)
@@ -235,3 +245,57 @@ async def test_the_details_say_how_old_the_volume_is_as_time_passes() -> None:
         await pilot.pause()
         shown = str(detail.query_one("#detail-body").render())
         assert "seen 11m ago" in shown and "seen 1m ago" not in shown
+
+
+# -- a real terminal ------------------------------------------------------------------------
+
+
+def test_the_terminal_shows_what_a_full_redraw_shows(tmp_path: Path, pool_dir: Path,
+                                                     make_image: MakeImage) -> None:
+    """The real console in tmux, after keys, a dialog, the help, a filter and a resize,
+    every one sent as changed cells only: the screen tmux holds (text and colours) is
+    the one a full redraw (ctrl+l) paints. Digits are masked: the clock tick may change
+    "seen 20s ago" between the two captures."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is needed")
+    for n in range(12):
+        make_image(pool_dir / f"disk-{n:02}.qcow2", "qcow2", "8M")
+    tmux = Tmux(tmp_path / "tmux.sock")
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in os.environ.items()
+                   if k.startswith(("XDG_", "STORAGE_")))
+    tmux("new-session", "-d", "-s", "sc", "-x", "80", "-y", "24",
+         f"cd {shlex.quote(os.getcwd())} && env TERM=xterm-256color {env} "
+         f"{shlex.quote(sys.executable)} -m console.cli {shlex.quote(str(pool_dir))}; "
+         "sleep 60")
+    try:
+        tmux.wait_for("disk-05.qcow2", timeout=PATIENCE)
+        tmux("resize-window", "-t", "sc", "-x", "100", "-y", "30")  # full updates
+        time.sleep(1)
+        tmux("resize-window", "-t", "sc", "-x", "80", "-y", "24")
+        time.sleep(1)
+        steps: list[tuple[list[str], str | None]] = [
+            (["j", "j", "j"], None), (["/"], None), (["disk-1"], None), (["Enter"], None),
+            (["Escape"], "disk-05.qcow2"), (["?"], "─ Keys ─"), (["Escape"], None),
+            (["s"], "fmt▲"), (["c"], "Create a volume"), (["Escape"], None),
+            (["k"], None)]
+        for keys, wanted in steps:
+            tmux("send-keys", "-t", "sc", *keys)
+            if wanted is not None:
+                tmux.wait_for(wanted)
+            time.sleep(0.3)
+        assert "Create a volume" not in tmux.screen() and "Keys" not in tmux.screen()
+
+        def colours() -> str:
+            """The screen with its colour sequences; digits of the text masked."""
+            parts = re.split(r"(\x1b\[[0-9;:]*m)", tmux("capture-pane", "-p", "-e",
+                                                          "-t", "sc"))
+            return "".join(part if part.startswith("\x1b") else re.sub(r"[0-9]", "#", part)
+                           for part in parts)
+
+        sent = colours()
+        tmux("send-keys", "-t", "sc", "C-l")
+        time.sleep(1.5)
+        assert colours() == sent
+        assert "Traceback" not in sent
+    finally:
+        tmux("kill-server")
