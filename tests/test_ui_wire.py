@@ -13,6 +13,7 @@ import shlex
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,15 @@ from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.geometry import Offset, Region, Size
 from textual.strip import Strip
 
+from console.jobs.journal import JobState
+from console.jobs.runner import Runner
 from console.ui.app import StorageConsoleApp
 from console.ui.screens.main import MainScreen
 from console.ui.widgets.volume_detail import VolumeDetail
 from console.ui.widgets.volume_table import VolumeTable
 from console.ui.wire import CellsUpdate, Wire
 from tests.conftest import PATIENCE, MakeImage
-from tests.conftest_ui import NOW, demo_inventory, runner_for
+from tests.conftest_ui import NOW, G, M, demo_inventory, demo_journal, runner_for
 from tests.test_console_tty import Tmux
 
 PLAIN = Style(color="white", bgcolor="black")
@@ -299,3 +302,32 @@ def test_the_terminal_shows_what_a_full_redraw_shows(tmp_path: Path, pool_dir: P
         assert "Traceback" not in sent
     finally:
         tmux("kill-server")
+
+
+async def test_a_jobs_rate_and_time_left_are_renewed_every_2s_its_percent_at_once() -> None:
+    inventory = demo_inventory()
+    app = StorageConsoleApp(inventory, runner=Runner(demo_journal(), inventory),
+                            refresh_on_start=False, clock=Clock(), cursor_blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.main_screen
+        assert screen is not None
+        panel = screen.jobs_panel
+        while not any(job.state == JobState.RUNNING for job in panel.rows) \
+                or not panel.scrollable_content_region.width:  # shown and laid out
+            await pilot.pause(0.02)
+        pace = Clock()
+        panel.pace = pace
+        panel.slow_words.clear()
+        job = next(job for job in panel.rows if job.state == JobState.RUNNING)
+        y = panel.rows.index(job)
+
+        def line() -> str:
+            return panel.render_line(y).text
+
+        assert "42%" in line() and "180M/s" in line() and "eta 5:29" in line()
+        faster = replace(job, percent=43.0, done_bytes=43 * G, throughput=200.0 * M)
+        screen.jobs_changed([c for c in [screen.board.observe(faster)] if c is not None])
+        pace.now += 1.0
+        assert "43%" in line() and "180M/s" in line() and "eta 5:29" in line()
+        pace.now += 1.0
+        assert "43%" in line() and "200M/s" in line() and "eta 4:51" in line()
