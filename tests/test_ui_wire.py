@@ -138,6 +138,10 @@ def test_what_it_cannot_follow_makes_it_forget() -> None:
     assert wire.size is None
     update = partial(0, 0, 2, [Segment("ab", PLAIN)])
     assert wire.filter(update, Offset(0, 0), CONSOLE) is update  # sent whole until a full one
+    wire = wire_after([Segment("ab", PLAIN)])
+    wider = partial(0, 0, 3, [Segment("abc", PLAIN)])  # the terminal has been resized
+    assert wire.filter(wider, Offset(0, 0), CONSOLE) is wider
+    assert wire.size is None
 
 
 # -- the console ----------------------------------------------------------------------------

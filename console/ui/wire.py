@@ -101,8 +101,12 @@ class Wire:
             self.updates_sent += 1
             self.cells_sent += update.region.area
             return update
-        if not isinstance(update, ChopsUpdate) or self.size is None:
-            self.forget()  # an inline update, a plain renderable: not ours to follow
+        if not isinstance(update, ChopsUpdate) or self.size is None or \
+                len(update.chop_ends) != self.size.height or \
+                any(ends[-1:] != [self.size.width] for ends in update.chop_ends):
+            # An inline update, a plain renderable, a screen of another size: not ours
+            # to follow.
+            self.forget()
             self.updates_sent += 1
             return update
         runs = list(self._changed_runs(update))
