@@ -7,9 +7,11 @@ every byte read from the pty's master side is what an SSH session would carry. T
 jobs are real copies (``storage-console copy``, other processes sharing the journal) of
 an image whose data is compressed clusters, so each lasts a while.
 
-Idle is measured twice: in the first seconds (the age column still counts by 10 s)
-and after a minute (ages move on by the minute), which is what a console left open
-costs. Target (issue 6): idle near zero (under 50 B/s once past the first minute).
+Idle is measured twice: in the first seconds (the pool's and the details' "seen 20s
+ago" count by 10 s) and after a minute (the table's ages move on by the minute), which
+is what a console left open costs. Target (issue 6): idle near zero (under 50 B/s once
+past the first minute). The console sends only the cells that change
+(console/ui/wire.py); to see which, log what the pty receives per burst.
 Run: .venv/bin/python benchmarks/bench_wire.py [--quick] [--seconds N]
 """
 

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
+from rich.console import RenderableType
 from textual import events, on
 from textual.app import App
 from textual.binding import Binding, BindingType
@@ -21,6 +22,7 @@ from console.ui.screens.confirm import ConfirmScreen
 from console.ui.screens.help import HelpScreen, binding_sections
 from console.ui.screens.main import MainScreen
 from console.ui.theme_choice import ThemeChoice, no_color
+from console.ui.wire import Wire
 from themes import CSS_PATH
 
 
@@ -49,6 +51,7 @@ class StorageConsoleApp(App[None]):
         Binding("q", "quit", "Quit", show=False),  # as everywhere; ? lists it
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("ctrl+t", "pick_theme", "Theme…", show=False),  # or ctrl+p "Theme: …"
+        Binding("ctrl+l", "redraw", "Redraw the screen", show=False),  # as in curses
     ]
 
     def __init__(self, inventory: Inventory, *, runner: Runner | None = None,
@@ -60,6 +63,7 @@ class StorageConsoleApp(App[None]):
         super().__init__(ansi_color=True if no_color() else None)
         self.inventory = inventory
         self.runner = runner
+        self.wire = Wire()  # what the terminal shows: updates send only what changes
         self.main_screen: MainScreen | None = None
         if runner is not None:
             runner.on_update = self.job_updated
@@ -87,6 +91,21 @@ class StorageConsoleApp(App[None]):
                                       cursor_blink=self.cursor_blink, monitor=self.monitor,
                                       refresh_every=self.refresh_every)
         return self.main_screen
+
+    def _display(self, screen: Screen[object], renderable: RenderableType | None) -> None:
+        # Every update passes here on its way to the terminal: only changed cells go on.
+        if renderable is not None and not self._batch_count:
+            if self._running and not self._closed and self._driver is not None:
+                cursor = self.screen.outer_size.clamp_offset(self.cursor_position)
+                renderable = self.wire.filter(renderable, cursor, self.console)
+            else:  # Textual writes nothing now: what the terminal shows is not known
+                self.wire.forget()
+        super()._display(screen, renderable)
+
+    def action_redraw(self) -> None:
+        """ctrl+l: write every cell again (something else wrote to the terminal)."""
+        self.wire.forget()
+        self.screen.refresh()
 
     def job_updated(self, job: JobRecord) -> None:
         """The runner's ``on_update``: called in job threads, so it only posts."""
@@ -119,6 +138,11 @@ class StorageConsoleApp(App[None]):
     def _follow_theme(self) -> None:
         self.theme_changed_signal.subscribe(self, self._theme_picked)
         self.theme_choice.report_problems(self)
+
+    @on(events.Mount)
+    def _follow_resume(self) -> None:
+        # Back from a suspend (SIGCONT): the terminal's cells are not what we wrote.
+        self.app_resume_signal.subscribe(self, lambda _app: self.action_redraw())
 
     def _theme_picked(self, theme: Theme) -> None:
         self.theme_choice.picked(self, theme)

@@ -133,7 +133,7 @@ class MainScreen(HostActions):
     # Seconds between reads of the journal: while a job is active, and when all is idle.
     JOB_POLL_BUSY: ClassVar[float] = 1.0
     JOB_POLL_IDLE: ClassVar[float] = 3.0
-    JOB_PAINT_HZ: ClassVar[float] = 8.0  # the runner's reports, painted together
+    JOB_PAINT_HZ: ClassVar[float] = 4.0  # the runner's reports, painted together
 
     def __init__(self, inventory: Inventory, *, clock: Callable[[], float],
                  runner: Runner | None = None, select: tuple[str, str] | None = None,
@@ -255,6 +255,7 @@ class MainScreen(HostActions):
         self.volume_table.repaint_changed()
         self.pool_tree.repaint_states()
         self.query_one(PoolSummary).repaint_changed()
+        self.query_one(VolumeDetail).repaint_changed()  # its "seen 5m ago"
         if self.jobs_panel.display:
             self.jobs_panel.repaint_changed()
 

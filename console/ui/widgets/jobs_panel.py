@@ -9,6 +9,7 @@ back the job under the cursor; it never calls the runner itself.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import ClassVar, Literal
 
@@ -41,6 +42,9 @@ TITLE_ORDER = (JobState.RUNNING, JobState.ABORTING, JobState.PENDING, JobState.I
 EIGHTHS = " ▏▎▍▌▋▊▉"
 STATE_WIDTH = 11  # "interrupted"
 ID_WIDTH = 5
+# A job's rate and time left change with every report: they are shown anew at most this
+# often (seconds), the bar and percent with every report (legible, and fewer bytes).
+SLOW_WORDS_EVERY = 2.0
 
 
 def progress_bar(percent: float, width: int) -> tuple[str, str]:
@@ -139,11 +143,14 @@ class JobsPanel(ScrollView, can_focus=True):
             self.job = job
 
     def __init__(self, board: JobBoard, *, clock: Callable[[], float],
-                 can_act: bool = True, id: str | None = None) -> None:
+                 can_act: bool = True, id: str | None = None,
+                 pace: Callable[[], float] = time.monotonic) -> None:
         super().__init__(id=id)
         self.painted = PaintedLines()  # what each line showed: ticks repaint only changes
         self.board = board
         self.clock = clock
+        self.pace = pace  # for SLOW_WORDS_EVERY (``clock`` stands still in tests)
+        self.slow_words: dict[int, tuple[float, str, str]] = {}  # job -> (when, rate, eta)
         self.can_act = can_act
         self.rows: list[JobRecord] = []
         self.cursor = 0
@@ -161,6 +168,8 @@ class JobsPanel(ScrollView, can_focus=True):
         """The board changed: re-read its rows, the cursor staying on its job."""
         keep = self.current.id if self.current is not None else None
         self.rows = self.board.rows()
+        listed = {job.id for job in self.rows}
+        self.slow_words = {i: words for i, words in self.slow_words.items() if i in listed}
         ids = [j.id for j in self.rows]
         self.cursor = ids.index(keep) if keep in ids else min(self.cursor,
                                                               max(len(ids) - 1, 0))
@@ -341,12 +350,21 @@ class JobsPanel(ScrollView, can_focus=True):
         if eta is None and job.percent < 0 and job.started:
             # No measure of how far (a libvirt wipe): how long it has run, at least.
             when = f"for {format_duration(max(0.0, self.clock() - job.started))}"
+        rate, when = self._slow_words(job.id, format_rate(job.throughput), when)
         segments += [
             Segment(" " + fit(percent, 4, "right"), part(str(state))),
-            Segment(" " + fit(format_rate(job.throughput), 7, "right"), part("muted")),
+            Segment(" " + fit(rate, 7, "right"), part("muted")),
             Segment(" " + fit(when, 9), part("muted")),
         ]
         return segments
+
+    def _slow_words(self, job_id: int, rate: str, when: str) -> tuple[str, str]:
+        """The rate and time left as last shown, unless SLOW_WORDS_EVERY has passed."""
+        now = self.pace()
+        shown = self.slow_words.get(job_id)
+        if shown is None or now - shown[0] >= SLOW_WORDS_EVERY:
+            shown = self.slow_words[job_id] = (now, rate, when)
+        return shown[1], shown[2]
 
     def _outcome(self, job: JobRecord, state: JobState, width: int,
                  part: Callable[[str], Style]) -> Segment:

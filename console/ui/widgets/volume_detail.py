@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import ClassVar
 
-from rich.text import Text
+from rich.text import Span, Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
@@ -72,6 +72,7 @@ class VolumeDetail(VerticalScroll, can_focus=True):
         self.volume: VolumeRow | None = None
         self.pool_path = ""
         self.last_fix: JobRecord | None = None
+        self._look: tuple[str, list[Span]] | None = None  # the text as last painted
 
     def compose(self) -> ComposeResult:
         yield Static(id="detail-body")
@@ -84,19 +85,30 @@ class VolumeDetail(VerticalScroll, can_focus=True):
         self.volume = volume
         self.pool_path = pool_path
         self.last_fix = last_fix
-        self.query_one("#detail-body", Static).update(self.describe())
+        self._paint(self.describe())
         self.scroll_home(animate=False)
 
     def show_last_fix(self, last_fix: JobRecord | None) -> None:
         """The same volume, its last fix moved on: repainted where it is scrolled."""
         if last_fix != self.last_fix:
             self.last_fix = last_fix
-            self.query_one("#detail-body", Static).update(self.describe())
+            self._paint(self.describe())
+
+    def repaint_changed(self) -> None:
+        """A clock tick: repaint only when the words moved on ("seen 2m ago"); the
+        terminal then gets only the changed cells (console/ui/wire.py)."""
+        text = self.describe()
+        if (text.plain, text.spans) != self._look:
+            self._paint(text)
+
+    def _paint(self, text: Text) -> None:
+        self._look = (text.plain, list(text.spans))
+        self.query_one("#detail-body", Static).update(text)
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
         if self.is_mounted:
-            self.query_one("#detail-body", Static).update(self.describe())
+            self._paint(self.describe())
 
     def _where(self, path: str) -> str:
         """``path`` relative to the pool when it is inside it."""

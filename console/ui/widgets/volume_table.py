@@ -75,6 +75,12 @@ SORT_CYCLE: tuple[str, ...] = ("name", "format", "capacity", "allocation", "back
                                "health", "last_seen")
 
 
+def table_age(age: float) -> str:
+    """A row's age in the table: by the minute. Seconds are the summary's and the
+    details' to tell; a column of them counting up is bytes on the wire every tick."""
+    return format_age(age) if age >= 60 else "<1m"
+
+
 def layout(width: int) -> list[tuple[Column, int]]:
     """Columns and their widths for ``width`` cells; optional ones go first when narrow."""
 
@@ -556,7 +562,7 @@ class VolumeTable(CursorKeys, ScrollView, can_focus=True):
                 text = str(row.chain_depth)
             else:
                 age = max(0.0, self.clock() - row.last_seen)
-                text = format_age(age)
+                text = table_age(age)
                 accent = partial("volume-table--stale" if age > STALE_AFTER
                                  else "volume-table--age", partial=True)
             cell = fit(text, cells, column.align)
