@@ -8,6 +8,7 @@ tests run the real console on the fixed demo data with a clock the test moves.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shlex
 import shutil
@@ -18,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.cells import get_character_cell_size
 from rich.console import Console, RenderableType
 from rich.segment import Segment
 from rich.style import Style
 from textual._compositor import ChopsUpdate, LayoutUpdate
+from textual._context import visible_screen_stack
 from textual.geometry import Offset, Region, Size
 from textual.strip import Strip
 
+from backends.model import Capacity
+from console.inventory import Inventory
 from console.jobs.journal import JobState
 from console.jobs.runner import Runner
 from console.ui.app import StorageConsoleApp
@@ -33,7 +38,21 @@ from console.ui.widgets.volume_detail import VolumeDetail
 from console.ui.widgets.volume_table import VolumeTable
 from console.ui.wire import CellsUpdate, Wire
 from tests.conftest import PATIENCE, MakeImage
-from tests.conftest_ui import NOW, G, M, demo_inventory, demo_journal, runner_for
+from tests.conftest_ui import (
+    IMAGES,
+    NOW,
+    OK,
+    G,
+    M,
+    demo_cache,
+    demo_config,
+    demo_inventory,
+    demo_journal,
+    fill,
+    images_volumes,
+    runner_for,
+    volume,
+)
 from tests.test_console_tty import Tmux
 
 PLAIN = Style(color="white", bgcolor="black")
@@ -335,3 +354,289 @@ async def test_a_jobs_rate_and_time_left_are_renewed_every_2s_its_percent_at_onc
         assert "43%" in line() and "180M/s" in line() and "eta 5:29" in line()
         pace.now += 1.0
         assert "43%" in line() and "200M/s" in line() and "eta 4:51" in line()
+
+
+# -- a simulated terminal -----------------------------------------------------------------
+
+
+class Grid:
+    """A terminal as these tests model it: each cell's text and the SGR and link state it
+    was written in. Writing over half a wide character blanks its other half, a
+    combining mark joins the cell before the cursor, as xterm and tmux do."""
+
+    TOKEN = re.compile(r"\x1b\[(\d*);(\d*)H|\x1b\[([0-9;:]*)m|\x1b\]8;[^;]*;([^\x1b]*)\x1b\\"
+                       r"|\x1b\[[0-9;?]*[A-Za-z]|(\n)|([^\x1b\n]+)", re.S)
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        blank: tuple[str, tuple[tuple[str, ...], str]] = (" ", ((), ""))
+        self.cells = [[blank] * width for _ in range(height)]
+        self.x = self.y = 0
+        self.sgr: tuple[str, ...] = ()
+        self.link = ""
+
+    def _put(self, x: int, cell: tuple[str, tuple[tuple[str, ...], str]]) -> None:
+        row = self.cells[self.y]
+        if row[x][0] == "" and x > 0:  # the right half of a wide one: its left goes too
+            row[x - 1] = (" ", row[x - 1][1])
+        if x + 1 < self.width and row[x + 1][0] == "" and cell[0] != "":
+            row[x + 1] = (" ", row[x + 1][1])  # was the right half of what stood here
+        row[x] = cell
+
+    def feed(self, data: str) -> None:
+        for match in self.TOKEN.finditer(data):
+            row, col, sgr, link, newline, text = match.groups()
+            if match.group(0).endswith("H") and row is not None:
+                self.y, self.x = int(row or 1) - 1, int(col or 1) - 1
+            elif sgr is not None:
+                params = tuple(p for p in sgr.split(";") if p)
+                self.sgr = () if params in ((), ("0",)) else self.sgr + params
+            elif link is not None:
+                self.link = link
+            elif newline:
+                self.y += 1
+            elif text:
+                for char in text:
+                    self._write(char)
+
+    def _write(self, char: str) -> None:
+        if not 0 <= self.y < self.height:
+            return
+        look = (self.sgr, self.link)
+        width = get_character_cell_size(char)
+        if width == 0:
+            x = self.x - 1
+            while x > 0 and self.cells[self.y][x][0] == "":
+                x -= 1
+            if x >= 0:
+                text, old = self.cells[self.y][x]
+                self.cells[self.y][x] = (text + char, old)
+            return
+        if self.x + width > self.width:
+            self.x = self.width  # no wrap: Textual never writes past the edge
+            return
+        self._put(self.x, (char, look))
+        if width == 2:
+            self._put(self.x + 1, ("", look))
+        self.x += width
+
+    def text(self) -> list[str]:
+        return ["".join(char for char, _ in row) for row in self.cells]
+
+
+def painted(update: RenderableType, console: Console) -> str:
+    """What Textual writes for an update (App._display without the cursor)."""
+    if isinstance(update, (CellsUpdate, LayoutUpdate, ChopsUpdate)):
+        return update.render_segments(console)
+    return console._render_buffer(console.render(update))
+
+
+def test_the_grid_reads_what_textual_writes() -> None:
+    grid = Grid(6, 2)
+    grid.feed(painted(full([Segment("ab日c ", BOLD)], [Segment("e\u0301xyz ", None)]),
+                      CONSOLE))
+    assert grid.text() == ["ab日c ", "e\u0301xyz  "]
+    assert grid.cells[0][2][1][0] == grid.cells[0][0][1][0] != ()
+    grid.feed("\x1b[1;4Hq")  # over the right half of 日
+    assert grid.text()[0] == "ab qc "
+
+
+def intl_inventory() -> Inventory:
+    """The demo data, the first pool with names a terminal finds hard: wide characters,
+    an emoji, combining marks (a name written in NFD), ambiguous-width symbols."""
+    cache = demo_cache()
+    names = ["日本語-ディスク.qcow2", "cafe\u0301-nfd.qcow2", "🚀-launch.raw",
+             "a\u0301\u0302\u0303-marks.img", "●◌✗▕⟳-symbols.qcow2",
+             "ＦＵＬＬ-ｗｉｄｔｈ-" + "名" * 30 + ".qcow2"]
+    fill(cache, IMAGES, [*images_volumes(), *((volume(IMAGES, name), OK) for name in names)],
+         capacity=Capacity(900 * G, 310 * G, 590 * G, 700 * G))
+    return Inventory(demo_config(), cache)
+
+
+class Follow:
+    """Every update the console's Wire passes on, written to a simulated terminal."""
+
+    def __init__(self, app: StorageConsoleApp) -> None:
+        self.app = app
+        self.grid: Grid | None = None
+        self.updates = 0
+        filter_update = app.wire.filter
+
+        def following(update: RenderableType, cursor: Offset,
+                      console: Console) -> RenderableType | None:
+            result = filter_update(update, cursor, console)
+            if isinstance(result, LayoutUpdate) and (
+                    self.grid is None or (self.grid.width, self.grid.height)
+                    != tuple(result.region.size)):
+                self.grid = Grid(*result.region.size)  # a resized terminal
+            if result is not None and self.grid is not None:
+                self.grid.feed(painted(result, console))
+                self.updates += 1
+            return result
+
+        app.wire.filter = following  # type: ignore[method-assign]
+
+    def check(self, step: str) -> None:
+        """The simulated terminal is what a full redraw of the screen paints."""
+        screen = self.app.screen
+        screen._compositor_refresh()  # what is pending goes out first
+        assert self.grid is not None
+        visible_screen_stack.set(self.app._background_screens)
+        size = screen._compositor.size
+        full_redraw = Grid(*size)
+        full_redraw.feed(painted(LayoutUpdate([[strip] for strip in
+                                               screen._compositor.render_strips()],
+                                              size.region), self.app.console))
+        assert self.grid.text() == full_redraw.text(), step
+        for y, (shown, wanted) in enumerate(zip(self.grid.cells, full_redraw.cells,
+                                                strict=True)):
+            assert shown == wanted, f"{step}: line {y} differs in style"
+
+
+async def test_the_simulated_terminal_after_a_random_session_is_a_full_redraw() -> None:
+    """Keys, dialogs, the help, a filter, toasts coming and going, resizes, the clock,
+    themes and ctrl+l, in a random order (a fixed seed): after every step the cells the
+    Wire sent, written to a simulated terminal, are those a full redraw paints."""
+    rng = random.Random(6)
+    clock = Clock()
+    inventory = intl_inventory()
+    app = StorageConsoleApp(inventory, runner=runner_for(inventory), refresh_on_start=False,
+                            clock=clock, cursor_blink=False)
+    moves = ["j", "k", "down", "up", "pagedown", "pageup", "home", "end", "s", "S", "tab",
+             "shift+tab", "p", "v", "space"]
+    async with app.run_test(size=(100, 30)) as pilot:
+        follow = Follow(app)
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        follow.check("start")
+        sizes = [(100, 30), (80, 24), (61, 19), (120, 40), (81, 25)]
+        themes = ["storage-light", "storage-dark", "storage-high-contrast", "storage-mono"]
+        for step in range(160):
+            choice = rng.random()
+            if choice < 0.45:
+                keys = [rng.choice(moves)]
+            elif choice < 0.55:
+                keys = [rng.choice(["question_mark", "c", "e", "J", "C"]), "escape"][
+                    : rng.randint(1, 2)]
+            elif choice < 0.6:
+                keys = ["slash", *rng.choice(["d", "名", "caf", "x"]), "enter"]
+            elif choice < 0.65:
+                keys = ["escape"]
+            elif choice < 0.72:
+                app.notify(rng.choice(["disk full on 日本語", "cafe\u0301 done", "ok"]),
+                           title=rng.choice(["job 3 done", "refresh failed"]),
+                           severity=rng.choice(["information", "warning", "error"]))
+                keys = []
+            elif choice < 0.77:
+                app.clear_notifications()
+                keys = []
+            elif choice < 0.84:
+                await pilot.resize_terminal(*rng.choice(sizes))
+                keys = []
+            elif choice < 0.93:
+                clock.now += rng.choice([1, 59, 3600])
+                if app.main_screen is not None:
+                    app.main_screen.repaint_ages()
+                keys = []
+            elif choice < 0.97:
+                app.theme = rng.choice(themes)
+                keys = []
+            else:
+                keys = ["ctrl+l"]
+            if keys:
+                await pilot.press(*keys)
+            await pilot.pause()
+            follow.check(f"step {step}: {choice:.2f} {keys}")
+        assert follow.updates > 100
+        assert app.wire.cells_sent > 0
+
+
+def chopped(*chops: tuple[int, str | None]) -> dict[int, Strip | None]:
+    """One line as chops (the parts of widgets): (column, text or None if not rendered)."""
+    return {x: None if text is None else Strip([Segment(text, PLAIN)]) for x, text in chops}
+
+
+def test_a_combining_mark_that_leads_a_chop_stays_on_the_cell_before() -> None:
+    """A name in NFD cut by a widget's edge (a toast over the table): the accent starts
+    the next chop. The terminal puts it on the cell before; so does the wire."""
+    line = chopped((0, "cafe"), (4, "\u0301xyz"))
+    whole = LayoutUpdate([[strip for strip in line.values() if strip is not None]],
+                         Region(0, 0, 7, 1))
+    wire, grid = Wire(), Grid(7, 1)
+    grid.feed(painted(whole, CONSOLE))
+    assert wire.filter(whole, Offset(0, 0), CONSOLE) is whole
+    assert grid.text() == ["cafe\u0301xyz"]
+    # The same line again: nothing to send (it sent "e", which dropped the accent).
+    assert wire.filter(ChopsUpdate([line], [(0, 0, 7)], [[4, 7]]), Offset(0, 0),
+                       CONSOLE) is None
+    # Only the second chop changes its mark: the cell before goes with it.
+    line = chopped((0, "cafe"), (4, "\u0300xyz"))
+    sent = wire.filter(ChopsUpdate([line], [(0, 4, 7)], [[4, 7]]), Offset(0, 0), CONSOLE)
+    assert runs(sent) == [(3, 0, "e\u0300")]
+    assert sent is not None
+    grid.feed(painted(sent, CONSOLE))
+    assert grid.text() == ["cafe\u0300xyz"]
+    # ... and when that cell is not rendered, the update goes whole.
+    line = chopped((0, None), (4, "\u0301xyz"))
+    update = ChopsUpdate([line], [(0, 4, 7)], [[4, 7]])
+    assert wire.filter(update, Offset(0, 0), CONSOLE) is update
+    assert wire.size is None
+
+
+def test_half_a_wide_character_left_on_the_screen_is_not_believed() -> None:
+    """A new chop starts on the right half of a wide character (the layout moved): the
+    terminal blanks the left half, and the wire no longer trusts that cell."""
+    wire = wire_after([Segment("ab日cd", PLAIN)])
+    update = ChopsUpdate([chopped((0, None), (3, "xyz"))], [(0, 3, 6)], [[3, 6]])
+    assert runs(wire.filter(update, Offset(0, 0), CONSOLE)) == [(3, 0, "xyz")]
+    assert wire.lines[0][2] not in {(" ", ""), ("日", wire.lines[0][3][1])}
+    update = ChopsUpdate([chopped((0, "ab "), (3, "xyz"))], [(0, 0, 6)], [[3, 6]])
+    assert runs(wire.filter(update, Offset(0, 0), CONSOLE)) == [(2, 0, " ")]
+
+
+def test_an_error_while_filtering_sends_the_update_whole(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    wire = wire_after([Segment("abc", PLAIN)], [Segment("def", PLAIN)])
+
+    def broken(style: Style | None) -> str:
+        raise RuntimeError("a style the wire cannot read")
+
+    monkeypatch.setattr(wire, "_look", broken)
+    update = ChopsUpdate([chopped((0, "abc")), chopped((0, "xyz"))], [(0, 0, 3), (1, 0, 3)],
+                         [[3], [3]])
+    assert wire.filter(update, Offset(0, 0), CONSOLE) is update
+    assert wire.size is None and wire.lines == []  # half-compared lines are not trusted
+    monkeypatch.undo()
+    assert wire.filter(update, Offset(0, 0), CONSOLE) is update  # until a full update
+    assert wire.filter(full([Segment("a\u0301bc", PLAIN)]), Offset(0, 0), CONSOLE) is not None
+    assert wire.size == Size(3, 1)
+
+
+def test_many_styles_never_lose_their_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The styles table is cleared between updates, never in one: every run ends its
+    style, or the colour would bleed into the next cells written."""
+    monkeypatch.setattr("console.ui.wire.LOOKS_KEPT", 3)
+    wire = wire_after([Segment("a" * 8, PLAIN)])
+    grid = Grid(8, 1)
+    grid.feed(painted(full([Segment("a" * 8, PLAIN)]), CONSOLE))
+    for step in range(1, 6):
+        line = [Segment(char, Style(color=f"color({step * 8 + n})", bgcolor="black"))
+                for n, char in enumerate("bcdefghi")]
+        sent = wire.filter(partial(0, 0, 8, line), Offset(0, 0), CONSOLE)
+        assert sent is not None
+        grid.feed(painted(sent, CONSOLE))
+        expected = Grid(8, 1)
+        expected.feed(painted(full(line), CONSOLE))
+        assert grid.cells == expected.cells
+        assert painted(sent, CONSOLE).endswith("\x1b[0m")
+    assert len(wire._ends) <= 3 + 8
+
+
+async def test_a_resume_from_suspend_redraws_every_cell() -> None:
+    app = console_app(Clock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        sent = sent_runs(app)
+        app.app_resume_signal.publish(app)
+        await pilot.pause()
+        assert sent == [(-1, -1, "a whole LayoutUpdate")]

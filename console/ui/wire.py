@@ -19,6 +19,7 @@ tests/test_ui_wire.py checks that the updates still look as this module expects.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import cast
 
 from rich.cells import get_character_cell_size
 from rich.color import ColorSystem
@@ -38,6 +39,13 @@ Cell = tuple[str, str]
 # this: a new cursor position and style cost about as much.
 GAP = 8
 LOOKS_KEPT = 4096  # distinct styles remembered before the table is cleared
+# A cell the terminal shows but the wire cannot tell (half of a wide character the
+# terminal blanked): it equals no cell, so the next update that renders it sends it.
+UNKNOWN: Cell = ("\0", "\0")
+
+
+class Unfollowable(Exception):
+    """An update the wire cannot turn into changed cells: it goes out whole."""
 
 
 class CellsUpdate(CompositorUpdate):
@@ -94,9 +102,16 @@ class Wire:
         if color_system != self._color_system:
             self._color_system = color_system
             self._looks.clear()
+            self._ends.clear()
             self.forget()
+        elif len(self._looks) >= LOOKS_KEPT:  # between updates: no cell sent needs an end
+            self._looks.clear()
+            self._ends.clear()
         if isinstance(update, LayoutUpdate):
-            self._remember(update)
+            try:
+                self._remember(update)
+            except Exception:  # it goes out whole anyway; follow from the next one
+                self.forget()
             self.cursor = cursor
             self.updates_sent += 1
             self.cells_sent += update.region.area
@@ -106,10 +121,11 @@ class Wire:
                 any(ends[-1:] != [self.size.width] for ends in update.chop_ends):
             # An inline update, a plain renderable, a screen of another size: not ours
             # to follow.
-            self.forget()
-            self.updates_sent += 1
-            return update
-        runs = list(self._changed_runs(update))
+            return self._whole(update)
+        try:
+            runs = list(self._changed_runs(update))
+        except Exception:  # whatever it was, the screen must not be left wrong
+            return self._whole(update)
         # Runs that start in the same style go together: the style is set once for them.
         runs.sort(key=lambda run: run[2][0][1])
         if not runs and cursor == self.cursor:
@@ -120,22 +136,30 @@ class Wire:
         self.cells_sent += sum(len(cells) for _, _, cells in runs)
         return CellsUpdate(runs, self._ends)
 
+    def _whole(self, update: RenderableType) -> RenderableType:
+        """Send ``update`` as it is; what the terminal then shows is not known."""
+        self.forget()
+        self.updates_sent += 1
+        return update
+
     # -- cells ----------------------------------------------------------------------------
 
     def _look(self, style: Style | None) -> str:
         """The escape sequence that starts ``style`` (its end is kept in ``_ends``)."""
         look = self._looks.get(style)
         if look is None:
-            if len(self._looks) >= LOOKS_KEPT:
-                self._looks.clear()
             look, end = Strip.render_style(style, "\0", self._color_system).split("\0") \
                 if style is not None else ("", "")
             self._looks[style] = look
             self._ends[look] = end
         return look
 
-    def _cells(self, segments: Iterable[Segment]) -> list[Cell]:
-        cells: list[Cell] = []
+    def _cells(self, segments: Iterable[Segment], cells: list[Cell] | None = None) -> list[Cell]:
+        """``segments`` as cells, after ``cells``: their last cell takes a combining mark
+        that leads the segments, as in the terminal. Without ``cells`` the segments start
+        a line, where such a mark joins nothing and is dropped."""
+        at_line_start = cells is None
+        cells = [] if cells is None else cells
         for text, style, control in segments:
             if control or not text:
                 continue
@@ -148,6 +172,8 @@ class Wire:
                 if width == 0:  # a combining mark: part of the cell before it
                     if cells:
                         cells[-1] = (cells[-1][0] + char, cells[-1][1])
+                    elif not at_line_start:
+                        raise Unfollowable("a combining mark joins a cell not rendered")
                     continue
                 cells.append((char, look))
                 if width == 2:
@@ -168,26 +194,48 @@ class Wire:
         for y, x1, x2 in update.spans:
             if not 0 <= y < len(self.lines):
                 continue
-            shown = self.lines[y]
-            for x, end, strip in self._chops(update, y, x1, x2):
+            line = self._line(update, y)
+            for x, end in self._crossing(update, y, x1, x2):
+                start = max(x, x1)
+                if start == x and x > 0 and line[x - 1] is not None and \
+                        line[x - 1] != self.lines[y][x - 1]:
+                    start = x - 1  # a combining mark that leads this chop joined that cell
+                yield from self._runs(self.lines[y], line, start, min(end, x2), y)
+
+    def _line(self, update: ChopsUpdate, y: int) -> list[Cell | None]:
+        """Line ``y`` as the update renders it: None where it renders nothing."""
+        assert self.size is not None
+        line: list[Cell | None] = [None] * self.size.width
+        for end, (x, strip) in zip(update.chop_ends[y], update.chops[y].items(), strict=False):
+            if strip is None:
+                continue
+            previous = line[x - 1] if x > 0 else None
+            if x == 0:
                 cells = self._cells(strip)
-                end = min(end, x + len(cells), len(shown))
-                yield from self._runs(shown, cells, x, max(x, x1), min(end, x2), y)
+            elif previous is None:
+                cells = self._cells(strip, [])  # a mark would join a cell not rendered
+            else:
+                cells = self._cells(strip, [previous])
+                line[x - 1] = cells.pop(0)
+            end = min(end, x + len(cells), len(line))
+            line[x:end] = cells[:end - x]
+        return line
 
     @staticmethod
-    def _chops(update: ChopsUpdate, y: int, x1: int,
-               x2: int) -> Iterator[tuple[int, int, Strip]]:
-        """The chops (a widget's part of a line) of line ``y`` that cross [x1, x2)."""
+    def _crossing(update: ChopsUpdate, y: int, x1: int, x2: int) -> Iterator[tuple[int, int]]:
+        """Where the chops (a widget's part of a line) of line ``y`` that cross [x1, x2)
+        start and end."""
         for end, (x, strip) in zip(update.chop_ends[y], update.chops[y].items(), strict=False):
             if strip is not None and x < x2 and end > x1:
-                yield x, end, strip
+                yield x, end
 
     @staticmethod
-    def _runs(shown: list[Cell], cells: list[Cell], x: int, start: int, stop: int,
+    def _runs(shown: list[Cell], line: list[Cell | None], start: int, stop: int,
               y: int) -> Iterator[tuple[int, int, list[Cell]]]:
-        """Runs of cells in [start, stop) that differ from ``shown``; ``cells`` start at
-        column ``x``. ``shown`` is brought up to date."""
-        changed = [col for col in range(start, stop) if shown[col] != cells[col - x]]
+        """Runs of cells in [start, stop) of ``line`` that differ from ``shown``, which
+        is brought up to date."""
+        changed = [col for col in range(start, stop)
+                   if line[col] is not None and shown[col] != line[col]]
         runs: list[list[int]] = []
         for col in changed:
             if runs and col - runs[-1][1] < GAP:
@@ -196,10 +244,19 @@ class Wire:
                 runs.append([col, col + 1])
         for first, last in runs:
             # Never half a wide character, on the screen or in the update.
-            while first > x and (cells[first - x][0] == "" or shown[first][0] == ""):
+            while first > 0 and line[first - 1] is not None and \
+                    (line[first][0] == "" or shown[first][0] == ""):  # type: ignore[index]
                 first -= 1
-            while last < min(x + len(cells), len(shown)) and \
-                    (cells[last - x][0] == "" or shown[last][0] == ""):
+            while last < len(line) and line[last] is not None and \
+                    (line[last][0] == "" or shown[last][0] == ""):  # type: ignore[index]
                 last += 1
-            shown[first:last] = cells[first - x:last - x]
-            yield first, y, cells[first - x:last - x]
+            cells = cast("list[Cell]", line[first:last])
+            if None in cells:
+                raise Unfollowable(f"line {y}: a gap in a run of cells")
+            # The terminal blanks the half of a wide character the run does not write.
+            if first > 0 and shown[first][0] == "":
+                shown[first - 1] = UNKNOWN
+            if last < len(shown) and shown[last][0] == "":
+                shown[last] = UNKNOWN
+            shown[first:last] = cells
+            yield first, y, cells
