@@ -30,7 +30,7 @@ from console.jobs.operations import (
     Operation,
     temp_name,
 )
-from console.jobs.reservations import NoSpace, PoolSpace, Reservations
+from console.jobs.reservations import NoSpace, PoolSpace, Reservations, refusal
 from console.jobs.runner import Runner
 from tests.conftest import PATIENCE, MakeImage
 
@@ -232,6 +232,47 @@ def test_reservations_expire_and_critical_refuses(engine: tuple[Runner, str]) ->
     with pytest.raises(NoSpace, match="above the critical threshold"):
         Reservations(runner.journal).reserve(3, "local", pool, 10, full)
     Reservations(runner.journal).reserve(4, "local", pool, 0, full)  # takes no space
+
+
+def test_the_space_rule_at_its_edges() -> None:
+    """``refusal``, the one rule of the runner and the bulk plan: never a promise of
+    bytes that are not there, never a refusal of a job that takes none."""
+    roomy = PoolSpace(capacity=1000, allocation=100, available=900)
+    assert refusal(800, roomy, 0, 0.95, by="none") is None
+    assert refusal(801, roomy, 100, 1.0, by="jobs 1") is not None  # 900 free less 100
+    assert refusal(800, roomy, 100, 1.0, by="jobs 1") is None
+    # At the critical threshold is allowed, a byte above is not.
+    assert refusal(850, roomy, 0, 0.95, by="none") is None
+    why = refusal(851, roomy, 0, 0.95, by="none")
+    assert why is not None and "above the critical threshold of 95%" in why
+    # A job that needs nothing, or frees space, is never refused, even in a full pool,
+    # a pool with less than nothing free, or one that reports no size.
+    for space in (PoolSpace(1000, 1000, 0), PoolSpace(1000, 1010, -10), PoolSpace(0, 0, 0)):
+        assert refusal(0, space, 500, 0.95, by="jobs 1") is None
+        assert refusal(-300, space, 500, 0.95, by="jobs 1") is None
+    # Less than nothing free: any need is refused, in the space words.
+    why = refusal(1, PoolSpace(1000, 1010, -10), 0, 1.0, by="none")
+    assert why is not None and "needs 1B" in why
+    # A pool that reports no size: refused, saying so (not "0B free").
+    why = refusal(1, PoolSpace(0, 0, 0), 0, 0.95, by="none")
+    assert why is not None and "reports no size" in why
+    # Capacity unknown but room reported: the free space alone decides.
+    assert refusal(10, PoolSpace(0, 0, 100), 0, 0.95, by="none") is None
+    assert refusal(101, PoolSpace(0, 0, 100), 0, 0.95, by="none") is not None
+    # Reservations that would add up to less than nothing free nothing.
+    assert refusal(901, roomy, -500, 1.0, by="jobs 1") is not None
+
+
+def test_a_job_that_frees_space_promises_none_to_others(engine: tuple[Runner, str]) -> None:
+    runner, pool = engine
+    space = PoolSpace(capacity=1000, allocation=100, available=900)
+    res = Reservations(runner.journal)
+    res.reserve(1, "local", pool, -600, space)  # a job that will free 600 bytes
+    assert res.reserved("local", pool) == 0
+    with pytest.raises(NoSpace):
+        res.reserve(2, "local", pool, 901, space)  # the 600 are not free yet
+    res.reserve(3, "local", pool, 700, space)
+    assert res.reserved("local", pool) == 700
 
 
 def test_job_that_does_not_fit_fails_at_once(engine: tuple[Runner, str],

@@ -46,11 +46,16 @@ def refusal(need: int, space: PoolSpace, reserved: int, critical: float, *,
     Refused when ``need`` exceeds the free space less ``reserved``, or when the pool,
     counting ``reserved`` and ``need``, would be above ``critical`` of its capacity: a
     job must not be what fills a pool others' guests write to. A job that needs no
-    space is never refused.
+    space is never refused. A pool that reports no size (capacity 0, nothing free: a
+    libvirt pool that is stopped or keeps no count) is refused: its room is not known.
     """
     if need <= 0:
         return None
+    reserved = max(reserved, 0)  # a promise never frees bytes that are not free yet
     free = space.available - reserved
+    if space.capacity <= 0 and space.available <= 0:
+        return (f"needs {format_size(need)}, and the pool reports no size (capacity 0): "
+                "refresh it, or check it is started and its driver counts its space")
     if need > free:
         return (f"needs {format_size(need)}, pool has {format_size(space.available)} "
                 f"free, {format_size(reserved)} reserved by {by}")
@@ -77,9 +82,12 @@ class Reservations:
         critical = self.critical if critical is None else critical
         with self.journal.transaction() as conn:
             conn.execute("DELETE FROM reservations WHERE expires < ?", (now,))
+            # A job that frees space (a negative need) promises none to others before
+            # it has freed it: it reserves nothing.
+            need = max(need, 0)
             others = conn.execute(
-                "SELECT job_id, bytes FROM reservations WHERE host=? AND pool=? AND "
-                "job_id<>?", (host, pool, job_id)).fetchall()
+                "SELECT job_id, max(bytes, 0) FROM reservations WHERE host=? AND pool=? "
+                "AND job_id<>?", (host, pool, job_id)).fetchall()
             jobs = ", ".join(str(j) for j, _ in others) or "none"
             why = refusal(need, space, sum(b for _, b in others), critical,
                           by=f"jobs {jobs}")
@@ -102,6 +110,6 @@ class Reservations:
 
     def reserved(self, host: str, pool: str) -> int:
         row = self.journal.conn.execute(
-            "SELECT coalesce(sum(bytes), 0) FROM reservations WHERE host=? AND pool=? "
-            "AND expires >= ?", (host, pool, time.time())).fetchone()
+            "SELECT coalesce(sum(max(bytes, 0)), 0) FROM reservations WHERE host=? AND "
+            "pool=? AND expires >= ?", (host, pool, time.time())).fetchone()
         return int(row[0])
