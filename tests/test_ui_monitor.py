@@ -233,3 +233,30 @@ async def test_the_events_log_scrolls_by_keyboard_and_follows_new_events(
         await pilot.press("end")
         await pilot.pause()
         assert event_lines(app)[-1].endswith("event 19")
+
+
+async def test_a_full_events_log_keeps_what_the_user_reads_in_place(
+        pool_dir: Path, tmp_path: Path) -> None:
+    """The log is bounded (EVENTS_KEPT): a new event drops the oldest. Scrolled up, the
+    lines in sight do not creep upwards with every new one."""
+    app = monitor_app(monitor_inventory(pool_dir, tmp_path / "cache.db",
+                                        Thresholds(0.8, 0.9)))
+    async with app.run_test(size=SIZE) as pilot:
+        log = app.screen.query_one(EventsLog)
+        await wait_for(pilot, lambda: panel(app).polls >= 1)
+        events = [Event(1_700_000_000.0 + i, "job", f"event {i:02d}") for i in range(40)]
+        kept = 20
+        log.show(events[:kept][::-1])
+        await pilot.pause()
+        log.action_oldest()
+        log.action_newer_page()  # reading in the middle
+        await pilot.pause()
+        reading = event_lines(app)[1:]
+        assert not reading[0].endswith("event 00") and not log.following
+        for n in range(kept + 1, kept + 4):  # three new events, three oldest dropped
+            log.show(events[n - kept:n][::-1])
+            await pilot.pause()
+            assert event_lines(app)[1:] == reading
+        log.show(events[-kept:][::-1])  # what was read has gone: the oldest left
+        await pilot.pause()
+        assert event_lines(app)[1].endswith(f"event {40 - kept:02d}")

@@ -75,6 +75,8 @@ class EventsLog(ScrollView, can_focus=True):
     def show(self, events: list[Event]) -> None:
         """``events``: the whole log, newest first (the monitor keeps it bounded)."""
         following = self.following
+        top = round(self.scroll_y)
+        read = self._lines[top] if not following and top < len(self._lines) else None
         self.events = events
         self._lines = events[::-1]
         # The title is line 0 of the virtual lines, so scrolling to the end leaves it on
@@ -82,6 +84,11 @@ class EventsLog(ScrollView, can_focus=True):
         self.virtual_size = Size(1, len(self._lines) + 1)
         if following:
             self.scroll_end(animate=False, x_axis=False)  # after the layout grew
+        elif read is not None:
+            # A full log drops its oldest: the event read on top stays there.
+            moved = next((i for i, event in enumerate(self._lines) if event is read), 0)
+            if moved != top:
+                self.scroll_to(y=moved, animate=False)
         self.refresh()
 
     # -- keys -------------------------------------------------------------------------
