@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from rich.cells import cell_len
 from rich.console import Console
 from textual.binding import Binding
 from textual.dom import DOMNode
@@ -255,6 +256,12 @@ def test_shorten_cuts_in_the_middle_keeping_more_of_the_end() -> None:
     assert "…" in cut
     assert shorten("界界界界界界界界", 7) == "界…界界"  # cells, not characters
     assert shorten("abc", 0) == "" and shorten("abcdef", 1) == "…"
+    nfd = "cafe\u0301/e\u0301e\u0301e\u0301e\u0301e\u0301"  # a name written in NFD
+    assert shorten(nfd, 5) == "c…e\u0301e\u0301e\u0301"  # no mark on the ellipsis
+    assert shorten("界界", 2) == "…"
+    for width in range(8):  # never wider than asked, whatever the characters
+        for text in (nfd, "界界界界", "a\u0301\u0302" * 5, LONG_PATH):
+            assert cell_len(shorten(text, width)) <= width
 
 
 def summary_lines(app: StorageConsoleApp) -> list[str]:

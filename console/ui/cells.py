@@ -62,7 +62,9 @@ def shorten(text: str, width: int) -> str:
     head_width = (width - 1) // 3
     head = set_cell_size(text, head_width).rstrip()
     tail = text
-    while cell_len(tail) > width - 1 - cell_len(head):
+    # Nor a combining mark without its letter: it would join the ellipsis.
+    while cell_len(tail) > width - 1 - cell_len(head) or \
+            (tail and unicodedata.combining(tail[0])):
         tail = tail[1:]
     return head + ELLIPSIS + tail
 
