@@ -90,7 +90,7 @@ def test_copy_refused_up_front_when_it_cannot_fit(tmp_path: Path, pool_dir: Path
         "local", src, "src.raw", dest_pool=dst, dest_name="copy.raw")).id, 60)
     runner.close()
     assert job.state == JobState.FAILED
-    assert job.error and "needs 64M, pool has" in job.error and "reserved by jobs" in job.error
+    assert job.error and "needs 64M, pool has" in job.error and "none reserved" in job.error
     assert f"pool {dst!r}" in job.error
     assert [n for n in os.listdir(small_fs) if n not in ("lost+found", ".storage-console")] \
         == []

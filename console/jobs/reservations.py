@@ -56,14 +56,15 @@ def refusal(need: int, space: PoolSpace, reserved: int, critical: float, *,
     if space.capacity <= 0 and space.available <= 0:
         return (f"needs {format_size(need)}, and the pool reports no size (capacity 0): "
                 "refresh it, or check it is started and its driver counts its space")
+    held = f"{format_size(reserved)} reserved by {by}" if reserved else "none reserved"
     if need > free:
         return (f"needs {format_size(need)}, pool has {format_size(space.available)} "
-                f"free, {format_size(reserved)} reserved by {by}")
+                f"free, {held}")
     used = space.allocation + reserved + need
     if space.capacity and used > critical * space.capacity:
-        return (f"pool would be {100 * used / space.capacity:.0f}% used (with "
-                f"{format_size(reserved)} reserved by {by}), above the critical "
-                f"threshold of {100 * critical:.0f}%: no new job may take it there")
+        return (f"pool would be {100 * used / space.capacity:.0f}% used ({held}), "
+                f"above the critical threshold of {100 * critical:.0f}%: no new job may "
+                "take it there")
     return None
 
 
