@@ -361,6 +361,11 @@ class VolumeTable(CursorKeys, ScrollView, can_focus=True):
         self._scroll_to_cursor()
         self._announce(force=force)
 
+    def on_resize(self, event: events.Resize) -> None:
+        # The jobs panel, the marks bar or the `:` line take rows: keep the cursor's row
+        # (the one the details describe) on screen.
+        self._scroll_to_cursor()
+
     def _scroll_to_cursor(self) -> None:
         top = round(self.scroll_y)
         if self.cursor < top:
