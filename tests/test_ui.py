@@ -213,6 +213,15 @@ async def test_filter_without_match_says_so() -> None:
         assert "no volume selected" in detail_text(app)
 
 
+def test_a_narrow_table_keeps_the_name_readable() -> None:
+    from console.ui.widgets.volume_table import layout
+
+    assert [c.key for c, _ in layout(53)] == [  # 80 columns: as before
+        "", "name", "format", "capacity", "allocation", "health", "last_seen"]
+    columns = dict((c.key, w) for c, w in layout(33))  # 60 columns
+    assert columns["name"] >= 14 and "health" in columns and "capacity" in columns
+
+
 async def test_the_cursor_stays_in_view_when_the_table_shrinks() -> None:
     # At 80x24 the jobs panel (J), the marks bar or the `:` line take rows from the
     # table: the volume under the cursor (whose details show) must stay on screen.

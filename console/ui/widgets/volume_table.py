@@ -88,7 +88,10 @@ def layout(width: int) -> list[tuple[Column, int]]:
         return sum(c.width for c in cols) + len(cols) - 1
 
     cols = list(COLUMNS)
-    for optional, needs in (("chain_depth", 44), ("backing", 26)):
+    # At 60 columns the fixed columns left the name one letter: age, allocation and
+    # format give way first (the details still show them), so the name keeps 14.
+    for optional, needs in (("chain_depth", 44), ("backing", 26), ("last_seen", 14),
+                            ("allocation", 14), ("format", 14)):
         if width - fixed(cols) < needs:
             cols = [c for c in cols if c.key != optional]
     flex = max(width - fixed(cols), 2)
