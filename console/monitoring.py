@@ -24,11 +24,14 @@ from console.config import Thresholds
 from console.hosts import HostState
 from console.jobs.journal import ACTIVE, JobRecord, JobState, Journal
 from console.jobs.operations import describe_job
-from console.units import format_size
+from console.units import format_age, format_size
 
 EVENTS_KEPT = 200  # the events log is bounded: the newest are kept
 JOBS_WATCHED = 50  # newest jobs of the journal compared per poll
 DAY = 86400.0
+# A fit over minutes projects noise (a copy, another tenant of the file system) into
+# "full in less than a day": no trend until the history spans this long.
+TREND_SPAN = 3600.0
 
 
 class Level(IntEnum):
@@ -272,13 +275,17 @@ def trend_words(samples: Sequence[UsageSample]) -> str:
     rate = growth_per_day(samples)
     if rate is None:
         return "history: one sample so far"
+    span = samples[-1].at - samples[0].at
+    if span < TREND_SPAN:
+        return f"{len(samples)} samples over {format_age(span)}: " \
+            f"a trend after {format_age(TREND_SPAN)}"
     days = _days_left(samples, rate)  # the same fit, not made again
     sign = "+" if rate >= 0 else "-"
     words = f"{sign}{format_size(int(abs(rate)))}/day over {len(samples)} samples"
     if days is None:
         return f"{words}: not growing"
-    when = "less than a day" if days < 1 else f"{days:.0f} days" if days < 10_000 \
-        else "more than 10,000 days"
+    when = "less than a day" if days < 1 else "1 day" if round(days) == 1 \
+        else f"{days:.0f} days" if days < 10_000 else "more than 10,000 days"
     return f"{words}: full in {when}"
 
 

@@ -12,6 +12,7 @@ from console.jobs.journal import JobState, Journal
 from console.monitoring import (
     DAY,
     EVENTS_KEPT,
+    TREND_SPAN,
     Alerts,
     Event,
     EventLog,
@@ -132,6 +133,15 @@ def test_full_in_days_by_a_linear_fit() -> None:
     assert trend_words(samples(10 * G, 20 * G, 30 * G, 40 * G)) == \
         "+10G/day over 4 samples: full in 6 days"
     assert trend_words(samples(40 * G, 30 * G)).endswith("not growing")
+    assert trend_words(samples(10 * G, 55 * G)) == "+45G/day over 2 samples: full in 1 day"
+
+
+def test_no_trend_from_minutes_of_history() -> None:
+    # A copy landing between two refreshes a minute apart is not "full in less than a
+    # day": the words say how much history there is, and no estimate.
+    assert trend_words(samples(10 * G, 20 * G, 30 * G, step=60)) == \
+        "3 samples over 2m: a trend after 1h"
+    assert trend_words(samples(10 * G, 20 * G, step=TREND_SPAN)).endswith("full in less than a day")
 
 
 def test_usage_history_is_recorded_per_refresh_and_bounded() -> None:

@@ -213,6 +213,34 @@ async def test_filter_without_match_says_so() -> None:
         assert "no volume selected" in detail_text(app)
 
 
+def test_a_narrow_table_keeps_the_name_readable() -> None:
+    from console.ui.widgets.volume_table import layout
+
+    assert [c.key for c, _ in layout(53)] == [  # 80 columns: as before
+        "", "name", "format", "capacity", "allocation", "health", "last_seen"]
+    columns = dict((c.key, w) for c, w in layout(33))  # 60 columns
+    assert columns["name"] >= 14 and "health" in columns and "capacity" in columns
+
+
+async def test_the_cursor_stays_in_view_when_the_table_shrinks() -> None:
+    # At 80x24 the jobs panel (J), the marks bar or the `:` line take rows from the
+    # table: the volume under the cursor (whose details show) must stay on screen.
+    app = make_app(big_inventory(40))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        t = table(app)
+        await pilot.press("G")
+        await pilot.pause()
+        assert t.current is not None and t.current.name == big_name(39)
+        assert f"{big_name(39)} qcow2" in screen_text(app)
+        await pilot.press("J")
+        await pilot.pause()
+        await pilot.pause()
+        assert t.current is not None and t.current.name == big_name(39)
+        assert t.scroll_y <= t.cursor < t.scroll_y + t.visible_rows
+        assert f"{big_name(39)} qcow2" in screen_text(app)  # its row (the details: 2 spaces)
+
+
 async def test_sort_cycles_and_reverses_keeping_the_cursor() -> None:
     app = make_app(demo_inventory())
     async with app.run_test(size=SIZE) as pilot:

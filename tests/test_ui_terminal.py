@@ -206,6 +206,19 @@ async def test_half_page_keys_in_the_volume_table() -> None:
 # -- 80x24 and resizes ------------------------------------------------------------------
 
 
+async def test_with_marks_the_footer_keeps_help_at_80x24() -> None:
+    # "esc Clear marks" in the footer pushed `?` behind the palette key, and what
+    # overflowed showed its last letter at the right edge ("^p palettee").
+    app = make_app(demo_inventory())
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("space", "space")
+        await pilot.pause()
+        lines = screen_text(app).splitlines()
+        assert "? Help" in lines[-1] and lines[-1].rstrip().endswith("^p palette")
+        assert any("2 marked" in line and line.rstrip().endswith("esc clears")
+                   for line in lines), "the marks bar keeps esc at 80 columns"
+
+
 async def test_everything_important_shows_at_80x24_and_across_resizes() -> None:
     app = make_app(demo_inventory())
     async with app.run_test(size=SMALL) as pilot:

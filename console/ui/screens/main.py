@@ -123,7 +123,9 @@ class MainScreen(HostActions):
         Binding("J", "jobs", "Jobs"),
         Binding("s", "sort", "Sort", show=False),  # the header marks the sort column
         Binding("S", "reverse_sort", "Reverse sort", show=False),
-        Binding("escape", "clear_marks", "Clear marks"),  # before the filter; shown if any
+        # Before the filter. Not in the footer: at 80 columns it pushed `?` out of it;
+        # the marks bar says "esc clears".
+        Binding("escape", "clear_marks", "Clear marks", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("p", "focus_pools", "Focus pools", show=False),
         Binding("v", "focus_volumes", "Focus volumes", show=False),

@@ -9,6 +9,11 @@ from textual.widget import Widget
 from console.marks import Marks
 from console.units import format_size
 
+# The keys that act on every marked volume, from the most to the fewest words.
+WORDS = " · d delete · n snapshot · y copy · esc clears"
+KEYS = " · d n y a e f F K act on them · esc clears"
+ESC = " · esc clears"
+
 
 class MarkBar(Widget):
     DEFAULT_CSS = """
@@ -37,9 +42,17 @@ class MarkBar(Widget):
         marks = self.marks
         count, places = len(marks), marks.places()
         where = f" in {places} pools" if places > 1 else ""
+        size = f" · {format_size(marks.capacity)}"
+        allocated = f" ({format_size(marks.allocation)} allocated)"
+        # The footer has no room for esc at 80 columns: this line must keep it, so the
+        # words give way first, then the allocation.
+        width = self.content_region.width
+        for middle, keys in ((size + allocated, WORDS), (size, WORDS), (size + allocated, KEYS),
+                             (size, KEYS), (size, ESC)):
+            if len(f"● {count:,} marked{where}{middle}{keys}") <= width:
+                break
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         text.append(f"● {count:,} marked{where}", "bold")
-        text.append(f" · {format_size(marks.capacity)} "
-                    f"({format_size(marks.allocation)} allocated)")
-        text.append(" · d delete · n snapshot · y copy · esc clears", "dim")
+        text.append(middle)
+        text.append(keys, "dim")
         return text

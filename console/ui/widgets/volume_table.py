@@ -88,7 +88,10 @@ def layout(width: int) -> list[tuple[Column, int]]:
         return sum(c.width for c in cols) + len(cols) - 1
 
     cols = list(COLUMNS)
-    for optional, needs in (("chain_depth", 44), ("backing", 26)):
+    # At 60 columns the fixed columns left the name one letter: age, allocation and
+    # format give way first (the details still show them), so the name keeps 14.
+    for optional, needs in (("chain_depth", 44), ("backing", 26), ("last_seen", 14),
+                            ("allocation", 14), ("format", 14)):
         if width - fixed(cols) < needs:
             cols = [c for c in cols if c.key != optional]
     flex = max(width - fixed(cols), 2)
@@ -360,6 +363,11 @@ class VolumeTable(CursorKeys, ScrollView, can_focus=True):
             self.refresh_line(index + below)
         self._scroll_to_cursor()
         self._announce(force=force)
+
+    def on_resize(self, event: events.Resize) -> None:
+        # The jobs panel, the marks bar or the `:` line take rows: keep the cursor's row
+        # (the one the details describe) on screen.
+        self._scroll_to_cursor()
 
     def _scroll_to_cursor(self) -> None:
         top = round(self.scroll_y)
