@@ -226,12 +226,27 @@ async def test_archive_marks_into_a_directory_then_the_summary(tmp_path: Path) -
         assert "archive data.raw →" in shown and "data.raw.zst" in shown
         # The directory's space is counted (long paths wrap: the plan says where).
         assert [e.pool for e in dialog.plan.effects] == [str(into)] and "takes" in shown
-        await pilot.press("y")
+        await pilot.press("enter", "y")  # the planned directory again: on to Queue
         await until(pilot, lambda: dialog.finished)
         summary = str(dialog.query_one("#question", Static).render())
         assert summary.startswith("Summary: 3 done, 0 failed"), summary
     assert sorted(os.listdir(into)) == sorted(
         f"{n}.zst{s}" for n in ("base.qcow2", "data.raw", "leaf.qcow2") for s in ("", ".json"))
+
+
+async def test_typing_a_directory_over_a_ready_plan_never_queues_it(tmp_path: Path) -> None:
+    """The plan for the default directory is ready, and the user types another one: the
+    keys go into the field (a "y" in the path must not queue the jobs to the old one)."""
+    pool = chain_pool(tmp_path)
+    app = console(pool, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        dialog = await open_plan(app, pilot, "asterisk", "a")
+        await until(pilot, lambda: dialog.plan is not None and not dialog.busy)
+        default = dialog.directory
+        await pilot.press("ctrl+u", *"/srv/yy")
+        field = dialog.query_one("#directory", Input)
+        assert field.value == "/srv/yy" and dialog.outcomes is None
+        assert dialog.directory == default  # not planned yet: Enter plans it
 
 
 async def test_resize_asks_the_size_and_refuses_a_shrink(tmp_path: Path) -> None:

@@ -334,6 +334,11 @@ class BulkPlanScreen(DialogScreen[list[JobRecord]]):
         if self.outcomes is not None or self.busy:
             return
         value = event.value.strip()
+        planned = self.new_size if event.input.id == "size" else self.directory
+        if self.plan is not None and value == planned:
+            if self.count:
+                self.query_one("#queue", Button).focus()
+            return
         if event.input.id == "size":
             try:
                 resize_target(value)
@@ -388,15 +393,28 @@ class BulkPlanScreen(DialogScreen[list[JobRecord]]):
             question.update(f"{held} of the volumes hold data. Type {held} to delete them.")
         elif checking:
             question.update(f"Check the {count} volume{s}? Nothing is written. (y / esc)")
+        elif self.text_parameter is not None:
+            question.update(f"Queue the {count} job{s}? (enter, then y / esc)")
         else:
             question.update(f"Queue the {count} job{s}? (y / esc)")
         typed.set_class(bool(held), "-shown")
         queue.disabled = (bool(held) and typed.value != str(held)) or not count
         if held:
             typed.focus()
+        elif self.text_parameter is not None:
+            # Typing goes on into the field (a "y" in a path must not queue the jobs to
+            # the old one): Enter with the planned value moves on to the Queue button.
+            self.text_parameter.focus()
         elif count:
             queue.focus()
         self.refresh_bindings()
+
+    @property
+    def text_parameter(self) -> Input | None:
+        """The typed parameter (archive directory, new size), if this action has one."""
+        wanted = PARAMETERS.get(self.action, ("", ""))[1]
+        found = self.query(f"#param-row #{wanted}").results(Input) if wanted else iter(())
+        return next(iter(found), None)
 
     @on(Input.Changed, "#typed")
     def typed_changed(self, event: Input.Changed) -> None:
