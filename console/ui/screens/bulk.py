@@ -390,7 +390,8 @@ class BulkPlanScreen(DialogScreen[list[JobRecord]]):
         if not count:
             question.update("Nothing can be done: see why above.")
         elif held:
-            question.update(f"{held} of the volumes hold data. Type {held} to delete them.")
+            verb = "holds" if held == 1 else "hold"
+            question.update(f"{held} of the volumes {verb} data. Type {held} to delete them.")
         elif checking:
             question.update(f"Check the {count} volume{s}? Nothing is written. (y / esc)")
         elif self.text_parameter is not None:
