@@ -105,10 +105,13 @@ def plan_table(plan: BulkPlan, outcomes: dict[int, Outcome] | None = None) -> Ta
         if isinstance(op, DeleteVolume) and op.typed_name:
             what += "  [b]holds data[/]"
         change = sum(b for _, _, b in planned.space)
-        if change or planned.committed:
+        staged = sum(b for _, _, b in planned.staging)
+        if change or planned.committed or staged:
             virtual = f", +{format_size(planned.committed)} virtual" \
                 if planned.committed else ""
-            what += f"  [dim]{signed_size(change)}{virtual}[/]"
+            staging = f", {format_size(staged)} staging in its pool while it runs" \
+                if staged else ""
+            what += f"  [dim]{signed_size(change)}{virtual}{staging}[/]"
         outcome = (outcomes or {}).get(index)
         if outcomes is None:
             state = f"step {planned.wave + 1}" if waves else ""
@@ -158,8 +161,10 @@ def plan_table(plan: BulkPlan, outcomes: dict[int, Outcome] | None = None) -> Ta
                 f", {format_size(effect.available - effect.reserved)} free now"
             virtual = f", +{format_size(effect.committed)} virtual size (allocated as " \
                 "guests write)" if effect.committed else ""
+            staging = f", and {format_size(effect.staging)} of staging files while the " \
+                "copies run (removed after)" if effect.staging else ""
             table.add_row("", f"{printable(effect.host)} › {printable(effect.pool)}: "
-                          f"{signed_size(effect.change)}{free}{virtual}", "")
+                          f"{signed_size(effect.change)}{free}{virtual}{staging}", "")
     return table
 
 
