@@ -13,6 +13,7 @@ Dismissed with the jobs it submitted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.table import Table
@@ -31,6 +32,7 @@ from console.bulk import (
     WIPES,
     BulkPlan,
     Outcome,
+    Refusal,
     carry_out,
     check_marked,
     plan_bulk,
@@ -168,8 +170,9 @@ def plan_table(plan: BulkPlan, outcomes: dict[int, Outcome] | None = None) -> Ta
     return table
 
 
-def check_table(report: CheckReport) -> Table:
-    """Each checked volume's health with its reasons, then what could not be checked."""
+def check_table(report: CheckReport, refused: Sequence[Refusal] = ()) -> Table:
+    """Each checked volume's health with its reasons, then what could not be checked,
+    and the marked volumes the plan refused, each with why."""
     table = Table.grid(padding=(0, 1))
     table.add_column(no_wrap=True)
     table.add_column()
@@ -187,6 +190,11 @@ def check_table(report: CheckReport) -> Table:
                                    style="dim"))
     for error in report.errors:
         table.add_row(Text("not checked", style="red"), Text(printable(error), style="red"))
+    for refusal in refused:
+        table.add_row(Text("refused", style="red"), Text.assemble(
+            (printable(refusal.volume), "bold"),
+            (f"  {printable(refusal.host)} › {printable(refusal.pool)}", "dim")))
+        table.add_row("", Text(printable(refusal.reason), style="red"))
     return table
 
 
@@ -458,7 +466,8 @@ class BulkPlanScreen(DialogScreen[list[JobRecord]]):
     @on(BulkChecked)
     def checked(self, message: BulkChecked) -> None:
         self.report = report = message.report
-        self.query_one("#plan", Static).update(check_table(report))
+        refused = self.plan.refused if self.plan is not None else ()
+        self.query_one("#plan", Static).update(check_table(report, refused))
         states = [c.health.state for c in report.volumes]
         words = [f"{states.count(state)} {state}" for state in HealthState
                  if state in states]
