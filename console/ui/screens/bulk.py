@@ -401,6 +401,11 @@ class BulkPlanScreen(DialogScreen[list[JobRecord]]):
             question.update(f"{held} of the volumes hold data. Type {held} to delete them.")
         elif checking:
             question.update(f"Check the {count} volume{s}? Nothing is written. (y / esc)")
+        elif count > 1 and self.runner is not None:
+            # Said before confirming: how many run at once is the config's, not the plan's.
+            question.update(f"Queue the {count} jobs? At most {self.runner.per_pool} run "
+                            f"at once in a pool, {self.runner.per_host} on a host (\\[jobs] "
+                            "in config.toml). (y / esc)")
         else:
             question.update(f"Queue the {count} job{s}? (y / esc)")
         typed.set_class(bool(held), "-shown")
