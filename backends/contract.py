@@ -526,6 +526,14 @@ class Driver(ABC):
         """
         raise NotSupported("resizing volumes is not supported", pool=pool.name, host=pool.host)
 
+    def measure_resize(self, pool: Pool, name: str, capacity: int) -> int:
+        """Bytes growing the volume to ``capacity`` takes from ``pool`` at once, to
+        reserve before it starts: a thick LV's new extents, a qcow2's larger L1 table;
+        nothing for what stays sparse (allocated later, as the guest writes). 0 for a
+        shrink or the same size. Reads only."""
+        raise NotSupported("measuring resizes is not supported", pool=pool.name,
+                           host=pool.host)
+
     def copy_volume(
         self,
         pool: Pool,

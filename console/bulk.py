@@ -71,6 +71,9 @@ class PlannedJob:
     # Its space effect, (host, pool or archive directory, bytes): + takes, - frees.
     space: tuple[tuple[str, str, int], ...] = ()
     committed: int = 0  # bytes of virtual size it adds (a resize), in its own pool
+    # Space it holds only while it runs (a copy between hosts flattening a chain into a
+    # staging file of its source pool), (host, pool, bytes): reserved, then freed.
+    staging: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class PoolEffect:
     available: int | None  # free now (None: could not be read)
     reserved: int  # by jobs already running there
     committed: int = 0  # virtual size added (a resize: allocated as the guest writes)
+    staging: int = 0  # held while jobs run (staging files), freed when they end
 
 
 @dataclass(frozen=True)
@@ -120,10 +124,9 @@ class _Space:
         refusal``), counting this plan's earlier jobs as reserved too."""
         if self.available is None:
             return None
-        why = refusal(need, PoolSpace(self.capacity, self.allocation, self.available),
-                      self.reserved + self.planned, self.critical,
-                      by="other jobs and this plan")
-        return None if why is None else f"no space: {why}"
+        return refusal(need, PoolSpace(self.capacity, self.allocation, self.available),
+                       self.reserved + self.planned, self.critical,
+                       by="other jobs and this plan")
 
 
 @dataclass
@@ -233,26 +236,41 @@ class _Planner:
     def take(self, op: Operation, volume: Volume, need: Sequence[tuple[str, str, int]],
              *, effect: Sequence[tuple[str, str, int]] | None = None, wave: int = 0,
              after: tuple[tuple[str, str], ...] = (), committed: int = 0,
-             directory: Pool | None = None) -> None:
+             directory: Pool | None = None,
+             staging: tuple[str, str, int] | None = None) -> None:
         """Queue ``op`` unless the bytes it reserves (``need``: host, pool, bytes) do not
         fit; ``effect`` is its lasting change where that differs (a fix's estimate).
-        With ``directory`` the place of ``need`` is a directory of that pool's host."""
+        With ``directory`` the place of ``need`` is a directory of that pool's host.
+        ``staging`` (host, pool, bytes) is reserved too, but freed when the job ends."""
         spaces = [(self.directory_space(directory, place) if directory is not None
-                   else self.space(host, place), bytes_) for host, place, bytes_ in need]
-        for space, bytes_ in spaces:
+                   else self.space(host, place), host, place, bytes_)
+                  for host, place, bytes_ in need]
+        if staging is not None and staging[2] > 0:
+            spaces.append((self.space(staging[0], staging[1]), *staging))
+        for index, (space, host, place, bytes_) in enumerate(spaces):
             why = space.refusal(bytes_)
-            if why is not None:
-                self.refuse(volume, why)
-                return
-        for space, bytes_ in spaces:
+            if why is None:
+                continue
+            if index == len(need):  # the staging file, in the volume's own pool
+                why = (f"no space for its staging copy (flattened in its own pool before "
+                       f"it travels, removed after): {why}")
+            elif (host, place) != (volume.host, volume.pool):
+                why = f"no space in {place!r} of {host!r}: {why}"
+            else:
+                why = f"no space: {why}"
+            self.refuse(volume, why)
+            return
+        for space, _, _, bytes_ in spaces:
             space.planned += max(bytes_, 0)
+        held = (staging,) if staging is not None and staging[2] > 0 else ()
         self.jobs.append(PlannedJob(op, wave, after, tuple(need if effect is None
-                                                           else effect), committed))
+                                                           else effect), committed, held))
 
     def plan(self) -> tuple[tuple[PlannedJob, ...], tuple[PoolEffect, ...]]:
         jobs = tuple(sorted(self.jobs, key=lambda j: j.wave))
         change: dict[tuple[str, str], int] = {}
         committed: dict[tuple[str, str], int] = {}
+        staging: dict[tuple[str, str], int] = {}
         for job in jobs:  # the combined effect is the sum of each job's own
             for host, place, bytes_ in job.space:
                 change[(host, place)] = change.get((host, place), 0) + bytes_
@@ -260,11 +278,15 @@ class _Planner:
                 key = (job.op.host, job.op.pool)
                 committed[key] = committed.get(key, 0) + job.committed
                 change.setdefault(key, 0)
+            for host, place, bytes_ in job.staging:
+                staging[(host, place)] = staging.get((host, place), 0) + bytes_
+                change.setdefault((host, place), 0)
         effects = []
         for key, bytes_ in change.items():
             space = self.spaces.get(key) or self.space(*key)
             effects.append(PoolEffect(key[0], key[1], bytes_, space.available,
-                                      space.reserved, committed.get(key, 0)))
+                                      space.reserved, committed.get(key, 0),
+                                      staging.get(key, 0)))
         return jobs, tuple(effects)
 
 
@@ -437,11 +459,12 @@ def _plan_copy(planner: _Planner, found: list[tuple[Mark, Volume]],
                            "consistent (stop the VM first)")
             continue
         op: Operation
+        staging = 0  # a chain is flattened into its source pool first (the runner's rule)
         try:
             if elsewhere:
                 op = TransferVolume(volume.host, volume.pool, volume.name, dest_host=host,
                                     dest_pool=pool, dest_name=volume.name)
-                _, _, need = op.reservation(planner.inventory)
+                (_, _, need), staging = op.reservations(planner.inventory)
             else:
                 op = CopyVolume(volume.host, volume.pool, volume.name, dest_pool=pool,
                                 dest_name=volume.name)
@@ -449,8 +472,11 @@ def _plan_copy(planner: _Planner, found: list[tuple[Mark, Volume]],
         except StorageError as err:
             planner.refuse(volume, str(err))
             continue
-        names.add(volume.name)
-        planner.take(op, volume, [(host, pool, need)])
+        before = len(planner.jobs)
+        planner.take(op, volume, [(host, pool, need)],
+                     staging=(volume.host, volume.pool, staging))
+        if len(planner.jobs) > before:  # a refused one leaves its name free
+            names.add(volume.name)
 
 
 def _plan_archive(planner: _Planner, found: list[tuple[Mark, Volume]],
@@ -526,8 +552,11 @@ def _plan_resize(planner: _Planner, found: list[tuple[Mark, Volume]], relative: 
         except StorageError as err:
             planner.refuse(volume, str(err))
             continue
+        # A thick LV's growth is taken now (``need``, reserved as the runner does); a
+        # sparse file's is virtual, allocated as the guest writes.
+        growth = new - volume.capacity
         planner.take(op, volume, [(volume.host, volume.pool, need)],
-                     committed=new - volume.capacity)
+                     committed=growth if need < growth else 0)
 
 
 def _plan_growfs(planner: _Planner, found: list[tuple[Mark, Volume]]) -> None:

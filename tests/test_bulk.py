@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from backends.model import Capacity, Pool
+from backends.drivers.lvm import LvmDriver
+from backends.model import Capacity, ImageFormat, Pool
+from backends.transport.local import LocalTransport
 from console.bulk import READ_ONLY, BulkPlan, carry_out, check_marked, plan_bulk
 from console.cache import Cache
 from console.config import Config
@@ -25,10 +28,13 @@ from console.jobs.operations import (
     SnapshotVolume,
 )
 from console.jobs.runner import Runner
+from console.jobs.transfer import TransferVolume
 from console.marks import Mark, Marks
 from tests.conftest import PATIENCE, MakeImage, qemu_img
 from tests.conftest_ui import real_inventory, runner_for
+from tests.harness.libvirtd import Libvirtd
 from tests.harness.sshd import Fleet
+from tests.test_lvm_driver import lv_sizes, vg  # noqa: F401  # vg: a real VG
 
 
 @pytest.fixture
@@ -404,3 +410,147 @@ def test_copy_to_a_directory_pool_of_another_host(ssh_home: Path, sshd_fleet: Fl
         runner.close()
     assert [o.succeeded for o in outcomes] == [True, True], [o.reason for o in outcomes]
     assert {"one.qcow2", "two.qcow2", "taken.qcow2"} <= set(os.listdir(dirs["b"]))
+
+
+def fleet_inventory(sshd_fleet: Fleet, tmp_path: Path) -> tuple[Inventory, dict[str, Path]]:
+    """Hosts a and b of the sshd fleet, each with a directory pool ``images``."""
+    dirs = {n: tmp_path / n for n in ("a", "b")}
+    for path in dirs.values():
+        path.mkdir()
+    conf = tmp_path / "config.toml"
+    conf.write_text("".join(f"[[host]]\nname = '{n}'\nuri = '{sshd_fleet.uri(n)}'\n"
+                            f"[[host.pool]]\nname = 'images'\npath = '{dirs[n]}'\n"
+                            for n in ("a", "b")))
+    return Inventory(Config.load(conf), Cache(None)), dirs
+
+
+def test_a_chain_copied_to_another_host_counts_its_staging_in_the_source_pool(
+        ssh_home: Path, sshd_fleet: Fleet, tmp_path: Path, make_image: MakeImage,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain is flattened into a staging file of its own pool before it travels: the
+    plan counts that file there (freed after), and refuses, naming the bytes, when the
+    source pool has no room, as the runner does at that step."""
+    inventory, dirs = fleet_inventory(sshd_fleet, tmp_path)
+    make_image(dirs["a"] / "base.qcow2")
+    make_image(dirs["a"] / "leaf.qcow2", backing="base.qcow2", backing_fmt="qcow2")
+    make_image(dirs["a"] / "lone.qcow2")
+    marks = [Mark("a", "images", n, 0, 0) for n in ("leaf.qcow2", "lone.qcow2")]
+    plan = plan_bulk(inventory, None, "copy", marks, dest=("b", "images"))
+    assert not plan.refused
+    leaf, lone = plan.jobs
+    assert [(h, p) for h, p, _ in leaf.staging] == [("a", "images")]
+    assert leaf.staging[0][2] > 0 and not lone.staging  # lone travels as it is
+    effects = {(e.host, e.pool): e for e in plan.effects}
+    assert effects[("a", "images")].change == 0  # the staging file is removed after
+    assert effects[("a", "images")].staging == leaf.staging[0][2]
+    assert effects[("b", "images")].change > 0
+
+    # The source pool is nearly full: the leaf is refused, lone (no staging) is not.
+    source = inventory.pool("a", "images")
+    driver = inventory.driver(source)
+    monkeypatch.setattr(driver, "pool_capacity",
+                        lambda p: Capacity(1 << 30, (1 << 30) - (16 << 10), 16 << 10))
+    plan = plan_bulk(inventory, None, "copy", marks, dest=("b", "images"))
+    why = refusals(plan)["leaf.qcow2"]
+    assert why.startswith("no space for its staging copy")
+    needs = why.split(": ", 1)[1].split(",")[0]  # "needs 1.1 MiB"
+    assert needs.startswith("needs ")
+    assert [j.op.volume for j in plan.jobs] == ["lone.qcow2"]
+    # The runner refuses the same bytes at that step: one rule.
+    runner = Runner(Journal(tmp_path / "journal.db"), inventory)
+    try:
+        job = runner.wait(runner.submit(TransferVolume(
+            "a", "images", "leaf.qcow2", dest_host="b", dest_pool="images",
+            dest_name="leaf.qcow2")).id, PATIENCE)
+    finally:
+        runner.close()
+    assert job.state == JobState.FAILED
+    assert job.error and "staging copy" in job.error and needs + "," in job.error
+    assert sorted(n for n in os.listdir(dirs["b"]) if not n.startswith(".")) == []
+
+
+def test_a_copy_to_another_host_refuses_a_pool_that_is_no_directory(
+        libvirtd: Libvirtd, tmp_path: Path, make_image: MakeImage) -> None:
+    """A libvirt pool of another host (a real libvirtd) is no target of a transfer:
+    the plan says why, for each volume, and queues nothing."""
+    name = f"sctest-{secrets.token_hex(3)}"
+    target = tmp_path / "virt-pool"
+    target.mkdir()
+    libvirtd.virsh("pool-define-as", name, "dir", "--target", str(target))
+    libvirtd.virsh("pool-start", name)
+    try:
+        local = tmp_path / "local"
+        local.mkdir()
+        make_image(local / "one.qcow2")
+        make_image(local / "two.qcow2")
+        conf = tmp_path / "config.toml"
+        conf.write_text(f"[[host]]\nname = 'local'\nuri = 'local'\n[[host.pool]]\n"
+                        f"name = 'images'\npath = '{local}'\n"
+                        f"[[host]]\nname = 'virt'\nuri = '{libvirtd.uri}'\n")
+        inventory = Inventory(Config.load(conf), Cache(None))
+        inventory.refresh()
+        assert inventory.pool("virt", name).kind == "libvirt"
+        plan = plan_bulk(inventory, None, "copy",
+                         [Mark("local", "images", n, 0, 0) for n in ("one.qcow2",
+                                                                      "two.qcow2")],
+                         dest=("virt", name))
+        inventory.close()
+    finally:
+        libvirtd.virsh("pool-destroy", name, check=False)
+        libvirtd.virsh("pool-undefine", name, check=False)
+    assert not plan.jobs and not plan.effects
+    assert refusals(plan) == dict.fromkeys(
+        ("one.qcow2", "two.qcow2"), f"a copy to another host works between directory "
+        f"pools: {name!r} of 'virt' is a libvirt pool")
+    assert os.listdir(target) == []
+
+
+def test_resize_counts_what_growing_takes_per_pool_kind(
+        vg: Pool,  # noqa: F811  # the fixture imported above
+        tmp_path: Path, make_image: MakeImage) -> None:
+    """A thick LV's growth is taken from its VG now: the plan counts it as space and
+    the runner reserves it; a sparse file's growth is virtual only. Past the VG's
+    critical threshold both refuse it, and the LV keeps its size."""
+    files = tmp_path / "files"
+    files.mkdir()
+    make_image(files / "disk.qcow2", size="8M")
+    (files / "full.raw").write_bytes(b"\1" * (4 << 20))  # every byte allocated
+    lvm_driver = LvmDriver(LocalTransport())
+    lvm_driver.create_volume(vg, "lv0", ImageFormat.RAW, 8 << 20)
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"[[host]]\nname = 'local'\nuri = 'local'\n[[host.pool]]\n"
+                    f"name = 'files'\npath = '{files}'\n[[host.pool]]\nname = '{vg.name}'"
+                    f"\ntype = 'lvm'\n")
+    inventory = Inventory(Config.load(conf), Cache(None))
+    for pool in inventory.pools():
+        inventory.refresh_pool(pool)
+    marks = [Mark("local", "files", "disk.qcow2", 0, 0),
+             Mark("local", "files", "full.raw", 0, 0), Mark("local", vg.name, "lv0", 0, 0)]
+    plan = plan_bulk(inventory, None, "resize", marks, size="+16M")
+    assert not plan.refused, plan.refused
+    effects = {e.pool: e for e in plan.effects}
+    assert (effects[vg.name].change, effects[vg.name].committed) == (16 << 20, 0)
+    # Files grow sparse (a preallocated raw's new part too): only a qcow2's L1 table.
+    assert 0 < effects["files"].change <= 64 << 10
+    assert effects["files"].committed == 32 << 20
+    assert [j.space[0][2] for j in plan.jobs if j.op.volume == "full.raw"] == [0]
+
+    # 15 extents of 4 MiB: 8 MiB → 60 MiB would fill the VG, past its 95%.
+    plan = plan_bulk(inventory, None, "resize", marks[2:], size="60M")
+    why = refusals(plan)["lv0"]
+    assert "above the critical threshold of 95%" in why
+    runner = Runner(Journal(tmp_path / "journal.db"), inventory)
+    try:
+        job = runner.wait(runner.submit(ResizeVolume("local", vg.name, "lv0",
+                                                     capacity=60 << 20)).id, PATIENCE)
+        assert job.state == JobState.FAILED
+        assert job.error and "above the critical threshold of 95%" in job.error
+        assert lv_sizes(vg.name)["lv0"] == 8 << 20
+        # What fits is grown by both.
+        plan = plan_bulk(inventory, runner, "resize", marks[2:], size="+40M")
+        outcomes = carry_out(runner, plan, lambda o: None, timeout=PATIENCE)
+    finally:
+        runner.close()
+        inventory.close()
+    assert [o.succeeded for o in outcomes] == [True], [o.reason for o in outcomes]
+    assert lv_sizes(vg.name)["lv0"] == 48 << 20

@@ -406,3 +406,45 @@ def test_marks_across_hosts_80x24(snap_compare: SnapCompare) -> None:
         await pilot.pause()
 
     assert snap_compare(demo_app(), run_before=mark_in_two_places, terminal_size=(80, 24))
+
+
+def test_bulk_check_summary_100x30(snap_compare: SnapCompare,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """K on four marks, confirmed: each checked volume's health with its reasons, what
+    could not be checked, and the summary line (a fixed plan and report: the demo's
+    files do not exist)."""
+    from backends.model import Health, HealthState
+    from console.bulk import BulkPlan, Refusal
+    from console.checks import VolumeCheck
+    from tests.conftest_ui import IMAGES, volume
+
+    keys = tuple(("local", "images", n) for n in ("base-debian12.qcow2", "db01.raw",
+                                                 "deep-3.qcow2"))
+    plan = BulkPlan("check", (), (Refusal("local", "images", "web01.qcow2",
+                                          "no longer on disk (refresh with r)"),), (),
+                    checks=keys)
+    report = CheckReport(volumes=[
+        VolumeCheck(volume(IMAGES, "base-debian12.qcow2"), Health(HealthState.OPTIMIZED)),
+        VolumeCheck(volume(IMAGES, "deep-3.qcow2"), Health(
+            HealthState.DEGRADED, ("chain of 4 images (more than 3 slows reads)",))),
+    ], fixes=[Fix(FixType.OPTIMIZE, "local", "images", "deep-3.qcow2", "chain-too-deep",
+                  "flatten the chain", 1 << 30, Risk.MEDIUM, (), {"name": "deep-3.qcow2"})],
+        errors=["local › images › db01.raw: qemu-img check failed: Could not open "
+                "'/srv/images/db01.raw': Permission denied"])
+    monkeypatch.setattr("console.ui.screens.bulk.plan_bulk", lambda *a, **k: plan)
+    monkeypatch.setattr("console.ui.screens.bulk.check_marked", lambda *a, **k: report)
+
+    async def checked(pilot: Any) -> None:
+        app = pilot.app
+        await pilot.press("space", "space", "space", "space", "K")
+        for key in ("", "y"):  # the plan, then the check once confirmed
+            if key:
+                await pilot.press(key)
+            for _ in range(2):
+                await pilot.pause()
+                busy = [w for w in app.workers if w.group.startswith("bulk")]
+                if busy:
+                    await app.workers.wait_for_complete(busy)
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), run_before=checked, terminal_size=(100, 30))

@@ -226,6 +226,12 @@ async def test_archive_marks_into_a_directory_then_the_summary(tmp_path: Path) -
         assert "archive data.raw →" in shown and "data.raw.zst" in shown
         # The directory's space is counted (long paths wrap: the plan says where).
         assert [e.pool for e in dialog.plan.effects] == [str(into)] and "takes" in shown
+        # How many run at once is said before confirming, and where it is set.
+        question = str(dialog.query_one("#question", Static).render())
+        runner = app.runner
+        assert runner is not None
+        assert f"At most {runner.per_pool} run at once in a pool, {runner.per_host} on a " \
+            "host ([jobs] in config.toml)" in question
         await pilot.press("enter", "y")  # the planned directory again: on to Queue
         await until(pilot, lambda: dialog.finished)
         summary = str(dialog.query_one("#question", Static).render())

@@ -416,6 +416,16 @@ class LvmDriver(Driver):
         if result.returncode != 0:
             raise _failure(result, "lvremove", where)
 
+    def measure_resize(self, pool: Pool, name: str, capacity: int) -> int:
+        """A thick LV's growth in whole extents; a thin LV's comes from its thin pool
+        as the guest writes (nothing from the VG now)."""
+        rows = self._lvs(pool)
+        volume = self._volume_in(pool, name, rows)
+        if any(row["lv_name"] == name and row.get("pool_lv") for row in rows):
+            return 0
+        size = round_to_extents(capacity, self.extent_size(pool))
+        return max(size - volume.capacity, 0)
+
     def resize_volume(
         self,
         pool: Pool,

@@ -322,6 +322,12 @@ class ResizeVolume(Operation):
     def describe(self) -> str:
         return f"resize {self.volume} to {format_size(self.capacity)}"
 
+    def space(self, inventory: Inventory) -> tuple[str, int]:
+        # A thick LV's growth is taken from its VG at once: reserved like a copy's, so
+        # two jobs never count the same free extents (a sparse file's growth takes 0).
+        pool, driver = self._driver(inventory)
+        return (self.pool, driver.measure_resize(pool, self.volume, self.capacity))
+
     def results(self) -> list[tuple[str, str, str]]:
         return [(self.host, self.pool, self.volume)]
 

@@ -87,12 +87,18 @@ class TransferVolume(Operation):
                 (self.dest_host, self.dest_pool, self.dest_name)]
 
     def reservation(self, inventory: Inventory) -> tuple[str, str, int]:
+        return self.reservations(inventory)[0]
+
+    def reservations(self, inventory: Inventory) -> tuple[tuple[str, str, int], int]:
+        """(host, pool, bytes) reserved in the target pool for the whole job, and the
+        bytes of the staging file reserved in the source pool while it is converted
+        and sent (0: the file travels as it is). Probes the source once."""
         src_pool, _, source = self._source(inventory)
         out_fmt = self._converts_to(source)
         if out_fmt is None:
-            return (self.dest_host, self.dest_pool, source.allocation + SPACE_MARGIN)
-        return (self.dest_host, self.dest_pool,
-                self._converted_size(inventory, src_pool, out_fmt) + SPACE_MARGIN)
+            return (self.dest_host, self.dest_pool, source.allocation + SPACE_MARGIN), 0
+        need = self._staging_size(inventory, src_pool, out_fmt)
+        return (self.dest_host, self.dest_pool, need), need
 
     def describe(self) -> str:
         return (f"copy {_where(self.host, self.pool, self.volume)} → "
@@ -268,13 +274,14 @@ class TransferVolume(Operation):
             return out_fmt or source.format
         return out_fmt if out_fmt not in (None, source.format) else None
 
-    def _converted_size(self, inventory: Inventory, src_pool: Pool,
-                        out_fmt: ImageFormat) -> int:
-        """What the converted image takes: ``qemu-img measure``'s required size. For raw
-        it would say the virtual size; a sparse raw holds the chain's data, which the
-        qcow2 measure bounds."""
+    def _staging_size(self, inventory: Inventory, src_pool: Pool,
+                      out_fmt: ImageFormat) -> int:
+        """What the converted image takes, with a margin: ``qemu-img measure``'s
+        required size. For raw it would say the virtual size; a sparse raw holds the
+        chain's data, which the qcow2 measure bounds."""
         measured = ImageFormat.QCOW2 if out_fmt == ImageFormat.RAW else out_fmt
-        return inventory.driver(src_pool).measure_copy(src_pool, self.volume, measured)
+        return (inventory.driver(src_pool).measure_copy(src_pool, self.volume, measured)
+                + SPACE_MARGIN)
 
     def _convert(self, ctx: Context, source: Volume, src: Transport,
                  out_fmt: ImageFormat) -> str:
@@ -282,7 +289,7 @@ class TransferVolume(Operation):
         reserved there; returns the file's path on the source host."""
         inventory = ctx.inventory
         src_pool = inventory.pool(self.host, self.pool)
-        need = self._converted_size(inventory, src_pool, out_fmt) + SPACE_MARGIN
+        need = self._staging_size(inventory, src_pool, out_fmt)
         what = "flattening it" if _has_chain(source) else f"converting it to {out_fmt}"
         try:
             ctx.reserve_staging(self.host, self.pool, need)

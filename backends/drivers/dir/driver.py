@@ -103,6 +103,9 @@ class DirDriver(Driver):
 
     # -- the operations of jobs ------------------------------------------------------
 
+    def measure_resize(self, pool: Pool, name: str, capacity: int) -> int:
+        return resize.measure_resize(self, pool, name, capacity)
+
     def resize_volume(
         self,
         pool: Pool,

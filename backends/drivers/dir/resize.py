@@ -27,6 +27,20 @@ if TYPE_CHECKING:
     from backends.drivers.dir.driver import DirDriver
 
 HEAD_BYTES = 2048  # sector 0 (a boot signature) and the ext superblock at 1024
+QCOW2_CLUSTER = 64 << 10  # qemu-img's default, when the header gave none
+
+
+def measure_resize(driver: DirDriver, pool: Pool, name: str, capacity: int) -> int:
+    """``qemu-img resize`` grows without preallocating (even a preallocated raw file's
+    new part is a hole): raw takes nothing; a qcow2 writes a new, larger L1 table (8
+    bytes per L2 table's reach), in whole clusters."""
+    volume = driver.probe_volume(pool, name)
+    if capacity <= volume.capacity or qemuimg.qemu_format(volume.format) == "raw":
+        return 0
+    cluster = volume.info.cluster_size or QCOW2_CLUSTER
+    reach = cluster * (cluster // 8)  # guest bytes one L1 entry's L2 table maps
+    table = -(-capacity // reach) * 8
+    return -(-table // cluster) * cluster
 
 
 def resize_volume(

@@ -82,6 +82,7 @@ PoolEventCallback = Callable[[str, str, str], None]  # (host, pool name, event k
 # Pools whose volumes are files: a copy's allocation grows as libvirt writes it. An LV
 # is allocated whole when created, so its allocation tells nothing about a copy.
 FILE_POOL_TYPES = ("dir", "fs", "netfs")
+LVM_EXTENT = 4 << 20  # vgcreate's default: a logical pool's growth is rounded up to it
 POLL_INTERVAL = 0.25  # seconds between looks at a libvirt call that reports nothing
 
 
@@ -705,6 +706,18 @@ class LibvirtDriver(Driver):
         vol = self._volume(lp, pool.name, name)
         with self._errors("deleting the volume", pool=pool.name, volume=name):
             vol.delete(0)
+
+    def measure_resize(self, pool: Pool, name: str, capacity: int) -> int:
+        """A ``logical`` pool's LV takes its growth (libvirt's lvresize: rounded up to
+        extents, which libvirt does not say, so one 4 MiB extent more is counted); a
+        file grows sparse (libvirt resizes without ``ALLOCATE``): 0, as for other types,
+        whose growth libvirt does not allocate either."""
+        volume = self.probe_volume(pool, name)
+        if capacity <= volume.capacity or pool.pool_type != "logical":
+            return 0
+        if volume.allocation < volume.capacity:  # a thin LV: its pool's, not the VG's
+            return 0
+        return capacity - volume.capacity + LVM_EXTENT
 
     def resize_volume(
         self,

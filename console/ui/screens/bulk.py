@@ -13,6 +13,7 @@ Dismissed with the jobs it submitted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.table import Table
@@ -31,6 +32,7 @@ from console.bulk import (
     WIPES,
     BulkPlan,
     Outcome,
+    Refusal,
     carry_out,
     check_marked,
     plan_bulk,
@@ -105,10 +107,13 @@ def plan_table(plan: BulkPlan, outcomes: dict[int, Outcome] | None = None) -> Ta
         if isinstance(op, DeleteVolume) and op.typed_name:
             what += "  [b]holds data[/]"
         change = sum(b for _, _, b in planned.space)
-        if change or planned.committed:
+        staged = sum(b for _, _, b in planned.staging)
+        if change or planned.committed or staged:
             virtual = f", +{format_size(planned.committed)} virtual" \
                 if planned.committed else ""
-            what += f"  [dim]{signed_size(change)}{virtual}[/]"
+            staging = f", {format_size(staged)} staging in its pool while it runs" \
+                if staged else ""
+            what += f"  [dim]{signed_size(change)}{virtual}{staging}[/]"
         outcome = (outcomes or {}).get(index)
         if outcomes is None:
             state = f"step {planned.wave + 1}" if waves else ""
@@ -158,13 +163,16 @@ def plan_table(plan: BulkPlan, outcomes: dict[int, Outcome] | None = None) -> Ta
                 f", {format_size(effect.available - effect.reserved)} free now"
             virtual = f", +{format_size(effect.committed)} virtual size (allocated as " \
                 "guests write)" if effect.committed else ""
+            staging = f", and {format_size(effect.staging)} of staging files while the " \
+                "copies run (removed after)" if effect.staging else ""
             table.add_row("", f"{printable(effect.host)} › {printable(effect.pool)}: "
-                          f"{signed_size(effect.change)}{free}{virtual}", "")
+                          f"{signed_size(effect.change)}{free}{virtual}{staging}", "")
     return table
 
 
-def check_table(report: CheckReport) -> Table:
-    """Each checked volume's health with its reasons, then what could not be checked."""
+def check_table(report: CheckReport, refused: Sequence[Refusal] = ()) -> Table:
+    """Each checked volume's health with its reasons, then what could not be checked,
+    and the marked volumes the plan refused, each with why."""
     table = Table.grid(padding=(0, 1))
     table.add_column(no_wrap=True)
     table.add_column()
@@ -182,6 +190,11 @@ def check_table(report: CheckReport) -> Table:
                                    style="dim"))
     for error in report.errors:
         table.add_row(Text("not checked", style="red"), Text(printable(error), style="red"))
+    for refusal in refused:
+        table.add_row(Text("refused", style="red"), Text.assemble(
+            (printable(refusal.volume), "bold"),
+            (f"  {printable(refusal.host)} › {printable(refusal.pool)}", "dim")))
+        table.add_row("", Text(printable(refusal.reason), style="red"))
     return table
 
 
@@ -394,10 +407,15 @@ class BulkPlanScreen(DialogScreen[list[JobRecord]]):
             question.update(f"{held} of the volumes {verb} data. Type {held} to delete them.")
         elif checking:
             question.update(f"Check the {count} volume{s}? Nothing is written. (y / esc)")
-        elif self.text_parameter is not None:
-            question.update(f"Queue the {count} job{s}? (enter, then y / esc)")
         else:
-            question.update(f"Queue the {count} job{s}? (y / esc)")
+            keys = "(enter, then y / esc)" if self.text_parameter is not None else "(y / esc)"
+            if count > 1 and self.runner is not None:
+                # Said before confirming: how many run at once is the config's, not the plan's.
+                question.update(f"Queue the {count} jobs? At most {self.runner.per_pool} run "
+                                f"at once in a pool, {self.runner.per_host} on a host (\\[jobs] "
+                                f"in config.toml). {keys}")
+            else:
+                question.update(f"Queue the {count} job{s}? {keys}")
         typed.set_class(bool(held), "-shown")
         queue.disabled = (bool(held) and typed.value != str(held)) or not count
         if held:
@@ -472,7 +490,8 @@ class BulkPlanScreen(DialogScreen[list[JobRecord]]):
     @on(BulkChecked)
     def checked(self, message: BulkChecked) -> None:
         self.report = report = message.report
-        self.query_one("#plan", Static).update(check_table(report))
+        refused = self.plan.refused if self.plan is not None else ()
+        self.query_one("#plan", Static).update(check_table(report, refused))
         states = [c.health.state for c in report.volumes]
         words = [f"{states.count(state)} {state}" for state in HealthState
                  if state in states]
