@@ -530,10 +530,11 @@ def test_resize_counts_what_growing_takes_per_pool_kind(
     assert not plan.refused, plan.refused
     effects = {e.pool: e for e in plan.effects}
     assert (effects[vg.name].change, effects[vg.name].committed) == (16 << 20, 0)
-    # Files grow sparse (a preallocated raw's new part too): only a qcow2's L1 table.
-    assert 0 < effects["files"].change <= 64 << 10
-    assert effects["files"].committed == 32 << 20
-    assert [j.space[0][2] for j in plan.jobs if j.op.volume == "full.raw"] == [0]
+    # A preallocated raw file stays preallocated: its growth is taken now; a qcow2
+    # takes only its larger L1 table.
+    assert 16 << 20 < effects["files"].change <= (16 << 20) + (64 << 10)
+    assert effects["files"].committed == 16 << 20  # the qcow2 alone: allocated as written
+    assert [j.space[0][2] for j in plan.jobs if j.op.volume == "full.raw"] == [16 << 20]
 
     # 15 extents of 4 MiB: 8 MiB → 60 MiB would fill the VG, past its 95%.
     plan = plan_bulk(inventory, None, "resize", marks[2:], size="60M")

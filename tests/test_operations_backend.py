@@ -196,6 +196,21 @@ def test_shrink_qcow2(pool_dir: Path, make_image: MakeImage) -> None:
     assert temporaries(pool_dir) == []
 
 
+def test_a_preallocated_raw_file_stays_preallocated_when_grown(pool_dir: Path,
+                                                              make_image: MakeImage) -> None:
+    """A grow that left a hole would let the pool fill under a running guest later: a
+    raw file whose every byte was allocated is grown allocated; a sparse one stays sparse."""
+    d, pool = driver_for(pool_dir), pool_at(pool_dir)
+    (pool_dir / "full.raw").write_bytes(b"\1" * (4 * MiB))
+    make_image(pool_dir / "sparse.raw", "raw", "4M")
+    assert d.measure_resize(pool, "full.raw", 12 * MiB) == 8 * MiB
+    assert d.measure_resize(pool, "sparse.raw", 12 * MiB) == 0
+    grown = d.resize_volume(pool, "full.raw", 12 * MiB)
+    assert grown.capacity == 12 * MiB and grown.allocation >= 12 * MiB
+    assert (pool_dir / "full.raw").read_bytes()[:4 * MiB] == b"\1" * (4 * MiB)
+    assert d.resize_volume(pool, "sparse.raw", 12 * MiB).allocation < MiB
+
+
 def test_resize_refuses_snapshots_and_broken_chains(pool_dir: Path,
                                                     make_image: MakeImage) -> None:
     d, pool = driver_for(pool_dir), pool_at(pool_dir)

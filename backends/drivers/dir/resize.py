@@ -30,12 +30,24 @@ HEAD_BYTES = 2048  # sector 0 (a boot signature) and the ext superblock at 1024
 QCOW2_CLUSTER = 64 << 10  # qemu-img's default, when the header gave none
 
 
+def _preallocated(volume: Volume) -> bool:
+    """A raw file whose every byte is allocated: someone chose to have its space
+    promised, so a grow keeps it that way (a hole would fill the pool later, under a
+    running guest)."""
+    return qemuimg.qemu_format(volume.format) == "raw" and volume.capacity > 0 and \
+        volume.allocation >= volume.capacity
+
+
 def measure_resize(driver: DirDriver, pool: Pool, name: str, capacity: int) -> int:
-    """``qemu-img resize`` grows without preallocating (even a preallocated raw file's
-    new part is a hole): raw takes nothing; a qcow2 writes a new, larger L1 table (8
-    bytes per L2 table's reach), in whole clusters."""
+    """What growing takes: a preallocated raw file its growth (it stays preallocated);
+    a sparse raw file nothing; a qcow2 a new, larger L1 table (8 bytes per L2 table's
+    reach), in whole clusters."""
     volume = driver.probe_volume(pool, name)
-    if capacity <= volume.capacity or qemuimg.qemu_format(volume.format) == "raw":
+    if capacity <= volume.capacity:
+        return 0
+    if _preallocated(volume):
+        return capacity - volume.capacity
+    if qemuimg.qemu_format(volume.format) == "raw":
         return 0
     cluster = volume.info.cluster_size or QCOW2_CLUSTER
     reach = cluster * (cluster // 8)  # guest bytes one L1 entry's L2 table maps
@@ -87,7 +99,9 @@ def resize_volume(
     check_cancel(should_cancel, where, "resize")
     if progress:
         progress(Progress(1, 1, 0, capacity, "resize"))
-    argv = qemuimg.resize(volume.path, volume.format, capacity, shrink=capacity < current)
+    argv = qemuimg.resize(volume.path, volume.format, capacity, shrink=capacity < current,
+                          preallocation="falloc" if capacity > current and
+                          _preallocated(volume) else None)
     result = run(driver.transport, argv, where)
     if result.returncode != 0:
         raise failure(result, "qemu-img resize", where)
