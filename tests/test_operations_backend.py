@@ -209,6 +209,10 @@ def test_a_preallocated_raw_file_stays_preallocated_when_grown(pool_dir: Path,
     assert grown.capacity == 12 * MiB and grown.allocation >= 12 * MiB
     assert (pool_dir / "full.raw").read_bytes()[:4 * MiB] == b"\1" * (4 * MiB)
     assert d.resize_volume(pool, "sparse.raw", 12 * MiB).allocation < MiB
+    # A qcow2 takes a new L1 table only past what its table maps (512M a cluster of 64K).
+    make_image(pool_dir / "q.qcow2", "qcow2", "8M")
+    assert d.measure_resize(pool, "q.qcow2", 512 * MiB) == 0
+    assert d.measure_resize(pool, "q.qcow2", 1024 * MiB) == 64 * 1024
 
 
 def test_resize_refuses_snapshots_and_broken_chains(pool_dir: Path,

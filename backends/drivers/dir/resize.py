@@ -41,7 +41,7 @@ def _preallocated(volume: Volume) -> bool:
 def measure_resize(driver: DirDriver, pool: Pool, name: str, capacity: int) -> int:
     """What growing takes: a preallocated raw file its growth (it stays preallocated);
     a sparse raw file nothing; a qcow2 a new, larger L1 table (8 bytes per L2 table's
-    reach), in whole clusters."""
+    reach), in whole clusters, when the one it has is too small."""
     volume = driver.probe_volume(pool, name)
     if capacity <= volume.capacity:
         return 0
@@ -51,8 +51,10 @@ def measure_resize(driver: DirDriver, pool: Pool, name: str, capacity: int) -> i
         return 0
     cluster = volume.info.cluster_size or QCOW2_CLUSTER
     reach = cluster * (cluster // 8)  # guest bytes one L1 entry's L2 table maps
-    table = -(-capacity // reach) * 8
-    return -(-table // cluster) * cluster
+    entries, before = -(-capacity // reach), -(-volume.capacity // reach)
+    if entries <= before:
+        return 0  # the L1 table it has already maps the new size
+    return -(-(entries * 8) // cluster) * cluster
 
 
 def resize_volume(
