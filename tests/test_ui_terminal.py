@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.widgets import Footer
 
+from console.jobs.runner import Runner
 from console.ui.app import StorageConsoleApp
 from console.ui.cells import shorten
 from console.ui.screens.audit_log import AuditScreen
@@ -21,7 +22,13 @@ from console.ui.screens.main import MainScreen
 from console.ui.widgets.command_bar import CommandBar
 from console.ui.widgets.pool_summary import PoolSummary
 from console.ui.widgets.pool_tree import HostEntry, PoolEntry, PoolTree
-from tests.conftest_ui import LONG_PATH, big_inventory, demo_inventory, long_path_inventory
+from tests.conftest_ui import (
+    LONG_PATH,
+    big_inventory,
+    demo_inventory,
+    demo_journal,
+    long_path_inventory,
+)
 from tests.test_ui import make_app, screen_text, table
 
 SMALL = (80, 24)
@@ -217,6 +224,27 @@ async def test_with_marks_the_footer_keeps_help_at_80x24() -> None:
         assert "? Help" in lines[-1] and lines[-1].rstrip().endswith("^p palette")
         assert any("2 marked" in line and line.rstrip().endswith("esc clears")
                    for line in lines), "the marks bar keeps esc at 80 columns"
+
+
+async def test_a_job_description_takes_the_free_width_at_80x24() -> None:
+    """A description is cut only where the words after it need the room: not for a
+    running copy with no rate yet, nor for a done job's short "took 2s"."""
+    inventory = demo_inventory()
+    journal = demo_journal()
+    with journal.transaction() as conn:  # job 8 just started: no rate, no time left
+        conn.execute("UPDATE jobs SET throughput=0 WHERE id=8")
+    app = make_app(inventory, runner=Runner(journal, inventory))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        await pilot.press("J", *["j"] * 5)  # down to the oldest: every line was shown
+        await pilot.pause()
+        lines = screen_text(app).splitlines()
+        running = next(line for line in lines if "#8 " in line)
+        assert "copy db01.raw → db01-copy.qcow2 in iso ████▏" in running, running
+        done = next(line for line in lines if "#7 " in line)
+        assert "create web03.qcow2 (qcow2, 20G)  took 2s" in done, done
+        failed = next(line for line in lines if "#9 " in line)  # the error needs it
+        assert "resize web01.qcow2 …  a running QEMU" in failed, failed
 
 
 async def test_everything_important_shows_at_80x24_and_across_resizes() -> None:
