@@ -291,6 +291,23 @@ async def test_the_monitor_footer_fits_80_columns() -> None:
         assert "z Dismiss ended" in await footer_line(app, pilot)
 
 
+async def test_marked_rows_lead_with_a_symbol_without_colour() -> None:
+    """storage-mono (NO_COLOR) draws a mark as bold, which an in-use row has too: the
+    row's first cell says it, in every theme, and the row still fits 80 columns."""
+    app = make_app(demo_inventory(), theme="storage-mono")
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("space", "j", "space")  # base-debian12.qcow2 and deep.qcow2
+        await pilot.pause()
+        t = table(app)
+        rows = screen_text(app).splitlines()[t.region.y + 1:t.region.bottom]
+        cells = [line[t.region.x:t.region.right] for line in rows]
+        marked = [line for line in cells if line.startswith("✓")]
+        assert len(marked) == 2 and len(t.marks) == 2, cells
+        assert marked[0].startswith("✓◆ base-debian12") and marked[1].startswith("✓  deep")
+        assert cells[1].startswith("   db01.raw") and all(
+            line.rstrip().endswith("1m") for line in cells if line.strip()), cells
+
+
 async def test_a_job_description_takes_the_free_width_at_80x24() -> None:
     """A description is cut only where the words after it need the room: not for a
     running copy with no rate yet, nor for a done job's short "took 2s"."""
