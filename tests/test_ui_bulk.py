@@ -45,7 +45,7 @@ async def test_space_marks_and_moves_down_and_unmarks() -> None:
         await pilot.press("space")
         assert marked(app) == [first.name]
         assert table(app).cursor == 1
-        assert bar(app).startswith("● 1 marked · ")
+        assert bar(app).startswith("✓ 1 marked · ")
         await pilot.press("up", "space")
         assert marked(app) == [] and bar(app) == ""
 
@@ -71,7 +71,7 @@ async def test_ranges_star_counts_and_size_across_pools() -> None:
         assert len(t.marks) == 8 and t.marks.places() == 2
         iso = 631 * (1 << 20) + 708 * (1 << 20)
         assert t.marks.capacity == size + iso
-        assert bar(app).startswith("● 8 marked in 2 pools")
+        assert bar(app).startswith("✓ 8 marked in 2 pools")
         assert bar(app).endswith("esc clears")
 
 

@@ -10,7 +10,9 @@ from rich.console import Console
 from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
 
+from console.jobs.runner import Runner
 from console.ui.app import StorageConsoleApp
 from console.ui.cells import shorten
 from console.ui.screens.audit_log import AuditScreen
@@ -19,9 +21,16 @@ from console.ui.screens.fixes import FixesScreen
 from console.ui.screens.help import GENERIC, HelpScreen, binding_sections
 from console.ui.screens.main import MainScreen
 from console.ui.widgets.command_bar import CommandBar
+from console.ui.widgets.key_footer import KeyFooter
 from console.ui.widgets.pool_summary import PoolSummary
 from console.ui.widgets.pool_tree import HostEntry, PoolEntry, PoolTree
-from tests.conftest_ui import LONG_PATH, big_inventory, demo_inventory, long_path_inventory
+from tests.conftest_ui import (
+    LONG_PATH,
+    big_inventory,
+    demo_inventory,
+    demo_journal,
+    long_path_inventory,
+)
 from tests.test_ui import make_app, screen_text, table
 
 SMALL = (80, 24)
@@ -217,6 +226,107 @@ async def test_with_marks_the_footer_keeps_help_at_80x24() -> None:
         assert "? Help" in lines[-1] and lines[-1].rstrip().endswith("^p palette")
         assert any("2 marked" in line and line.rstrip().endswith("esc clears")
                    for line in lines), "the marks bar keeps esc at 80 columns"
+
+
+async def footer_line(app: StorageConsoleApp, pilot: object) -> str:
+    """The footer's line, after checking that no key runs under the palette key and that
+    the palette key reaches the right edge (its margin left the last column to whatever
+    key ran under it: "^p palettee")."""
+    footer = app.screen.query_one(KeyFooter)
+    for _ in range(50):  # the footer composes its keys again after a refresh
+        if any(key.region.width for key in footer.query(FooterKey)):
+            break
+        await pilot.pause()  # type: ignore[attr-defined]
+    keys = list(footer.query(FooterKey))
+    palette = [key for key in keys if key.has_class("-command-palette")]
+    assert len(palette) == 1 and palette[0].region.right == app.size.width
+    edge = palette[0].region.x
+    assert [key.key_display for key in keys
+            if key is not palette[0] and key.region.right > edge] == []
+    line = screen_text(app).splitlines()[-1]
+    assert "? Help" in line and line.rstrip().endswith(" ▏^p palette"), line
+    return line
+
+
+async def test_the_footer_fits_80_columns_whatever_has_the_focus() -> None:
+    inventory = demo_inventory()
+    app = make_app(inventory, runner=Runner(demo_journal(), inventory))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, MainScreen)
+        line = await footer_line(app, pilot)
+        assert line.startswith("/ Filter r Refresh c Create d Delete e Resize"), line
+        for keys, focused in ((["p"], "PoolTree"), (["v", "tab"], "VolumeDetail"),
+                              (["J"], "JobsPanel"), (["j", "j"], "JobsPanel"),
+                              (["v"], "VolumeTable"), (["tab", "tab"], "JobsPanel")):
+            await pilot.press(*keys)
+            await pilot.pause()
+            assert type(app.focused).__name__ == focused, keys
+            line = await footer_line(app, pilot)
+            if focused == "JobsPanel":  # its own keys first, then J and ?
+                assert line.startswith("x Cancel job R Resume b Roll back z Dismiss ended "
+                                       "J Jobs ? Help "), line
+            else:
+                assert "/ Filter" in line and "J Jobs" in line, line
+        await pilot.press("v", "space", "space")  # marks shown
+        await pilot.pause()
+        assert screen.volume_table.marks and "/ Filter" in await footer_line(app, pilot)
+        await pilot.resize_terminal(120, 40)  # the keys that fit come back
+        await pilot.pause()
+        await pilot.press("J")
+        await pilot.pause()
+        assert "/ Filter" in await footer_line(app, pilot)
+
+
+async def test_the_monitor_footer_fits_80_columns() -> None:
+    inventory = demo_inventory(read_only=True)
+    app = make_app(inventory, runner=Runner(demo_journal(), inventory), monitor=True)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        assert "/ Filter" in await footer_line(app, pilot)
+        await pilot.press("J")
+        await pilot.pause()
+        assert type(app.focused).__name__ == "JobsPanel"
+        assert "z Dismiss ended" in await footer_line(app, pilot)
+
+
+async def test_marked_rows_lead_with_a_symbol_without_colour() -> None:
+    """storage-mono (NO_COLOR) draws a mark as bold, which an in-use row has too: the
+    row's first cell says it, in every theme, and the row still fits 80 columns."""
+    app = make_app(demo_inventory(), theme="storage-mono")
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("space", "j", "space")  # base-debian12.qcow2 and deep.qcow2
+        await pilot.pause()
+        t = table(app)
+        rows = screen_text(app).splitlines()[t.region.y + 1:t.region.bottom]
+        cells = [line[t.region.x:t.region.right] for line in rows]
+        marked = [line for line in cells if line.startswith("✓")]
+        assert len(marked) == 2 and len(t.marks) == 2, cells
+        assert marked[0].startswith("✓◆ base-debian12") and marked[1].startswith("✓  deep")
+        assert cells[1].startswith("   db01.raw") and all(
+            line.rstrip().endswith("1m") for line in cells if line.strip()), cells
+
+
+async def test_a_job_description_takes_the_free_width_at_80x24() -> None:
+    """A description is cut only where the words after it need the room: not for a
+    running copy with no rate yet, nor for a done job's short "took 2s"."""
+    inventory = demo_inventory()
+    journal = demo_journal()
+    with journal.transaction() as conn:  # job 8 just started: no rate, no time left
+        conn.execute("UPDATE jobs SET throughput=0 WHERE id=8")
+    app = make_app(inventory, runner=Runner(journal, inventory))
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        await pilot.press("J", *["j"] * 5)  # down to the oldest: every line was shown
+        await pilot.pause()
+        lines = screen_text(app).splitlines()
+        running = next(line for line in lines if "#8 " in line)
+        assert "copy db01.raw → db01-copy.qcow2 in iso ████▏" in running, running
+        done = next(line for line in lines if "#7 " in line)
+        assert "create web03.qcow2 (qcow2, 20G)  took 2s" in done, done
+        failed = next(line for line in lines if "#9 " in line)  # the error needs it
+        assert "resize web01.qcow2 …  a running QEMU" in failed, failed
 
 
 async def test_everything_important_shows_at_80x24_and_across_resizes() -> None:

@@ -24,7 +24,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Footer, Header, Input
+from textual.widgets import Header, Input
 from textual.worker import get_current_worker
 
 from backends.contract import Capabilities, StorageError
@@ -67,6 +67,7 @@ from console.ui.screens.resize_volume import ResizeVolumeScreen
 from console.ui.screens.snapshot_volume import CloneVolumeScreen, SnapshotVolumeScreen
 from console.ui.widgets.command_bar import CommandBar
 from console.ui.widgets.jobs_panel import JobsPanel
+from console.ui.widgets.key_footer import KeyFooter
 from console.ui.widgets.mark_bar import MarkBar
 from console.ui.widgets.monitor_panel import MonitorPanel
 from console.ui.widgets.pool_summary import PoolSummary
@@ -180,7 +181,7 @@ class MainScreen(HostActions):
         yield JobsPanel(self.board, clock=self.clock, id="jobs",
                         can_act=self.runner is not None and not self.inventory.read_only)
         yield CommandBar(self.command_names, id="command-line")
-        yield Footer()
+        yield KeyFooter()
 
     @property
     def volume_table(self) -> VolumeTable:
@@ -216,7 +217,7 @@ class MainScreen(HostActions):
 
     def on_resize(self, event: events.Resize) -> None:
         self.set_class(event.size.width >= 110, "-wide")
-        self.query_one(Footer).compact = event.size.width < 110  # every key fits in 80
+        self.query_one(KeyFooter).compact = event.size.width < 110  # more keys fit
         self.jobs_panel.set_max_lines(max(2, min(8, event.size.height // 5)))
 
     # -- data -----------------------------------------------------------------------

@@ -324,14 +324,26 @@ class JobsPanel(ScrollView, can_focus=True):
             Segment(fit(f"#{job.id}", ID_WIDTH) + " ", part("muted")),
         ]
         title = printable(describe_job(job))
+        # The words after the title take what they need; the title gets the rest of the
+        # line (at least ``title_width``, which keeps the bars of running jobs in a column).
         if state in (JobState.RUNNING, JobState.ABORTING, JobState.PENDING):
-            segments.append(Segment(fit(title, title_width) + " ", line))
-            segments += self._progress(job, state, bar_width, wide, part)
+            after = self._progress(job, state, bar_width, wide, part)
+            # No rate or time left yet (a job that just started): blank fields need no
+            # room; a field with words keeps its width, so bars stay in one column.
+            shown = list(after)
+            while shown and not shown[-1].text.strip():
+                shown.pop()
+            need = sum(cell_len(segment.text) for segment in shown)
+            cells = max(title_width, min(cell_len(title), width - prefix - 1 - need))
+            segments.append(Segment(fit(title, cells) + " ", line))
+            segments += after
         else:
-            used = min(cell_len(title), title_width)
+            words, style = self._outcome(job, state)
+            room = width - prefix - 2 - cell_len(words)
+            used = min(cell_len(title), max(title_width, room))
             segments.append(Segment(fit(title, used) + "  ", line))
-            rest = max(width - prefix - used - 2, 0)
-            segments.append(self._outcome(job, state, rest, part))
+            segments.append(Segment(fit(words, max(width - prefix - used - 2, 0)),
+                                    part(style)))
         return Strip(segments).crop_extend(0, width, line)
 
     def _progress(self, job: JobRecord, state: JobState, bar_width: int, wide: bool,
@@ -366,8 +378,8 @@ class JobsPanel(ScrollView, can_focus=True):
             shown = self.slow_words[job_id] = (now, rate, when)
         return shown[1], shown[2]
 
-    def _outcome(self, job: JobRecord, state: JobState, width: int,
-                 part: Callable[[str], Style]) -> Segment:
+    def _outcome(self, job: JobRecord, state: JobState) -> tuple[str, str]:
+        """What an ended job came to, and the part that styles it."""
         if state == JobState.DONE:
             took = (job.finished - job.started) if job.finished and job.started else None
             words = f"took {format_age(took) if took and took >= 1 else '<1s'}" \
@@ -375,7 +387,6 @@ class JobsPanel(ScrollView, can_focus=True):
             if job.finished:
                 ago = format_age(max(0.0, self.clock() - job.finished))
                 words += " · just now" if ago == "now" else f" · {ago} ago"
-            return Segment(fit(words, width), part("muted"))
+            return words, "muted"
         text = printable(short_error(job.error or str(state)))
-        return Segment(fit(text, width), part("error" if state == JobState.FAILED
-                                              else "muted"))
+        return text, "error" if state == JobState.FAILED else "muted"

@@ -7,6 +7,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 from console.marks import Marks
+from console.ui.widgets.volume_table import MARKED
 from console.units import format_size
 
 # The keys that act on every marked volume, from the most to the fewest words.
@@ -49,10 +50,10 @@ class MarkBar(Widget):
         width = self.content_region.width
         for middle, keys in ((size + allocated, WORDS), (size, WORDS), (size + allocated, KEYS),
                              (size, KEYS), (size, ESC)):
-            if len(f"● {count:,} marked{where}{middle}{keys}") <= width:
+            if len(f"{MARKED} {count:,} marked{where}{middle}{keys}") <= width:
                 break
         text = Text(no_wrap=True, overflow="ellipsis", end="")
-        text.append(f"● {count:,} marked{where}", "bold")
+        text.append(f"{MARKED} {count:,} marked{where}", "bold")
         text.append(middle)
         text.append(keys, "dim")
         return text

@@ -9,7 +9,8 @@ The volumes that running jobs are writing (under temporary names the scan hides)
 pinned under the header, one row each, from a short list the screen hands over
 (``set_outputs``): never a job lookup per volume row.
 
-Marks (``marks``, keyed by host/pool/volume) outlive a change of pool; marked rows are
+Marks (``marks``, keyed by host/pool/volume) outlive a change of pool; marked rows
+lead with ``MARKED`` (a symbol: a theme without colour or bold still shows them) and are
 drawn in their own style, and every change posts ``MarksChanged``.
 """
 
@@ -47,11 +48,12 @@ STALE_AFTER = 300.0  # seconds: older cached rows show their age in the warning 
 SNAPSHOT_MARK = "◆"
 IN_USE_MARK = "▶"  # a running QEMU holds it: destructive actions are refused
 JOB_MARK = "⟳"  # a job is writing it: not a volume yet
+MARKED = "✓"  # the first cell of a marked row; the marks bar says the same
 
 
 @dataclass(frozen=True)
 class Column:
-    key: str  # the SORTABLE column it sorts by ("" for the snapshot mark)
+    key: str  # the SORTABLE column it sorts by ("" for the mark and the snapshot glyph)
     title: str
     width: int  # 0: flexes
     align: Literal["left", "right"] = "left"
@@ -59,7 +61,7 @@ class Column:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("", "", 1),
+    Column("", "", 2),  # marked, then snapshot / in use: no separator between the two
     Column("name", "name", 0, label="name"),
     Column("format", "fmt", 6, label="format"),
     Column("capacity", "size", 6, "right", label="capacity"),
@@ -524,7 +526,7 @@ class VolumeTable(CursorKeys, ScrollView, can_focus=True):
             progress = "stopping"
         else:
             progress = f"{output.percent:.0f}%" if output.percent >= 0 else "…"
-        texts = {"": JOB_MARK, "name": printable(output.name),
+        texts = {"": " " + JOB_MARK, "name": printable(output.name),
                  "backing": f"{output.verb} #{output.job_id}",  # the panel's "#id"
                  "health": f"{JOB_MARK} {progress}"}
         segments = []
@@ -536,7 +538,8 @@ class VolumeTable(CursorKeys, ScrollView, can_focus=True):
     def _row(self, row: VolumeRow, is_cursor: bool, columns: list[tuple[Column, int]],
              width: int, base: Style) -> Strip:
         line = base
-        if self.marks and self.marks.is_marked(row):  # under the cursor's colours
+        marked = bool(self.marks) and self.marks.is_marked(row)
+        if marked:  # under the cursor's colours
             line += self.get_component_rich_style("volume-table--marked", partial=True)
         if is_cursor:
             line += self.get_component_rich_style("volume-table--cursor")
@@ -546,6 +549,8 @@ class VolumeTable(CursorKeys, ScrollView, can_focus=True):
             key = column.key
             accent: Style | None = None
             if key == "":
+                segments.append(Segment(MARKED if marked else " ", line))
+                cells -= 1
                 if row.in_use:
                     text = IN_USE_MARK
                     accent = partial("volume-table--in-use", partial=True)
