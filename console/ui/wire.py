@@ -81,7 +81,7 @@ class Wire:
         self.size: Size | None = None  # None: not known (nothing written yet, or forgotten)
         self.lines: list[list[Cell]] = []
         self.cursor: Offset | None = None
-        self._looks: dict[Style | None, str] = {}
+        self._looks: dict[tuple[Style | None, str | None], str] = {}
         self._ends: dict[str, str] = {}  # a style's start -> what ends it
         self._color_system = ColorSystem.TRUECOLOR
         # For tests and benchmarks: what was sent, what was held back.
@@ -145,12 +145,18 @@ class Wire:
     # -- cells ----------------------------------------------------------------------------
 
     def _look(self, style: Style | None) -> str:
-        """The escape sequence that starts ``style`` (its end is kept in ``_ends``)."""
-        look = self._looks.get(style)
+        """The escape sequence that starts ``style`` (its end is kept in ``_ends``).
+
+        Keyed by the style and the codes Rich keeps on that style object: Textual writes
+        an object's kept codes as they are (whatever colour system made them), so two
+        equal styles may be written differently, and the wire writes each as Textual
+        would."""
+        key = (style, None if style is None else style._ansi)
+        look = self._looks.get(key)
         if look is None:
             look, end = Strip.render_style(style, "\0", self._color_system).split("\0") \
                 if style is not None else ("", "")
-            self._looks[style] = look
+            self._looks[key] = look
             self._ends[look] = end
         return look
 
