@@ -214,11 +214,6 @@ class _Planner:
                                           vfs.f_bavail * size, 0, 1.0)
         return self.spaces[key]
 
-    def in_use(self, volume: Volume) -> bool:
-        # The inventory's own check (as its delete plan makes): unknown counts as free,
-        # the job asks again before it acts.
-        return self.inventory.in_use(volume)
-
     def can(self, volume: Volume, capability: str, what: str) -> bool:
         """Whether the volume's pool offers ``capability``; if not, it is refused."""
         pool = self.pool_of(volume)
@@ -237,9 +232,10 @@ class _Planner:
              *, effect: Sequence[tuple[str, str, int]] | None = None, wave: int = 0,
              after: tuple[tuple[str, str], ...] = (), committed: int = 0,
              directory: Pool | None = None,
-             staging: tuple[str, str, int] | None = None) -> None:
+             staging: tuple[str, str, int] | None = None) -> bool:
         """Queue ``op`` unless the bytes it reserves (``need``: host, pool, bytes) do not
-        fit; ``effect`` is its lasting change where that differs (a fix's estimate).
+        fit (then it is refused, and False); ``effect`` is its lasting change where that
+        differs (a fix's estimate).
         With ``directory`` the place of ``need`` is a directory of that pool's host.
         ``staging`` (host, pool, bytes) is reserved too, but freed when the job ends."""
         spaces = [(self.directory_space(directory, place) if directory is not None
@@ -259,12 +255,13 @@ class _Planner:
             else:
                 why = f"no space: {why}"
             self.refuse(volume, why)
-            return
+            return False
         for space, _, _, bytes_ in spaces:
             space.planned += max(bytes_, 0)
         held = (staging,) if staging is not None and staging[2] > 0 else ()
         self.jobs.append(PlannedJob(op, wave, after, tuple(need if effect is None
                                                            else effect), committed, held))
+        return True
 
     def plan(self) -> tuple[tuple[PlannedJob, ...], tuple[PoolEffect, ...]]:
         jobs = tuple(sorted(self.jobs, key=lambda j: j.wave))
@@ -283,7 +280,7 @@ class _Planner:
                 change.setdefault((host, place), 0)
         effects = []
         for key, bytes_ in change.items():
-            space = self.spaces.get(key) or self.space(*key)
+            space = self.space(*key)  # a directory's is in ``spaces`` already
             effects.append(PoolEffect(key[0], key[1], bytes_, space.available,
                                       space.reserved, committed.get(key, 0),
                                       staging.get(key, 0)))
@@ -371,7 +368,7 @@ def _plan_delete(planner: _Planner, found: list[tuple[Mark, Volume]], wipe: str)
             planner.refuse(volume, f"{len(loose)} volume(s) are based on it and not marked "
                            f"({_names(loose)}): mark them too, or flatten them first")
             continue
-        if planner.in_use(volume):
+        if planner.inventory.in_use(volume):
             planner.refuse(volume, "in use by a running QEMU (its file lock): stop the VM "
                            "(or qemu-nbd) first")
             continue
@@ -407,7 +404,7 @@ def _plan_snapshot(planner: _Planner, found: list[tuple[Mark, Volume]]) -> None:
         if volume.readonly:
             planner.refuse(volume, "read-only: a snapshot already (clone it instead)")
             continue
-        if planner.in_use(volume):
+        if planner.inventory.in_use(volume):
             planner.refuse(volume, "in use by a running QEMU: a disk is not switched to a "
                            "new overlay under it (stop the VM first)")
             continue
@@ -454,7 +451,7 @@ def _plan_copy(planner: _Planner, found: list[tuple[Mark, Volume]],
             planner.refuse(volume, f"a volume named {volume.name!r} is already in {pool!r} "
                            "(or another marked volume is copied there under that name)")
             continue
-        if planner.in_use(volume):
+        if planner.inventory.in_use(volume):
             planner.refuse(volume, "in use by a running QEMU: a copy would not be "
                            "consistent (stop the VM first)")
             continue
@@ -472,11 +469,9 @@ def _plan_copy(planner: _Planner, found: list[tuple[Mark, Volume]],
         except StorageError as err:
             planner.refuse(volume, str(err))
             continue
-        before = len(planner.jobs)
-        planner.take(op, volume, [(host, pool, need)],
-                     staging=(volume.host, volume.pool, staging))
-        if len(planner.jobs) > before:  # a refused one leaves its name free
-            names.add(volume.name)
+        if planner.take(op, volume, [(host, pool, need)],
+                        staging=(volume.host, volume.pool, staging)):
+            names.add(volume.name)  # a refused one leaves its name free
 
 
 def _plan_archive(planner: _Planner, found: list[tuple[Mark, Volume]],
@@ -496,23 +491,22 @@ def _plan_archive(planner: _Planner, found: list[tuple[Mark, Volume]],
             planner.refuse(volume, f"{dest} (or its sidecar) is there already: archive it "
                            "alone (a) to replace it, or choose another directory")
             continue
-        if planner.in_use(volume):
+        if planner.inventory.in_use(volume):
             planner.refuse(volume, "in use by a running QEMU: the archive would be torn "
                            "(stop the VM first)")
             continue
         op = ArchiveVolume(volume.host, volume.pool, volume.name, dest=dest)
+        in_directory: Pool | None = None
         try:
             place, need = op.space(planner.inventory)
             if need == 0:  # no pool of the host is that directory: its file system then
+                place, in_directory = directory, pool
                 need = planner.inventory.driver(pool).measure_archive(pool, volume.name)
-                taken.add((volume.host, dest))
-                planner.take(op, volume, [(volume.host, directory, need)], directory=pool)
-                continue
         except StorageError as err:
             planner.refuse(volume, str(err))
             continue
         taken.add((volume.host, dest))
-        planner.take(op, volume, [(volume.host, place, need)])
+        planner.take(op, volume, [(volume.host, place, need)], directory=in_directory)
 
 
 def _present(transport: Transport, path: str) -> bool:
@@ -542,7 +536,7 @@ def _plan_resize(planner: _Planner, found: list[tuple[Mark, Volume]], relative: 
         if new == volume.capacity:
             planner.refuse(volume, f"it is {format_size(new)} already")
             continue
-        if planner.in_use(volume):
+        if planner.inventory.in_use(volume):
             planner.refuse(volume, "in use by a running QEMU: it is resized with the VM "
                            "stopped")
             continue
@@ -567,7 +561,7 @@ def _plan_growfs(planner: _Planner, found: list[tuple[Mark, Volume]]) -> None:
             planner.refuse(volume, f"a {volume.format} image: the file system is grown "
                            "inside raw images only")
             continue
-        if planner.in_use(volume):
+        if planner.inventory.in_use(volume):
             planner.refuse(volume, "in use by a running QEMU: its file system is grown "
                            "with the VM stopped")
             continue
@@ -634,10 +628,8 @@ def _plan_fix(planner: _Planner, found: list[tuple[Mark, Volume]]) -> list[Refus
             except StorageError as err:
                 planner.refuse(volume, f"{fix.code}: {err}")
                 continue
-            before = len(planner.jobs)
-            planner.take(op, volume, [(volume.host, volume.pool, need)],
-                         effect=[(volume.host, volume.pool, fix.space_change)])
-            queued = len(planner.jobs) > before
+            queued = planner.take(op, volume, [(volume.host, volume.pool, need)],
+                                  effect=[(volume.host, volume.pool, fix.space_change)])
         if not fixes:
             broken = [f for f in report.findings if (f.host, f.pool, f.volume) == key]
             held.append(Refusal(*key, f"{broken[0].reason}: no fix is proposed, a person "

@@ -32,6 +32,10 @@ class Mark:
         return cls(row.host, row.pool, row.name, row.capacity, row.allocation)
 
 
+def _key(row: VolumeRow) -> MarkKey:
+    return (row.host, row.pool, row.name)
+
+
 class Marks:
     """An ordered set of marks (in the order they were made)."""
 
@@ -51,7 +55,7 @@ class Marks:
         return key in self._marks
 
     def is_marked(self, row: VolumeRow) -> bool:
-        return (row.host, row.pool, row.name) in self._marks
+        return _key(row) in self._marks
 
     def add(self, rows: Iterable[VolumeRow]) -> int:
         """Mark ``rows``; returns how many were not marked before."""
@@ -65,7 +69,7 @@ class Marks:
 
     def toggle(self, row: VolumeRow) -> bool:
         """Mark or unmark ``row``; True when it is marked now."""
-        key = (row.host, row.pool, row.name)
+        key = _key(row)
         if key in self._marks:
             del self._marks[key]
             return False

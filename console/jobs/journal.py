@@ -29,6 +29,7 @@ from console.database import Database
 
 SCHEMA_VERSION = 1
 UNCANCELLABLE = "uncancellable"  # in ``resume``: why a cancel is refused right now
+_UNCANCELLABLE_PATH = f"$.{UNCANCELLABLE}"
 
 
 class JobState(StrEnum):
@@ -192,10 +193,10 @@ class Journal:
         with self.transaction() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET state=?, owner=?, started=?, stages=?, stage=1, "
-                "error=NULL, finished=NULL, resume=json_remove(resume, '$.uncancellable') "
+                "error=NULL, finished=NULL, resume=json_remove(resume, ?) "
                 "WHERE id=? AND state=?",
-                (str(JobState.RUNNING), self.owner, time.time(), stages, job_id,
-                 str(JobState.PENDING)))
+                (str(JobState.RUNNING), self.owner, time.time(), stages,
+                 _UNCANCELLABLE_PATH, job_id, str(JobState.PENDING)))
             return cur.rowcount == 1
 
     def progress(self, job_id: int, *, stage: int, stages: int, label: str, percent: float,
@@ -217,21 +218,16 @@ class Journal:
         """From now on a cancel of the running job is refused, with ``reason``. False (and
         nothing changed) when it is no longer running: a cancel came first."""
         with self.transaction() as conn:
-            row = conn.execute("SELECT state, resume FROM jobs WHERE id=?",
-                               (job_id,)).fetchone()
-            if row is None or row[0] != str(JobState.RUNNING):
-                return False
-            merged = {**json.loads(row[1] or "{}"), UNCANCELLABLE: reason}
-            conn.execute("UPDATE jobs SET resume=? WHERE id=?", (json.dumps(merged), job_id))
-            return True
+            cur = conn.execute("UPDATE jobs SET resume=json_set(resume, ?, ?) "
+                               "WHERE id=? AND state=?",
+                               (_UNCANCELLABLE_PATH, reason, job_id,
+                                str(JobState.RUNNING)))
+            return cur.rowcount == 1
 
     def allow_cancel(self, job_id: int) -> None:
         with self.transaction() as conn:
-            row = conn.execute("SELECT resume FROM jobs WHERE id=?", (job_id,)).fetchone()
-            resume = json.loads(row[0] or "{}") if row is not None else {}
-            if resume.pop(UNCANCELLABLE, None) is not None:
-                conn.execute("UPDATE jobs SET resume=? WHERE id=?",
-                             (json.dumps(resume), job_id))
+            conn.execute("UPDATE jobs SET resume=json_remove(resume, ?) WHERE id=?",
+                         (_UNCANCELLABLE_PATH, job_id))
 
     def request_cancel(self, job_id: int) -> str | None:
         """Mark a pending or running job aborting; or, while it runs a call that cannot be

@@ -337,8 +337,9 @@ class Runner:
                 # start() refuses a job cancelled meanwhile (here or by another process).
                 if not self.journal.start(job.id, len(op.stages)):
                     raise _NotStarted
-                ctx = JobContext(self, self.journal.get(job.id), len(op.stages))
-                self._notify(self.journal.get(job.id))
+                running = self.journal.get(job.id)
+                ctx = JobContext(self, running, len(op.stages))
+                self._notify(running)
                 self._reserve(job, op)
                 op.run(ctx)
                 if self.cancel_requested(job.id):

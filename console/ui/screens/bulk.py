@@ -91,6 +91,12 @@ def signed_size(change: int) -> str:
     return f"takes {format_size(change)}" if change else "no change"
 
 
+def volume_at(volume: str, host: str, pool: str) -> Text:
+    """A volume's name in bold, then where it is (``host › pool``) dimmed."""
+    return Text.assemble((printable(volume), "bold"),
+                         (f"  {printable(host)} › {printable(pool)}", "dim"))
+
+
 def plan_table(plan: BulkPlan, outcomes: dict[int, Outcome] | None = None) -> Table:
     """Jobs in the order they run (a delete's dependants first) with each one's space,
     what is held for review, the refusals, then the space per pool; with ``outcomes``,
@@ -143,17 +149,13 @@ def plan_table(plan: BulkPlan, outcomes: dict[int, Outcome] | None = None) -> Ta
         table.add_row("", f"[b]not queued here ({len(plan.held)}): review them one by one "
                       "in the fixes screen (F)[/]", "")
         for held in plan.held:
-            table.add_row("·", Text.assemble(
-                (printable(held.volume), "bold"),
-                (f"  {printable(held.host)} › {printable(held.pool)}", "dim")), "")
+            table.add_row("·", volume_at(held.volume, held.host, held.pool), "")
             table.add_row("", Text(printable(held.reason), style="yellow"), "")
     if plan.refused:
         table.add_row("", "", "")
         table.add_row("", f"[b red]refused ({len(plan.refused)})[/]", "")
         for refusal in plan.refused:
-            table.add_row("✗", Text.assemble(
-                (printable(refusal.volume), "bold"),
-                (f"  {printable(refusal.host)} › {printable(refusal.pool)}", "dim")), "")
+            table.add_row("✗", volume_at(refusal.volume, refusal.host, refusal.pool), "")
             table.add_row("", Text(printable(refusal.reason), style="red"), "")
     if plan.effects:
         table.add_row("", "", "")
@@ -179,8 +181,7 @@ def check_table(report: CheckReport, refused: Sequence[Refusal] = ()) -> Table:
     for checked in report.volumes:
         v, health = checked.volume, checked.health
         table.add_row(Text(str(health.state), style=HEALTH_STYLE[health.state]),
-                      Text.assemble((printable(v.name), "bold"),
-                                    (f"  {printable(v.host)} › {printable(v.pool)}", "dim")))
+                      volume_at(v.name, v.host, v.pool))
         for reason in health.reasons:
             table.add_row("", Text(printable(reason)))
         fixes = sum(1 for f in report.fixes if (f.host, f.pool, f.volume) == (v.host, v.pool,
@@ -191,9 +192,8 @@ def check_table(report: CheckReport, refused: Sequence[Refusal] = ()) -> Table:
     for error in report.errors:
         table.add_row(Text("not checked", style="red"), Text(printable(error), style="red"))
     for refusal in refused:
-        table.add_row(Text("refused", style="red"), Text.assemble(
-            (printable(refusal.volume), "bold"),
-            (f"  {printable(refusal.host)} › {printable(refusal.pool)}", "dim")))
+        table.add_row(Text("refused", style="red"),
+                      volume_at(refusal.volume, refusal.host, refusal.pool))
         table.add_row("", Text(printable(refusal.reason), style="red"))
     return table
 
