@@ -24,7 +24,7 @@ from console.chains import based_on
 from console.checks import CheckReport, check_pools
 from console.fixes import Fix, Risk
 from console.inventory import Inventory
-from console.jobs.fixing import STEPS, RunFix
+from console.jobs.fixing import STEPS, RunFix, job_params
 from console.jobs.journal import ACTIVE, JobRecord, JobState, Journal
 from console.jobs.locks import host_transport
 from console.jobs.operations import (
@@ -577,7 +577,7 @@ def _review(fix: Fix) -> str | None:
         return "needs a confirmation: review it on its own in the fixes screen (F)"
     if fix.params.get("requires_mark"):
         return "needs its own mark in the fixes screen (F)"
-    if fix.code not in STEPS:
+    if job_params(fix)[0] not in STEPS:  # a check's code names its fix job's own way
         return "no fix job runs it yet"
     return None
 

@@ -351,6 +351,25 @@ def test_fix_queues_low_risk_fixes_and_holds_the_others_for_review(
     assert (a / "gold.qcow2").exists()
 
 
+def test_fix_queues_a_fix_whose_check_code_differs_from_its_job_code(
+        pools: tuple[Path, Path], tmp_path: Path) -> None:
+    """A raw file of zeroes: the check says mostly-zero, the fix job zeroed-ranges. It was
+    held back as "no fix job runs it yet"; it is queued, and punches the holes."""
+    a = pools[0]
+    (a / "zeros.raw").write_bytes(bytes(4 << 20) + b"\1" * 65536)
+    inventory = inventory_of(pools, tmp_path)
+    runner = runner_for(inventory)
+    try:
+        plan = plan_bulk(inventory, runner, "fix", [mark(a, "zeros.raw")])
+        assert [(o.volume, o.code) for j in plan.jobs if isinstance(o := j.op, RunFix)] == [
+            ("zeros.raw", "zeroed-ranges")], plan.held
+        outcomes = carry_out(runner, plan, lambda o: None, timeout=PATIENCE)
+    finally:
+        runner.close()
+    assert [o.succeeded for o in outcomes] == [True], [o.reason for o in outcomes]
+    assert os.stat(a / "zeros.raw").st_blocks * 512 < 1 << 20
+
+
 def test_the_plan_and_the_runner_refuse_the_same_critical_threshold(
         pools: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """90% used, critical 95%: a copy that would take it past 95% is refused by both,
