@@ -396,7 +396,7 @@ class _Checker:
                              f"the only volume based on {base.name} (writable, used by "
                              "nothing else): the two can be one image")
         drop = v.readonly  # a snapshot's data goes into the base; a disk stays, emptied
-        temp = os.path.join(pool.path, f"{TEMP_PREFIX}{JOB_PLACEHOLDER}-{v.name}")
+        temp = os.path.join(pool.path, _job_temp(v.name))
         last = (("rm", "--", v.path),) if drop else (
             tuple(qemuimg.overlay(temp, v.capacity, backing_reference(base, pool.path),
                                   base.format)), ("mv", "-T", "--", temp, v.path))
@@ -436,7 +436,7 @@ class _Checker:
             need = driver.measure_copy(pool, v.name, ImageFormat(wanted), full=True)
         except StorageError:
             need = v.capacity + (v.capacity >> 7)  # cannot measure: the data, with tables
-        temp = os.path.join(pool.path, f"{TEMP_PREFIX}{JOB_PLACEHOLDER}-{v.name}")
+        temp = os.path.join(pool.path, _job_temp(v.name))
         self._fix(finding, FixType.OPTIMIZE, f"convert it to a preallocated {wanted} image",
                   need - v.allocation, Risk.MEDIUM,
                   (qemuimg.convert(v.path, v.format, temp, wanted, preallocation="falloc",
@@ -463,7 +463,7 @@ class _Checker:
             need = driver.measure_copy(pool, v.name, ImageFormat.QCOW2)
         except StorageError:
             need = v.capacity  # cannot measure: at most the whole disk
-        temp = f"{TEMP_PREFIX}{JOB_PLACEHOLDER}-{v.name}"
+        temp = _job_temp(v.name)
         temp_path = os.path.join(pool.path, temp)
         self._fix(finding, FixType.OPTIMIZE,
                   f"flatten the chain of {v.chain_depth} into one image",
@@ -648,6 +648,11 @@ class _Chains:
             if resolved:
                 on.setdefault(resolved[0], set()).add(here)
         return cls(frozenset(named), frozenset(below), on, at)
+
+
+def _job_temp(name: str) -> str:
+    """The temporary name a fix's commands write ``name``'s new image under."""
+    return f"{TEMP_PREFIX}{JOB_PLACEHOLDER}-{name}"
 
 
 def _running(job: JobRecord) -> bool:

@@ -33,15 +33,15 @@ from backends.probe import probe as probe_image
 MAX_CHAIN = 64  # links followed before giving up: deeper is "too-deep", never a hang
 TEMP_PREFIX = ".sc-tmp-"  # job outputs in flight (jobs issue): not volumes
 _TEMP_JOB = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-")
+PARALLEL_MIN = 2000  # files in a directory before probing is split across two processes
+
+Entry = dict[str, Any]
 
 
 def job_of_temporary(name: str) -> int | None:
     """The id of the job whose output in flight ``name`` is (``.sc-tmp-ID-...``)."""
     match = _TEMP_JOB.match(name)
     return int(match.group(1)) if match else None
-PARALLEL_MIN = 2000  # files in a directory before probing is split across two processes
-
-Entry = dict[str, Any]
 
 
 def file_kind(mode: int) -> str:

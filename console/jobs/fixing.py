@@ -486,25 +486,36 @@ class _Step:
         fmt = self.op._format()
         volume = self.volume(fmt)
         self.usable_chain(volume)
+        self.replace_by_copy(
+            volume, lambda temp_path: qemuimg.convert(volume.path, fmt, temp_path, fmt),
+            fmt, label="flatten", what="qemu-img convert (flattening)",
+            differs="the flattened copy differs from the chain",
+            differs_hint="nothing was replaced; check the chain",
+            before={"depth": volume.chain.depth})
+
+    def replace_by_copy(self, volume: Volume, argv: Callable[[str], list[str]], out: str,
+                        *, label: str, what: str, differs: str, differs_hint: str,
+                        before: dict[str, Any]) -> None:
+        """Write ``argv(temp_path)`` (a qemu-img convert of ``volume`` as ``out``) under a
+        journaled temporary name, compare it with the volume, then rename it over it; the
+        partial copy is removed on any failure."""
         temp = temp_name(self.ctx.job_id, self.op.volume)
         temp_path = _path(self.pool, temp)
         self.ctx.remember(temp=temp, temp_pool=self.pool.name,
-                          before={"depth": volume.chain.depth})  # before the file exists
+                          before=before)  # before the file exists
         self.remove_temp(temp)
-        self.stage("flatten")
+        self.stage(label)
         try:
-            self.must(self.run(qemuimg.convert(volume.path, fmt, temp_path, fmt),
-                               "qemu-img convert", progress_label="flatten",
+            self.must(self.run(argv(temp_path), "qemu-img convert", progress_label=label,
                                total=volume.capacity),
-                      "qemu-img convert (flattening)", "the partial copy is removed")
+                      what, "the partial copy is removed")
             self.stage("verify")
-            if not self.driver.same_content(volume, temp_path, fmt,
+            if not self.driver.same_content(volume, temp_path, out,
                                             should_cancel=self.ctx.should_cancel):
-                raise StorageError("the flattened copy differs from the chain", **self.where,
-                                   hint="nothing was replaced; check the chain")
+                raise StorageError(differs, **self.where, hint=differs_hint)
             self.stage("publish")
             self.transport.copy_attributes(volume.path, temp_path)
-            # fsync, then renamed over the volume: the chain stays whole until then.
+            # fsync, then renamed over the volume: it stays whole until then.
             self.transport.publish(temp_path, volume.path, replace=True)
         except BaseException:
             self.remove_temp(temp)
@@ -661,31 +672,13 @@ class _Step:
             raise VolumeBusy(f"libvirt domain(s) {', '.join(users[:5])} read it as {fmt}: "
                              f"as {out} they would not boot", **self.where,
                              hint=f"change the domain's disk to {out} first, or prefer {fmt}")
-        temp = temp_name(self.ctx.job_id, self.op.volume)
-        temp_path = _path(self.pool, temp)
-        self.ctx.remember(temp=temp, temp_pool=self.pool.name,  # before the file exists
-                          before={"format": fmt, "allocation": _allocated(
-                              self.transport, volume.path)})
-        self.remove_temp(temp)
-        self.stage("convert")
-        try:
-            self.must(self.run(qemuimg.convert(volume.path, fmt, temp_path, out,
-                                               preallocation=self.op._preallocation(),
-                                               out_of_order=True),
-                               "qemu-img convert", progress_label="convert",
-                               total=volume.capacity),
-                      "qemu-img convert", "the partial copy is removed")
-            self.stage("verify")
-            if not self.driver.same_content(volume, temp_path, out,
-                                            should_cancel=self.ctx.should_cancel):
-                raise StorageError(f"the {out} copy differs from the volume", **self.where,
-                                   hint="nothing was replaced")
-            self.stage("publish")
-            self.transport.copy_attributes(volume.path, temp_path)
-            self.transport.publish(temp_path, volume.path, replace=True)
-        except BaseException:
-            self.remove_temp(temp)
-            raise
+        self.replace_by_copy(
+            volume, lambda temp_path: qemuimg.convert(
+                volume.path, fmt, temp_path, out, preallocation=self.op._preallocation(),
+                out_of_order=True),
+            out, label="convert", what="qemu-img convert",
+            differs=f"the {out} copy differs from the volume", differs_hint="nothing was replaced",
+            before={"format": fmt, "allocation": _allocated(self.transport, volume.path)})
 
     def repair_corruption(self) -> None:
         if self.params.get("confirmed") is not True:

@@ -24,6 +24,7 @@ from backends.contract import (
 )
 from backends.drivers.dir.commands import failure, run
 from backends.drivers.dir.guards import check_cancel, refuse_in_use, require_usable
+from backends.drivers.dir.inspection import chain_data
 from backends.drivers.dir.names import MAX_NAME_BYTES, size_text, validate_name, where_of
 from backends.drivers.dir.progress import CopyProgress, bytes_progress
 from backends.drivers.dir.temporaries import (
@@ -144,13 +145,7 @@ def archive_volume(
 
 def measure_archive(driver: DirDriver, pool: Pool, name: str) -> int:
     volume = driver.probe_volume(pool, name)
-    data = 0
-    for link in volume.chain.links:
-        try:
-            data += driver.transport.lstat(link.path).st_blocks * 512
-        except OSError:
-            data += link.capacity
-    data = min(data, volume.capacity)
+    data = chain_data(driver.transport, volume)
     # zstd's bound on incompressible input: a 1/256 more, and a little.
     need = data + data // 256 + (1 << 20)
     if qemuimg.qemu_format(volume.format) != "raw":

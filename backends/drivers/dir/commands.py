@@ -32,6 +32,18 @@ def run(transport: Transport, argv: list[str], where: dict[str, str],
         raise Cancelled(f"{qemuimg_name(argv)} was cancelled", **where) from None
 
 
+def measure(transport: Transport, argv: list[str],
+            where: dict[str, str]) -> qemuimg.Measure:
+    """What ``qemu-img measure`` (``argv``) says an image needs."""
+    result = run(transport, argv, where)
+    if result.returncode != 0:
+        raise failure(result, "qemu-img measure", where)
+    try:
+        return qemuimg.parse_measure(result.stdout)
+    except ValueError as err:
+        raise CommandFailed(f"qemu-img measure: {err}", **where) from None
+
+
 def failure(result: CommandResult, what: str, where: dict[str, str], *,
             hint: str = "") -> StorageError:
     """The error a failed command stands for: no space, a lock, or just failed."""

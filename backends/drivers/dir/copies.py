@@ -12,7 +12,6 @@ from backends.contract import (
     CLONE_STRATEGIES,
     CancelCheck,
     Cancelled,
-    CommandFailed,
     CommandResult,
     InvalidRequest,
     ProgressCallback,
@@ -20,8 +19,9 @@ from backends.contract import (
     VolumeBusy,
     VolumeExists,
 )
-from backends.drivers.dir.commands import failure, run
+from backends.drivers.dir.commands import failure, measure, run
 from backends.drivers.dir.guards import check_cancel, refuse_in_use, require_usable
+from backends.drivers.dir.inspection import chain_data
 from backends.drivers.dir.names import backing_reference, size_text, validate_name, where_of
 from backends.drivers.dir.progress import CopyProgress
 from backends.drivers.dir.temporaries import (
@@ -182,13 +182,8 @@ def measure_copy(driver: DirDriver, pool: Pool, name: str, fmt: ImageFormat | No
         # A sparse copy writes what the source has allocated, no more; qemu-img
         # measure would say the whole virtual size.
         return volume.allocation
-    result = run(driver.transport, qemuimg.measure(volume.path, volume.format, out_fmt), where)
-    if result.returncode != 0:
-        raise failure(result, "qemu-img measure", where)
-    try:
-        measured = qemuimg.parse_measure(result.stdout)
-    except ValueError as err:
-        raise CommandFailed(f"qemu-img measure: {err}", **where) from None
+    measured = measure(driver.transport,
+                       qemuimg.measure(volume.path, volume.format, out_fmt), where)
     return measured.fully_allocated if full else measured.required
 
 
@@ -198,13 +193,7 @@ def _measure_above(transport: Transport, volume: Volume, base_depth: int) -> int
     base, which are some of theirs): their allocation, with room for the qcow2
     overlay's tables (at most 8 bytes of L2 per 64 KiB cluster of the disk, 2 of
     refcount per cluster written, a header)."""
-    data = 0
-    for link in volume.chain.links[:base_depth]:
-        try:
-            data += transport.lstat(link.path).st_blocks * 512
-        except OSError:
-            data += link.capacity  # unknown: as much as it can hold
-    data = min(data, volume.capacity)
+    data = chain_data(transport, volume, base_depth)
     return data + volume.capacity // 8192 + data // 32768 + (1 << 20)
 
 

@@ -10,12 +10,11 @@ from backends.contract import (
     PREALLOCATIONS,
     CancelCheck,
     Cancelled,
-    CommandFailed,
     InvalidRequest,
     ProgressCallback,
     VolumeExists,
 )
-from backends.drivers.dir.commands import failure, run
+from backends.drivers.dir.commands import failure, measure, run
 from backends.drivers.dir.guards import check_cancel
 from backends.drivers.dir.names import backing_reference, validate_name, where_of
 from backends.drivers.dir.temporaries import clear_leftover, discard_quietly, publish, temp_name_for
@@ -108,11 +107,6 @@ def measure_create(driver: DirDriver, pool: Pool, fmt: ImageFormat, capacity: in
     if qemuimg.qemu_format(fmt) == "raw":
         return capacity if preallocation else 4096  # qemu-img writes the first block
     where = {"host": pool.host, "pool": pool.name}
-    result = run(driver.transport, qemuimg.measure(None, None, fmt, size=capacity), where)
-    if result.returncode != 0:
-        raise failure(result, "qemu-img measure", where)
-    try:
-        measured = qemuimg.parse_measure(result.stdout)
-    except ValueError as err:
-        raise CommandFailed(f"qemu-img measure: {err}", **where) from None
+    measured = measure(driver.transport, qemuimg.measure(None, None, fmt, size=capacity),
+                       where)
     return measured.fully_allocated if preallocation else measured.required

@@ -35,6 +35,18 @@ def holds_data(transport: Transport, volume: Volume) -> bool:
     return volume.allocation > 0
 
 
+def chain_data(transport: Transport, volume: Volume, depth: int | None = None) -> int:
+    """Bytes the top ``depth`` images of the volume's chain (all: None) hold on disk, at
+    most its size; an image that cannot be read counts as full."""
+    data = 0
+    for link in volume.chain.links[:depth]:
+        try:
+            data += transport.lstat(link.path).st_blocks * 512
+        except OSError:
+            data += link.capacity  # unknown: as much as it can hold
+    return min(data, volume.capacity)
+
+
 def same_content(transport: Transport, a: Volume, b_path: str,
                  b_format: ImageFormat | str, *, should_cancel: CancelCheck | None = None) -> bool:
     where = {"host": a.host, "pool": a.pool, "volume": a.name}

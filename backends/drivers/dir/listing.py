@@ -7,6 +7,7 @@ turns its plain records into model objects and its errors into ``PoolUnavailable
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 from backends.contract import InvalidRequest, PoolUnavailable, Transport, VolumeNotFound
@@ -111,10 +112,8 @@ def scan_pool(transport: Transport, pool: Pool, roots: tuple[str, ...]) -> PoolS
             skipped.append(f"{entry['name']} ({entry['kind']})")
             if entry["kind"] == "temporary":
                 temporaries.append(entry["name"])
-    capacity = capacity_from_statvfs(listing["statvfs"])
-    committed = sum(v.capacity for v in volumes)
-    capacity = Capacity(capacity.capacity, capacity.allocation, capacity.available,
-                        committed)
+    capacity = replace(capacity_from_statvfs(listing["statvfs"]),
+                       committed=sum(v.capacity for v in volumes))
     return PoolScan(
         pool=Pool(pool.host, pool.name, pool.kind, pool.path, capacity),
         volumes=tuple(volumes),
