@@ -50,6 +50,7 @@ JOB_COMMANDS = ("create", "resize", "copy", "delete", "snapshot", "clone", "grow
 AUTO_FIX_COMMANDS = ("create", "resize", "copy", "snapshot", "clone", "growfs", "restore",
                      "job")
 SUBCOMMANDS = tuple(HANDLERS)
+MONITOR_REFRESH = 30.0  # seconds between refreshes in --monitor, unless --refresh
 FORMATS = ("raw", "qcow2")
 
 
@@ -286,9 +287,6 @@ def _open_cache(args: argparse.Namespace) -> Cache:
     if cache.warning:
         print(f"{PROG}: warning: {cache.warning}", file=sys.stderr)
     return cache
-
-
-MONITOR_REFRESH = 30.0  # seconds between refreshes in --monitor, unless --refresh
 
 
 def _seconds(text: str) -> float:

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Literal
 
 from console.cache import Cache, HostRow, PoolRow, UsageSample
 from console.config import Thresholds
@@ -86,6 +87,12 @@ class AlertChange:
     @property
     def raised(self) -> bool:
         return self.after > self.before
+
+    @property
+    def severity(self) -> Literal["information", "warning", "error"]:
+        """As Textual's notify: the level reached (back to OK is news, not trouble)."""
+        return ("information" if self.after == Level.OK else
+                "error" if self.after == Level.CRITICAL else "warning")
 
     @property
     def summary(self) -> str:
@@ -326,9 +333,7 @@ class Monitor:
         error = None
         pools = self.cache.pools()
         changes = self.alerts.update(pools, now)
-        events += [Event(now, "alert", c.summary, "information" if c.after == Level.OK
-                         else "error" if c.after == Level.CRITICAL else "warning")
-                   for c in changes]
+        events += [Event(now, "alert", c.summary, c.severity) for c in changes]
         events += host_events(self._hosts, self.cache.hosts(), now)
         # The health of every volume is read again only when a pool was refreshed.
         seen = tuple((p.host, p.name, p.last_seen) for p in pools)

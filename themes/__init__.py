@@ -137,6 +137,9 @@ THEMES: tuple[Theme, ...] = (STORAGE_DARK, STORAGE_LIGHT, STORAGE_HIGH_CONTRAST,
                              STORAGE_MONO)
 DEFAULT_THEME = STORAGE_DARK.name
 MONO_THEME = STORAGE_MONO.name
+# A Theme's colour fields (the rest of a theme's colours are its variables).
+COLOURS = ("primary", "secondary", "accent", "warning", "error", "success", "foreground",
+           "background", "surface", "panel", "boost")
 
 # What the themes become where the terminal has 16 colours (TERM=linux, screen, tmux,
 # the Windows console): colours of that palette itself (Rich's), so its nearest-colour
@@ -164,8 +167,6 @@ _SIXTEEN: dict[str, dict[str, str]] = {
         "block-cursor-blurred-foreground": "#000000",
     },
 }
-_FIELDS = ("primary", "secondary", "accent", "warning", "error", "success", "foreground",
-           "background", "surface", "panel", "boost")
 
 
 def for_colour_system(theme: Theme, system: str | None) -> Theme:
@@ -175,7 +176,7 @@ def for_colour_system(theme: Theme, system: str | None) -> Theme:
     if sixteen is None or system not in ("standard", "windows"):
         return theme
     get = sixteen.get
-    variables = {k: v for k, v in sixteen.items() if k not in _FIELDS}
+    variables = {k: v for k, v in sixteen.items() if k not in COLOURS}
     return replace(theme, primary=sixteen["primary"], secondary=get("secondary"),
                    accent=get("accent"), warning=get("warning"), error=get("error"),
                    success=get("success"), foreground=get("foreground"),

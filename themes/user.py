@@ -25,8 +25,8 @@ from pathlib import Path
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
-COLOURS = ("primary", "secondary", "accent", "warning", "error", "success", "foreground",
-           "background", "surface", "panel", "boost")
+from themes import COLOURS
+
 KEYS = ("name", "dark", "variables", *COLOURS)
 TEXT_STYLES = {"bold", "b", "dim", "d", "italic", "i", "underline", "u", "reverse", "r",
                "strike", "s", "blink", "none", "not"}
@@ -65,20 +65,17 @@ def load_user_themes(directory: Path, taken: Collection[str] = ()
         return [], [ThemeFileError(directory, None, f"cannot list the directory: {err}")]
     names = set(taken)
     for path in paths:
-        found = load_theme_file(path)
+        found = load_theme_file(path, names)
         if isinstance(found, ThemeFileError):
             errors.append(found)
-        elif found.name in names:
-            errors.append(ThemeFileError(path, _key_line(path, "name"),
-                                         f"a theme named {found.name!r} exists already"))
         else:
             names.add(found.name)
             themes.append(found)
     return themes, errors
 
 
-def load_theme_file(path: Path) -> Theme | ThemeFileError:
-    """One theme file as a Theme, or why it cannot be one."""
+def load_theme_file(path: Path, taken: Collection[str] = ()) -> Theme | ThemeFileError:
+    """One theme file as a Theme, or why it cannot be one (its name among ``taken``)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -90,9 +87,13 @@ def load_theme_file(path: Path) -> Theme | ThemeFileError:
         return ThemeFileError(path, int(match.group(1)) if match else None,
                               f"not valid TOML: {err}")
     try:
-        return _theme(data)
+        theme = _theme(data)
     except _Invalid as err:
         return ThemeFileError(path, _line_of(text, err.key), err.reason)
+    if theme.name in taken:
+        return ThemeFileError(path, _line_of(text, "name"),
+                              f"a theme named {theme.name!r} exists already")
+    return theme
 
 
 def _theme(data: dict[str, object]) -> Theme:
@@ -144,13 +145,6 @@ def _parse_colour(value: str, what: str, key: str) -> None:
     except ColorParseError:
         raise _Invalid(f"{what}: {value!r} is not a colour (use \"#RRGGBB\", "
                        f"\"rgb(r,g,b)\" or a name like \"ansi_red\")", key) from None
-
-
-def _key_line(path: Path, key: str) -> int | None:
-    try:
-        return _line_of(path.read_text(encoding="utf-8"), key)
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _line_of(text: str, key: str | None) -> int | None:

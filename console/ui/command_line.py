@@ -6,6 +6,7 @@ the main screen carries out what ``parse`` returns.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -122,13 +123,11 @@ def completions(line: str, hosts: Sequence[str],
     verb = VERBS.get(word)
     if verb == "host":
         names = list(hosts)
+    elif verb == "pool" and ":" in partial:
+        names = [f"{h}:{p}" for h, p in pools]
     elif verb == "pool":
-        count: dict[str, int] = {}
-        for _, pool in pools:
-            count[pool] = count.get(pool, 0) + 1
+        count = Counter(p for _, p in pools)
         names = list(dict.fromkeys(p if count[p] == 1 else f"{h}:{p}" for h, p in pools))
-        if ":" in partial:
-            names = [f"{h}:{p}" for h, p in pools]
     else:
         return []
     return [f":{word} {name}" for name in names if name.startswith(partial)]

@@ -27,10 +27,11 @@ from backends.drivers.libvirt.poolxml import (
 )
 from console.inventory import Inventory
 from console.ui.cells import printable
+from console.ui.messages import OperationFailed
 from console.ui.screens.dialog import DialogScreen
 
 RAW_XML = "xml"
-TYPE_CHOICES = [(f"{kind}", kind) for kind in FORM_TYPES] + [
+TYPE_CHOICES = [(kind, kind) for kind in FORM_TYPES] + [
     ("other type: raw XML", RAW_XML)]
 FIELDS = ("target", "device", "source_host", "source_path", "vg")
 # (label, placeholder) of each field a type shows; fields not listed are hidden.
@@ -52,12 +53,6 @@ class PoolDefined(Message):
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
-
-
-class DefineFailed(Message):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
 
 
 class DefinePoolScreen(DialogScreen[str | None]):
@@ -189,16 +184,16 @@ class DefinePoolScreen(DialogScreen[str | None]):
             assert isinstance(driver, LibvirtDriver)
             pool = driver.define_pool(definition)
         except StorageError as err:
-            self.post_message(DefineFailed(str(err)))
+            self.post_message(OperationFailed(str(err)))
             return
         except Exception as err:  # never a traceback in the console
-            self.post_message(DefineFailed(f"{type(err).__name__}: {err}"))
+            self.post_message(OperationFailed(f"{type(err).__name__}: {err}"))
             return
         if start:
             try:
                 driver.start_pool(pool.name, build=True)
             except StorageError as err:  # defined all the same: say so, and close
-                self.post_message(DefineFailed(
+                self.post_message(OperationFailed(
                     f"defined, but not started: {err}. Close (esc) and start it from "
                     "the palette once the cause is fixed."))
                 return
@@ -208,8 +203,8 @@ class DefinePoolScreen(DialogScreen[str | None]):
     def defined(self, message: PoolDefined) -> None:
         self.dismiss(message.name)
 
-    @on(DefineFailed)
-    def failed(self, message: DefineFailed) -> None:
+    @on(OperationFailed)
+    def failed(self, message: OperationFailed) -> None:
         self.busy = False
         self.query_one("#define", Button).disabled = False
         self.show_error(printable(message.text))

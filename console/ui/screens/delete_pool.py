@@ -22,17 +22,12 @@ from backends.contract import StorageError
 from backends.model import Pool
 from console.inventory import Inventory
 from console.ui.cells import printable
+from console.ui.messages import OperationFailed
 from console.ui.screens.dialog import DialogScreen
 
 
 class PoolDeleted(Message):
     pass
-
-
-class DeletePoolFailed(Message):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
 
 
 class DeletePoolScreen(DialogScreen[bool]):
@@ -125,9 +120,9 @@ class DeletePoolScreen(DialogScreen[bool]):
             if undefine:
                 driver.undefine_pool(name)
         except StorageError as err:
-            self.post_message(DeletePoolFailed(str(err)))
+            self.post_message(OperationFailed(str(err)))
         except Exception as err:  # never a traceback in the console
-            self.post_message(DeletePoolFailed(
+            self.post_message(OperationFailed(
                 f"host {self.pool.host!r}, pool {name!r}: {type(err).__name__}: {err}"))
         else:
             self.post_message(PoolDeleted())
@@ -136,8 +131,8 @@ class DeletePoolScreen(DialogScreen[bool]):
     def deleted(self) -> None:
         self.dismiss(True)
 
-    @on(DeletePoolFailed)
-    def failed(self, message: DeletePoolFailed) -> None:
+    @on(OperationFailed)
+    def failed(self, message: OperationFailed) -> None:
         self.busy = False
         self.query_one("#delete", Button).disabled = \
             self.query_one("#confirm", Input).value != self.pool.name

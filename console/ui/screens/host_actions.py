@@ -131,8 +131,7 @@ class HostActions(Screen[None]):
         if action == "define_pool":
             return self.libvirt_host() is not None
         if action == "delete_pool":
-            pool = self.inventory.known_pool(*self.current.key) if self.current else None
-            return pool is not None and pool.kind == "libvirt"
+            return self.libvirt_pool() is not None
         if self.current_host is None:
             return False
         status = self.inventory.host_status(self.current_host)
@@ -144,9 +143,18 @@ class HostActions(Screen[None]):
     def libvirt_host(self) -> str | None:
         """The libvirt host under the cursor (its node, or one of its pools)."""
         host = self.current.key[0] if self.current is not None else self.current_host
-        if host is None or host not in {h.name for h in self.inventory.hosts()}:
+        if host is None:
             return None
-        return host if self.inventory.host_link(host).kind == UriKind.LIBVIRT else None
+        try:
+            link = self.inventory.host_link(host)
+        except KeyError:  # a host no longer in the config
+            return None
+        return host if link.kind == UriKind.LIBVIRT else None
+
+    def libvirt_pool(self) -> Pool | None:
+        """The libvirt pool under the cursor."""
+        pool = self.inventory.known_pool(*self.current.key) if self.current else None
+        return pool if pool is not None and pool.kind == "libvirt" else None
 
     def pool_admin_commands(self) -> list[PaletteCommand]:
         """Palette entries for defining a pool on this libvirt host and deleting the
@@ -179,8 +187,8 @@ class HostActions(Screen[None]):
         self.rediscover(host)  # the "defined" event does too, when the host is watched
 
     def action_delete_pool(self) -> None:
-        pool = self.inventory.known_pool(*self.current.key) if self.current else None
-        if pool is None or pool.kind != "libvirt" or self.inventory.read_only:
+        pool = self.libvirt_pool()
+        if pool is None or self.inventory.read_only:
             return
         if pool.active:
             self.notify(f"host {pool.host!r}, pool {pool.name!r}: the pool is running; "

@@ -525,9 +525,7 @@ class MainScreen(HostActions):
             return self.bulk("check")
         volume = self.volume_table.current
         if volume is not None:
-            self.app.push_screen(BulkPlanScreen(self.inventory, self.runner, "check",
-                                                [Mark.of_row(volume)],
-                                                cursor_blink=self.cursor_blink))
+            self.bulk("check", [Mark.of_row(volume)])
 
     def action_restore(self) -> None:
         pool = self.current_pool()
@@ -550,13 +548,15 @@ class MainScreen(HostActions):
                     if self.volume_table.filter_text else f"{count} mark(s) cleared",
                     title="marks")
 
-    def bulk(self, action: str) -> None:
-        """One plan for ``action`` on every marked volume, then its jobs and a summary."""
+    def bulk(self, action: str, marks: list[Mark] | None = None) -> None:
+        """One plan for ``action`` on every marked volume (or on ``marks``), then its jobs
+        and a summary."""
         if self.runner is None and action != "check":
             return
-        self.app.push_screen(
-            BulkPlanScreen(self.inventory, self.runner, action, list(self.volume_table.marks),
-                           cursor_blink=self.cursor_blink), self.fixes_submitted)
+        marks = list(self.volume_table.marks) if marks is None else marks
+        self.app.push_screen(BulkPlanScreen(self.inventory, self.runner, action, marks,
+                                            cursor_blink=self.cursor_blink),
+                             self.fixes_submitted)
 
     def action_audit(self) -> None:
         """The audit log lives in the journal's file."""

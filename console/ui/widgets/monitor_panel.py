@@ -15,13 +15,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.notifications import SeverityLevel
 from textual.worker import get_current_worker
 
 from console.cache import Cache
 from console.config import Thresholds
 from console.jobs.journal import Journal
-from console.monitoring import Level, Monitor, MonitorUpdate
+from console.monitoring import Monitor, MonitorUpdate
 from console.ui.widgets.alerts_panel import AlertsPanel
 from console.ui.widgets.events_log import EventsLog
 
@@ -104,11 +103,8 @@ class MonitorPanel(Horizontal):
         if update.events or self.polls == 0:
             self.query_one(EventsLog).show(self.monitor.log.events())
         for change in update.changes:
-            severity: SeverityLevel = ("information" if change.after == Level.OK else
-                                       "error" if change.after == Level.CRITICAL
-                                       else "warning")
             self.notify(change.text, title=f"pool {change.pool}: {change.after}",
-                        severity=severity, timeout=10 if change.raised else 5)
+                        severity=change.severity, timeout=10 if change.raised else 5)
         if update.error:
             self.notify(update.error, title="monitoring", severity="error", timeout=10)
         self.polls += 1
