@@ -76,13 +76,13 @@ class StorageConsoleApp(App[None]):
         self.theme_choice = ThemeChoice.load(inventory.config.source, inventory.config.theme)
         self.theme_choice.register(self)
         self.theme = self.theme_choice.start(self, theme)
-        if inventory.read_only:
-            self.sub_title = "read-only"
+        modes = ["read-only"] if inventory.read_only else []
         if monitor:
-            self.sub_title = " ".join(filter(None, [self.sub_title, "monitor"]))
+            modes.append("monitor")
         if refresh_every:
-            self.sub_title = " ".join(filter(None, [self.sub_title,
-                                                    f"(refresh every {refresh_every:g}s)"]))
+            modes.append(f"(refresh every {refresh_every:g}s)")
+        if modes:
+            self.sub_title = " ".join(modes)
 
     def get_default_screen(self) -> Screen[None]:
         self.main_screen = MainScreen(self.inventory, runner=self.runner, clock=self.clock,
@@ -135,12 +135,9 @@ class StorageConsoleApp(App[None]):
             self.push_screen(HelpScreen(binding_sections(self, self.screen)))
 
     @on(events.Mount)
-    def _follow_theme(self) -> None:
+    def _follow_signals(self) -> None:
         self.theme_changed_signal.subscribe(self, self._theme_picked)
         self.theme_choice.report_problems(self)
-
-    @on(events.Mount)
-    def _follow_resume(self) -> None:
         # Back from a suspend (SIGCONT): the terminal's cells are not what we wrote.
         self.app_resume_signal.subscribe(self, lambda _app: self.action_redraw())
 

@@ -197,10 +197,13 @@ class Wire:
 
     def _changed_runs(self, update: ChopsUpdate) -> Iterator[tuple[int, int, list[Cell]]]:
         assert self.size is not None
-        for y, x1, x2 in update.spans:
+        line: list[Cell | None] = []
+        line_y = -1
+        for y, x1, x2 in update.spans:  # by line; a line may have several spans
             if not 0 <= y < len(self.lines):
                 continue
-            line = self._line(update, y)
+            if y != line_y:
+                line, line_y = self._line(update, y), y
             for x, end in self._crossing(update, y, x1, x2):
                 start = max(x, x1)
                 if start == x and x > 0 and line[x - 1] is not None and \

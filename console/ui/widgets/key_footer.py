@@ -65,13 +65,16 @@ class KeyFooter(Footer):
         def rank(key: FooterKey) -> int:
             return 0 if key.action in focused else 1 if key.action in KEEP else 2
 
+        widths = [key_width(key.key_display, key.description, compact=self.compact)
+                  for key in keys]
         shown = set(range(len(keys)))
+        used = sum(widths)
         # The least wanted go first, the last of them first.
         for index in sorted(shown, key=lambda i: (-rank(keys[i]), -i)):
-            if sum(key_width(keys[i].key_display, keys[i].description,
-                             compact=self.compact) for i in shown) <= room:
+            if used <= room:
                 break
             shown.discard(index)
+            used -= widths[index]
         yield from (key for i, key in enumerate(keys) if i in shown)
         yield from palette
 
