@@ -61,13 +61,13 @@ class LineList(CursorKeys, ScrollView, Generic[LineT], can_focus=True):
     def _set_cursor(self, index: int) -> None:
         index = max(0, min(index, len(self.lines) - 1))
         top = round(self.scroll_y)
-        self.refresh_line(self.cursor - top)
+        self.refresh_line(self.cursor)  # a line of the list: refresh_line takes off the scroll
         self.cursor = index
         if index < top:
             self.scroll_to(y=index, animate=False)
         elif index >= top + self.visible_rows:
             self.scroll_to(y=index - self.visible_rows + 1, animate=False)
-        self.refresh_line(index - round(self.scroll_y))
+        self.refresh_line(index)
 
     @property
     def cursor_rows(self) -> int:
