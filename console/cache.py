@@ -389,6 +389,16 @@ class Cache:
             "WHERE host=? AND pool=? AND name=?", (host, pool, name)).fetchone()
         return _volume_row(row) if row else None
 
+    def present(self, host: str, pool: str, names: Sequence[str]) -> set[str]:
+        """Which of ``names`` the pool's cached volumes hold: one query per 500 names."""
+        found: set[str] = set()
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
+            found.update(r[0] for r in self.conn.execute(
+                "SELECT name FROM volumes WHERE host=? AND pool=? AND name IN "
+                f"({','.join('?' * len(chunk))})", (host, pool, *chunk)))
+        return found
+
     def dependants(self, host: str, path: str) -> list[VolumeRow]:
         """Cached volumes of ``host`` directly based on the file at ``path``."""
         cur = self.conn.execute(

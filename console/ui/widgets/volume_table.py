@@ -456,9 +456,10 @@ class VolumeTable(CursorKeys, ScrollView, can_focus=True):
     def prune_marks(self, host: str, pool: str) -> None:
         """Drop the marks of ``pool`` whose volume the cache no longer has (a refresh
         found it gone)."""
-        present = [m.volume for m in self.marks.in_pool(host, pool)
-                   if self.cache.volume(host, pool, m.volume) is not None]
-        if self.marks.keep_only(host, pool, present):
+        marked = [m.volume for m in self.marks.in_pool(host, pool)]
+        if not marked:
+            return
+        if self.marks.keep_only(host, pool, self.cache.present(host, pool, marked)):
             self._marks_changed()
 
     async def _on_click(self, event: events.Click) -> None:
